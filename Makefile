@@ -1,0 +1,46 @@
+# One command runs the appliance, one runs the tests; both set themselves up.
+#   make run    - venv + install, then twistd -n p2pnet on the embedded defaults
+#   make test   - venv + install + interop clients (Debian packages), then the whole suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+TRIAL_JOBS ?= 2
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages the interop tests drive: coturn's turnutils_* and the classic stun client.
+SYSTEM_PACKAGES := coturn stun-client
+
+.PHONY: run test lint bench system-deps venv clean
+
+$(STAMP): setup.cfg setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet --config-settings editable_mode=compat -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+run: $(STAMP)
+	$(VENV)/bin/twistd -n p2pnet $(ARGS)
+
+test: $(STAMP) system-deps
+	$(PY) -m twisted.trial --jobs=$(TRIAL_JOBS) $(or $(TESTS),test)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check p2pnet test bench twisted tac --extend-include '*.tac'
+
+bench: $(STAMP) system-deps
+	$(PY) bench/stun_bench.py
+
+clean:
+	rm -rf $(VENV) _trial_temp* build *.egg-info

@@ -1,0 +1,17 @@
+# -*- test-case-name: test.test_app -*-
+"""p2pnet: one Twisted process for NAT traversal.
+
+STUN (RFC 8489/5389/3489/5780) today; TURN, a RustDesk-compatible rendezvous and relay
+server and a control gateway share the same reactor as ``MultiService`` children.
+
+Curated exports for embedders::
+
+    from p2pnet import Config, ConfigError, buildService
+"""
+
+__version__ = "0.1.0"
+
+from p2pnet.app import buildService  # noqa: E402
+from p2pnet.config import Config, ConfigError  # noqa: E402
+
+__all__ = ["Config", "ConfigError", "buildService", "__version__"]

@@ -1,0 +1,89 @@
+# -*- test-case-name: test.test_app -*-
+"""Composition: a L{Config} in, the appliance's C{MultiService} out.
+
+C{twistd p2pnet}, the C{.tac} files and embedders all come through L{buildService}, so
+the three run the same tree. Each entry of L{BUILDERS} makes one named child service.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import cached_property
+
+from twisted.application.service import IService, MultiService
+from twisted.internet import ssl
+from twisted.internet.interfaces import IReactorCore
+
+from p2pnet.certs import generateSelfSigned, loadServerTLS
+from p2pnet.config import SERVICES, Config
+from p2pnet.errors import ConfigError
+
+__all__ = ["AppContext", "BUILDERS", "buildService"]
+
+
+class AppContext:
+    """What the services of one appliance share: settings, reactor, data directory, TLS."""
+
+    def __init__(self, config: Config, reactor: IReactorCore) -> None:
+        self.config = config
+        self.reactor = reactor
+
+    @cached_property
+    def dataDir(self) -> str:
+        """The data directory, created (mode 0700) on first use."""
+        path = self.config.data_dir
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise ConfigError("data-dir", f"cannot create {path}: {e.strerror}") from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError("data-dir", f"{path} is not writable")
+        return path
+
+    @cached_property
+    def tlsOptions(self) -> ssl.CertificateOptions:
+        """Server TLS options: C{tls-cert}/C{tls-key}, else a certificate made in data-dir."""
+        if self.config.tls_cert:
+            return loadServerTLS(self.config.tls_cert, self.config.tls_key)
+        cert = os.path.join(self.dataDir, "tls-cert.pem")
+        key = os.path.join(self.dataDir, "tls-key.pem")
+        if not (os.path.exists(cert) and os.path.exists(key)):
+            generateSelfSigned(cert, key)
+        return loadServerTLS(cert, key)
+
+
+def _buildStun(context: AppContext) -> IService:
+    from p2pnet.services.stun import StunService
+
+    return StunService.fromConfig(context)
+
+
+#: Service name to a function making that service from the shared context.
+BUILDERS: dict[str, Callable[[AppContext], IService]] = {
+    "stun": _buildStun,
+}
+assert set(BUILDERS) == set(SERVICES)
+
+
+def buildService(config: Config, reactor: IReactorCore | None = None) -> MultiService:
+    """The appliance as one C{MultiService}: a named child per service in C{config.services}.
+
+    Nothing listens until the service is started; a port in use then raises
+    L{ConfigError} naming the port's setting.
+
+    @param reactor: the reactor to run on (default: the global one).
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor  # type: ignore[assignment]
+    config.check()
+    context = AppContext(config, reactor)  # type: ignore[arg-type]
+    root = MultiService()
+    for name in SERVICES:
+        if name in config.services:
+            child = BUILDERS[name](context)
+            child.setName(name)
+            child.setServiceParent(root)
+    return root

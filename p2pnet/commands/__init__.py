@@ -1,0 +1,1 @@
+"""Sub-commands of the C{p2pnet} command (see L{p2pnet.cli})."""

@@ -1,0 +1,339 @@
+# -*- test-case-name: test.test_config -*-
+"""Typed settings from a TOML file and the command line: the one place they are checked.
+
+Every setting is a field of L{Config}. Its name with C{_} written as C{-} is both the TOML
+key and the command-line flag (C{stun_port} is C{stun-port = 3478} in the file and
+C{--stun-port 3478} on the command line); a flag wins over the file, the file over the
+embedded default. A repeatable setting is a TOML array or a flag given several times.
+
+Anything wrong raises L{ConfigError} naming the key, before a socket is opened.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from p2pnet.errors import ConfigError
+
+__all__ = ["Config", "ConfigError", "SERVICES", "Setting", "loadConfig", "settings"]
+
+#: Every service the appliance knows, in start-up order.
+SERVICES: tuple[str, ...] = ("stun",)
+
+
+# -- value parsers: one string (from a flag, or a TOML scalar) to a typed value ------------
+
+
+def parsePort(text: str) -> int:
+    """A port number; 0 asks the kernel for a free one (tests use it)."""
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError("a port is a number from 0 to 65535")
+    return port
+
+
+def parseAddress(text: str) -> str:
+    """An IPv4 or IPv6 address, returned in its normal written form."""
+    return str(ipaddress.ip_address(text.strip().strip("[]")))
+
+
+def parseHostPort(text: str) -> tuple[str, int]:
+    """C{ADDR:PORT} or C{[V6ADDR]:PORT}."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep:
+        raise ValueError("expected ADDR:PORT")
+    return parseAddress(host), parsePort(port)
+
+
+def parsePositiveInt(text: str) -> int:
+    """A whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def parseSeconds(text: str) -> float:
+    """A duration in seconds, more than zero."""
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be more than 0 seconds")
+    return value
+
+
+def parseServices(text: str) -> tuple[str, ...]:
+    """A comma-separated list of service names from L{SERVICES}."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in SERVICES]
+    if unknown:
+        raise ValueError(f"unknown service {unknown[0]!r} (known: {', '.join(SERVICES)})")
+    if not names:
+        raise ValueError("name at least one service")
+    return names
+
+
+def parseUser(text: str) -> tuple[str, str]:
+    """C{NAME:PASSWORD}; the password may itself contain colons."""
+    name, sep, password = text.partition(":")
+    if not sep or not name:
+        raise ValueError("expected NAME:PASSWORD")
+    return name, password
+
+
+# -- the settings ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one field of L{Config} is read.
+
+    @ivar key: TOML key and flag name (C{stun-port}).
+    @ivar attr: attribute name on L{Config} (C{stun_port}).
+    @ivar parse: turns one string into the typed value, raising C{ValueError}.
+    @ivar repeatable: the value is a tuple; the flag may be given again.
+    @ivar switch: a flag without argument that sets C{True}.
+    @ivar secret: never echoed in logs or error messages.
+    @ivar env: environment variable read when neither flag nor file sets it.
+    """
+
+    key: str
+    attr: str
+    default: Any
+    help: str
+    parse: Callable[[str], Any]
+    repeatable: bool
+    switch: bool
+    secret: bool
+    env: str | None
+
+
+def _setting(
+    default: Any,
+    help: str,
+    parse: Callable[[str], Any] = str,
+    *,
+    repeatable: bool = False,
+    switch: bool = False,
+    secret: bool = False,
+    env: str | None = None,
+) -> Any:
+    return field(
+        default=default,
+        metadata={
+            "help": help,
+            "parse": parse,
+            "repeatable": repeatable,
+            "switch": switch,
+            "secret": secret,
+            "env": env,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the appliance, with its embedded default.
+
+    Build one with L{loadConfig} (file plus flags) or directly for embedding, e.g.
+    C{Config(services=("stun",), listen=("127.0.0.1",), stun_port=0)}; L{Config.check}
+    validates the combination either way.
+    """
+
+    # general
+    data_dir: str = _setting(
+        "./p2pnet-data", "Directory for state: TLS certificate, keys, database."
+    )
+    services: tuple[str, ...] = _setting(
+        SERVICES, "Comma-separated services to run (default: all).", parseServices
+    )
+    listen: tuple[str, ...] = _setting(
+        (),
+        "Address to listen on; repeat for several, IPv4 and IPv6 "
+        "(default: every IPv4 and IPv6 address).",
+        parseAddress,
+        repeatable=True,
+    )
+    tls_cert: str = _setting(
+        "", "PEM certificate (chain) for TLS listeners (default: generated in data-dir)."
+    )
+    tls_key: str = _setting("", "PEM private key for tls-cert.")
+    software: str = _setting(
+        "p2pnet", "SOFTWARE attribute value in STUN/TURN answers; empty to omit it."
+    )
+
+    # stun
+    stun_port: int = _setting(3478, "STUN/TURN port, UDP and TCP.", parsePort)
+    tls_port: int = _setting(5349, "STUN/TURN over TLS port.", parsePort)
+    alt_port: int = _setting(3479, "Second port for RFC 5780 NAT behaviour discovery.", parsePort)
+    alt_listen: tuple[str, ...] = _setting(
+        (),
+        "Second address for RFC 5780 and RFC 3489 CHANGE-REQUEST (one per address family); "
+        "enables NAT behaviour discovery.",
+        parseAddress,
+        repeatable=True,
+    )
+    alternate_server: tuple[tuple[str, int], ...] = _setting(
+        (),
+        "ADDR:PORT to redirect Binding requests to with 300 Try Alternate "
+        "(one per address family).",
+        parseHostPort,
+        repeatable=True,
+    )
+    realm: str = _setting("p2pnet", "Realm of long-term credentials.")
+    user: tuple[tuple[str, str], ...] = _setting(
+        (),
+        "Long-term credential NAME:PASSWORD; repeat for several users.",
+        parseUser,
+        repeatable=True,
+        secret=True,
+    )
+    secure_stun: bool = _setting(
+        False, "Answer only authenticated Binding requests (401 otherwise).", switch=True
+    )
+    nonce_lifetime: float = _setting(
+        3600.0, "Seconds a NONCE stays valid before 438 Stale Nonce.", parseSeconds
+    )
+    max_connections: int = _setting(
+        10000, "Most TCP/TLS connections open at once, all listeners.", parsePositiveInt
+    )
+    max_connections_per_ip: int = _setting(
+        64, "Most TCP/TLS connections open at once from one client address.", parsePositiveInt
+    )
+    idle_timeout: float = _setting(
+        300.0, "Seconds before a silent STUN TCP/TLS connection is closed.", parseSeconds
+    )
+
+    def check(self) -> Config:
+        """Validate the combination of settings; return C{self} or raise L{ConfigError}."""
+        for name in self.services:
+            if name not in SERVICES:
+                raise ConfigError("services", f"unknown service {name!r}")
+        ports = {"stun-port": self.stun_port, "tls-port": self.tls_port}
+        if self.alt_listen:
+            ports["alt-port"] = self.alt_port
+        seen: dict[int, str] = {}
+        for key, port in ports.items():
+            if port and port in seen:
+                raise ConfigError(key, f"port {port} is also {seen[port]}")
+            seen[port] = key
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError(
+                "tls-key" if self.tls_cert else "tls-cert", "set tls-cert and tls-key together"
+            )
+        families = [ipaddress.ip_address(a).version for a in self.alt_listen]
+        if len(set(families)) != len(families):
+            raise ConfigError("alt-listen", "give at most one address per address family")
+        for alt in self.alt_listen:
+            version = ipaddress.ip_address(alt).version
+            primaries = [
+                a for a in self.listen if ipaddress.ip_address(a).version == version
+            ]
+            if len(primaries) != 1 or ipaddress.ip_address(primaries[0]).is_unspecified:
+                raise ConfigError(
+                    "alt-listen",
+                    f"{alt} needs exactly one specific --listen address of IPv{version} "
+                    "to pair with (RFC 5780 answers name both addresses)",
+                )
+            if primaries[0] == alt:
+                raise ConfigError("alt-listen", f"{alt} is the --listen address itself")
+        if not self.realm:
+            raise ConfigError("realm", "must not be empty")
+        return self
+
+
+def settings() -> tuple[Setting, ...]:
+    """Every setting, in declaration order."""
+    return tuple(
+        Setting(
+            key=f.name.replace("_", "-"),
+            attr=f.name,
+            default=f.default,
+            help=f.metadata["help"],
+            parse=f.metadata["parse"],
+            repeatable=f.metadata["repeatable"],
+            switch=f.metadata["switch"],
+            secret=f.metadata["secret"],
+            env=f.metadata["env"],
+        )
+        for f in fields(Config)
+    )
+
+
+def _fromText(s: Setting, text: str) -> Any:
+    try:
+        return s.parse(text)
+    except (ValueError, TypeError) as e:
+        shown = "(hidden)" if s.secret else repr(text)
+        raise ConfigError(s.key, f"bad value {shown}: {e}") from None
+
+
+def _fromToml(s: Setting, value: Any) -> Any:
+    if s.switch:
+        if not isinstance(value, bool):
+            raise ConfigError(s.key, "expected true or false")
+        return value
+    if s.repeatable:
+        items = value if isinstance(value, list) else [value]
+        return tuple(_fromToml(replace(s, repeatable=False), item) for item in items)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigError(s.key, f"expected a string or number, not {type(value).__name__}")
+    return _fromText(s, str(value))
+
+
+def readToml(path: str) -> dict[str, Any]:
+    """Read a TOML file into a flat mapping of key to raw value."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError("config", f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("config", f"{path} is not valid TOML: {e}") from None
+    return data
+
+
+def loadConfig(
+    flags: Mapping[str, Any] | None = None,
+    configFile: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Combine embedded defaults, a TOML file, the environment and flags, then check.
+
+    @param flags: key to value as given on the command line: a string, C{True} for a
+        switch, or a list of strings for a repeatable setting.
+    @param configFile: path of a TOML file whose top-level keys are setting keys.
+    @param environ: the environment (default C{os.environ}) for settings that read one.
+    """
+    flags = dict(flags or {})
+    environ = os.environ if environ is None else environ
+    table = {s.key: s for s in settings()}
+    values: dict[str, Any] = {}
+    if configFile:
+        for key, raw in readToml(configFile).items():
+            if key not in table:
+                raise ConfigError(key, f"unknown setting in {configFile}")
+            values[table[key].attr] = _fromToml(table[key], raw)
+    for s in table.values():
+        if s.env and s.attr not in values and s.key not in flags and environ.get(s.env):
+            values[s.attr] = _fromText(s, environ[s.env])
+    for key, raw in flags.items():
+        if key not in table:
+            raise ConfigError(key, "unknown setting")
+        s = table[key]
+        if s.switch:
+            values[s.attr] = bool(raw)
+        elif s.repeatable:
+            items: Iterable[str] = [raw] if isinstance(raw, str) else raw
+            values[s.attr] = tuple(_fromText(s, item) for item in items)
+        else:
+            values[s.attr] = _fromText(s, raw)
+    return Config(**values).check()

@@ -1,0 +1,98 @@
+# -*- test-case-name: test.test_listen -*-
+"""Opening listening sockets with errors a person can act on.
+
+Twisted's C{listenUDP}/C{listenTCP} leave C{IPV6_V6ONLY} at the kernel default, so on
+Linux C{::} and C{0.0.0.0} on the same port collide. Here each socket is made and bound
+by hand (IPv6 sockets are IPv6-only, so both families can share a port number) and then
+adopted by the reactor. A failure raises L{ConfigError} naming the setting that chose
+the port.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from collections.abc import Iterable
+
+from twisted.internet.interfaces import IListeningPort, IReactorSocket
+from twisted.internet.protocol import DatagramProtocol, Factory
+
+from p2pnet.errors import ConfigError
+
+__all__ = ["WILDCARDS", "bindAddresses", "listenTCP", "listenUDP"]
+
+#: What an empty C{listen} setting means: every IPv4 and every IPv6 address.
+WILDCARDS = ("0.0.0.0", "::")
+
+#: Kernel receive buffer asked for on UDP sockets; Linux caps it at net.core.rmem_max.
+UDP_RCVBUF = 4 * 1024 * 1024
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+
+
+def ipv6Available() -> bool:
+    """Whether this kernel can open an IPv6 socket at all."""
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
+    except OSError:
+        return False
+    return True
+
+
+def bindAddresses(configured: Iterable[str]) -> tuple[str, ...]:
+    """The addresses to bind: the configured ones, or both wildcards.
+
+    With nothing configured, C{::} is left out on a host without IPv6.
+    """
+    configured = tuple(configured)
+    if configured:
+        return configured
+    return WILDCARDS if ipv6Available() else WILDCARDS[:1]
+
+
+def _bound(kind: int, host: str, port: int, key: str, proto: str) -> socket.socket:
+    family = _family(host)
+    sock = socket.socket(family, kind)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+        sock.bind((host, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        reason = e.strerror or str(e)
+        if e.errno == errno.EADDRINUSE:
+            reason = "address already in use"
+        where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        raise ConfigError(key, f"cannot listen on {proto} {where}: {reason}") from None
+    return sock
+
+
+def listenUDP(
+    reactor: IReactorSocket, protocol: DatagramProtocol, host: str, port: int, key: str
+) -> IListeningPort:
+    """Bind a UDP socket and hand it to C{protocol}; C{key} names the setting for errors."""
+    sock = _bound(socket.SOCK_DGRAM, host, port, key, "UDP")
+    try:
+        return reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol, 65535)
+    finally:
+        sock.close()  # the reactor holds its own duplicate
+
+
+def listenTCP(reactor: IReactorSocket, factory: Factory, host: str, port: int, key: str,
+              proto: str = "TCP") -> IListeningPort:
+    """Bind a listening TCP socket served by C{factory}; C{key} names the setting for errors."""
+    sock = _bound(socket.SOCK_STREAM, host, port, key, proto)
+    try:
+        return reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
+    finally:
+        sock.close()

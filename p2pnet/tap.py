@@ -1,0 +1,114 @@
+# -*- test-case-name: test.test_tap -*-
+"""C{twistd p2pnet}: command-line L{Options} and L{makeService}.
+
+Options are generated from L{p2pnet.config.settings}, so every setting has its flag and
+C{twistd p2pnet --help} documents them all. A configuration problem prints one line that
+names the setting and exits with status 1, before or while ports are opened.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.python import usage
+
+from p2pnet.app import buildService
+from p2pnet.config import Config, Setting, loadConfig, settings
+from p2pnet.errors import ConfigError
+
+__all__ = ["Options", "makeService"]
+
+
+def _fail(error: ConfigError) -> None:
+    sys.stderr.write(f"p2pnet: {error}\n")
+    raise SystemExit(1)
+
+
+def _optionMethod(s: Setting) -> Any:
+    if s.switch:
+
+        def method(self: Options) -> None:
+            self.given[s.key] = True
+
+    elif s.repeatable:
+
+        def method(self: Options, value: str) -> None:  # type: ignore[misc]
+            self.given.setdefault(s.key, []).append(value)
+
+    else:
+
+        def method(self: Options, value: str) -> None:  # type: ignore[misc]
+            self.given[s.key] = value
+
+    default = s.default
+    if s.switch or default in ((), ""):
+        shown = ""
+    elif s.repeatable:
+        shown = f" [default: {', '.join(map(str, default))}]"
+    elif isinstance(default, tuple):
+        shown = f" [default: {','.join(default)}]"
+    else:
+        shown = f" [default: {default}]"
+    method.__doc__ = s.help + (" (repeatable)" if s.repeatable else "") + shown
+    method.__name__ = "opt_" + s.attr
+    return method
+
+
+class Options(usage.Options):
+    """Command-line options of C{twistd p2pnet}; C{self.config} holds the result."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run the p2pnet appliance. Every option is also a key of the TOML file given "
+        "with --config; an option on the command line wins over the file."
+    )
+    optParameters = [["config", "c", None, "TOML file with settings."]]
+
+    config: Config
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.given: dict[str, Any] = {}
+
+    def postOptions(self) -> None:
+        try:
+            self.config = loadConfig(self.given, self["config"])
+        except ConfigError as e:
+            _fail(e)
+
+
+for _s in settings():
+    setattr(Options, "opt_" + _s.attr, _optionMethod(_s))
+del _s
+
+
+class CommandLineService(MultiService):
+    """The root service under twistd: a L{ConfigError} while binding ends the process.
+
+    Embedders do not get this: L{buildService} raises, and they decide.
+    """
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except ConfigError as e:
+            _fail(e)
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except ConfigError as e:
+            _fail(e)
+
+
+def makeService(options: Options) -> MultiService:
+    """The appliance configured by C{options}, ready for twistd to start."""
+    root = CommandLineService()
+    try:
+        appliance = buildService(options.config)
+    except ConfigError as e:
+        _fail(e)
+    appliance.setServiceParent(root)
+    return root
