@@ -12,10 +12,10 @@ from __future__ import annotations
 import socket
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.internet.testing import MemoryReactorClock
 
-__all__ = ["FakeDatagramTransport", "UDPMemoryReactor", "address"]
+__all__ = ["FakeDatagramTransport", "FakeListeningPort", "UDPMemoryReactor", "address"]
 
 
 def address(kind: str, host: str, port: int) -> IPv4Address | IPv6Address:
@@ -60,18 +60,46 @@ class FakeDatagramTransport:
 
 
 
+class FakeListeningPort:
+    """A listening stream port that records being stopped."""
+
+    def __init__(self, host: IPv4Address | IPv6Address) -> None:
+        self.host = host
+        self.stopped = False
+
+    def getHost(self) -> IPv4Address | IPv6Address:
+        """The address the port was bound to."""
+        return self.host
+
+    def stopListening(self) -> None:
+        """Mark the port closed."""
+        self.stopped = True
+
+
+def _sockname(fileno: int) -> tuple[str, int]:
+    sock = socket.socket(fileno=socket.dup(fileno))
+    try:
+        host, port = sock.getsockname()[:2]
+    finally:
+        sock.close()
+    return host, port
+
+
 class UDPMemoryReactor(MemoryReactorClock):
     """A C{MemoryReactorClock} whose datagram ports get a L{FakeDatagramTransport}.
 
     C{listenUDP} and C{adoptDatagramPort} both start the protocol on a fake transport;
     C{udpPorts} maps C{(host, port)} to the protocol listening there. An adopted socket's
     real address is read from its file descriptor, so services built on
-    L{p2pnet.listen} can be started against this reactor.
+    L{p2pnet.listen} can be started against this reactor; C{adoptStreamPort} records the
+    factory in C{streamPorts} under its real address, so tests can connect protocols by
+    hand.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.udpPorts: dict[tuple[str, int], DatagramProtocol] = {}
+        self.streamPorts: dict[tuple[str, int], Factory] = {}
 
     def _attach(self, protocol: DatagramProtocol, host: str, port: int) -> FakeDatagramTransport:
         transport = FakeDatagramTransport(host, port)
@@ -87,9 +115,10 @@ class UDPMemoryReactor(MemoryReactorClock):
     def adoptDatagramPort(
         self, fileno: int, addressFamily: int, protocol: DatagramProtocol, maxPacketSize: int = 8192
     ) -> FakeDatagramTransport:
-        sock = socket.socket(fileno=socket.dup(fileno))
-        try:
-            host, port = sock.getsockname()[:2]
-        finally:
-            sock.close()
-        return self._attach(protocol, host, port)
+        return self._attach(protocol, *_sockname(fileno))
+
+    def adoptStreamPort(self, fileno: int, addressFamily: int, factory: Factory
+                        ) -> FakeListeningPort:
+        host, port = _sockname(fileno)
+        self.streamPorts[(host, port)] = factory
+        return FakeListeningPort(address("TCP", host, port))

@@ -1,0 +1,1 @@
+"""Thin Twisted protocols, servers and clients: framing, transport, dispatch; no policy."""

@@ -1,0 +1,194 @@
+# -*- test-case-name: test.test_protocols_stun -*-
+"""STUN server transports: one UDP socket, and one TCP/TLS connection.
+
+Thin by design: they frame, decode with L{p2pnet.codecs.stun}, and hand the message to
+a L{StunHandler} (the service) together with themselves as the way back. They hold no
+policy. No exception escapes: a handler failure is reported to the handler's
+C{internalError} and the transport carries on.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol as TypingProtocol
+
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from p2pnet.codecs.stun import Message, StreamDecoder, StunDecodeError, decode
+
+__all__ = [
+    "StunDatagramProtocol",
+    "StunHandler",
+    "StunStreamFactory",
+    "StunStreamProtocol",
+]
+
+
+class StunHandler(TypingProtocol):
+    """What a STUN transport hands its input to (implemented by the STUN service)."""
+
+    def messageReceived(self, message: Message, link: StunLink, source: tuple[str, int]) -> None:
+        """A well-formed STUN message arrived on C{link} from C{source}."""
+
+    def channelDataReceived(self, data: bytes, link: StunLink, source: tuple[str, int]) -> None:
+        """A frame starting with 0b01 (TURN ChannelData) arrived."""
+
+    def malformed(self, data: bytes, error: StunDecodeError, link: StunLink,
+                  source: tuple[str, int]) -> None:
+        """Bytes that look like STUN but do not decode."""
+
+    def garbage(self, data: bytes, link: StunLink, source: tuple[str, int]) -> None:
+        """Bytes that are neither STUN nor ChannelData."""
+
+    def internalError(self, failure: Failure, link: StunLink) -> None:
+        """The handler itself raised while handling input from C{link}."""
+
+
+class StunLink(TypingProtocol):
+    """A way back to a client: a UDP socket or a TCP/TLS connection."""
+
+    kind: str
+    addressIndex: int
+    portIndex: int
+
+    def send(self, data: bytes, destination: tuple[str, int]) -> None:
+        """Send C{data}; a stream ignores C{destination} (it has one peer)."""
+
+
+def _dispatch(handler: StunHandler, link: StunLink, data: bytes,
+              source: tuple[str, int]) -> None:
+    first = data[0] if data else 0xFF
+    if first < 0x40:
+        try:
+            message = decode(data)
+        except StunDecodeError as e:
+            handler.malformed(data, e, link, source)
+            return
+        handler.messageReceived(message, link, source)
+    elif first < 0x50:  # ChannelData: channel numbers 0x4000-0x4FFF
+        handler.channelDataReceived(data, link, source)
+    else:
+        handler.garbage(data, link, source)
+
+
+class StunDatagramProtocol(DatagramProtocol):
+    """One UDP socket of the STUN service.
+
+    @ivar kind: C{"udp"}.
+    @ivar addressIndex: 0 on a primary address, 1 on the RFC 5780 alternate address.
+    @ivar portIndex: 0 on the primary port, 1 on the RFC 5780 alternate port.
+    """
+
+    kind = "udp"
+    noisy = False
+
+    def __init__(self, handler: StunHandler, addressIndex: int = 0, portIndex: int = 0) -> None:
+        self.handler = handler
+        self.addressIndex = addressIndex
+        self.portIndex = portIndex
+
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        source = (addr[0], addr[1])
+        try:
+            _dispatch(self.handler, self, data, source)
+        except Exception:
+            self.handler.internalError(Failure(), self)
+
+    def send(self, data: bytes, destination: tuple[str, int]) -> None:
+        """Send one datagram from this socket."""
+        self.transport.write(data, destination)  # type: ignore[union-attr]
+
+
+class StunStreamProtocol(Protocol, TimeoutMixin):
+    """One STUN connection over TCP or TLS: RFC 8489 section 6.2.2 framing.
+
+    Closed when the stream holds something that is neither STUN nor ChannelData (a
+    stream cannot be resynchronised), and when it stays silent for C{idleTimeout}.
+    """
+
+    def __init__(self, factory: StunStreamFactory, host: str) -> None:
+        self.factory = factory
+        self.host = host
+        self.handler = factory.handler
+        self.kind = factory.kind
+        self.addressIndex = factory.addressIndex
+        self.portIndex = factory.portIndex
+        self.callLater = factory.clock.callLater  # TimeoutMixin's timer source
+        self._decoder = StreamDecoder()
+        self.peer: tuple[str, int] = ("", 0)
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        self.peer = (peer.host, peer.port)
+        self.setTimeout(self.factory.idleTimeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        try:
+            frames = self._decoder.feed(data)
+        except StunDecodeError:
+            self.handler.garbage(data, self, self.peer)
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        for frame in frames:
+            try:
+                _dispatch(self.handler, self, frame, self.peer)
+            except Exception:
+                self.handler.internalError(Failure(), self)
+
+    def send(self, data: bytes, destination: tuple[str, int] | None = None) -> None:
+        """Write C{data} to this connection."""
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def timeoutConnection(self) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.setTimeout(None)
+        self.factory.connectionClosed(self)
+
+
+class StunStreamFactory(Factory):
+    """Makes L{StunStreamProtocol}s for one TCP or TLS listener.
+
+    Admission (total and per-address connection limits) is the handler's decision,
+    through its C{admit(host)} and C{release(host)} methods.
+    """
+
+    noisy = False
+
+    def __init__(self, handler: StunStreamHandler, kind: str, clock: IReactorTime,
+                 idleTimeout: float, addressIndex: int = 0, portIndex: int = 0) -> None:
+        self.handler = handler
+        self.kind = kind
+        self.clock = clock
+        self.idleTimeout = idleTimeout
+        self.addressIndex = addressIndex
+        self.portIndex = portIndex
+        self.connections: set[StunStreamProtocol] = set()
+
+    def buildProtocol(self, addr: IAddress) -> StunStreamProtocol | None:
+        host = getattr(addr, "host", "")
+        if not self.handler.admit(host):
+            return None
+        protocol = StunStreamProtocol(self, host)
+        self.connections.add(protocol)
+        return protocol
+
+    def connectionClosed(self, protocol: StunStreamProtocol) -> None:
+        """Forget a connection and give its admission back."""
+        if protocol in self.connections:
+            self.connections.discard(protocol)
+            self.handler.release(protocol.host)
+
+
+class StunStreamHandler(StunHandler, TypingProtocol):
+    """A L{StunHandler} that also decides which connections are admitted."""
+
+    def admit(self, host: str) -> bool:
+        """Whether a new connection from C{host} may open (and count it if so)."""
+
+    def release(self, host: str) -> None:
+        """A connection from C{host} closed."""

@@ -1,0 +1,1 @@
+"""Services: state, policy and timers, composed by L{p2pnet.app}."""

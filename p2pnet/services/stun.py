@@ -1,0 +1,459 @@
+# -*- test-case-name: test.test_services_stun -*-
+"""The STUN service: Binding over UDP, TCP and TLS (RFC 8489/5389), RFC 3489 classic
+clients, and RFC 5780 NAT behaviour discovery with a second address and port.
+
+It owns the sockets (which TURN will share, demultiplexed by method through
+L{StunService.registerMethod}), the connection limits, the credentials check and the
+counters. Requests are answered by L{StunService.binding}, whose steps quote the RFCs.
+
+RFC 5780 socket matrix, per address family with an alternate address configured::
+
+                      primary port P1     alternate port P2
+    primary  A1       (0, 0)              (0, 1)
+    alternate A2      (1, 0)              (1, 1)
+
+A request on C{(a, p)} names C{(1-a, 1-p)} in OTHER-ADDRESS; CHANGE-REQUEST picks the
+socket the response leaves from by flipping C{a} (change IP) and/or C{p} (change port).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+
+from p2pnet.codecs.stun import (
+    HEADER_LENGTH,
+    MAGIC_COOKIE_BYTES,
+    Attr,
+    Message,
+    Method,
+    StunClass,
+    StunDecodeError,
+    decodeChangeRequest,
+    decodeResponsePort,
+    encodeAddress,
+    encodeUnknownAttributes,
+    isComprehensionRequired,
+)
+from p2pnet.listen import bindAddresses, listenTCP, listenUDP
+from p2pnet.protocols.stun import StunDatagramProtocol, StunLink, StunStreamFactory
+from p2pnet.ratelog import RateLimitedLog
+from p2pnet.services.auth import AuthResult, Credentials, LongTermAuth, StaticUsers
+from p2pnet.stats import Stats
+
+__all__ = ["StunService"]
+
+#: Every attribute type this server understands; any other comprehension-required type
+#: in a request gets 420 (RFC 8489 section 6.3.1).
+KNOWN_ATTRIBUTES = frozenset(int(a) for a in Attr)
+
+#: A method handler registered by a sibling service (TURN): it answers through the link.
+MethodHandler = Callable[[Message, StunLink, tuple[str, int]], None]
+ChannelDataHandler = Callable[[bytes, StunLink, tuple[str, int]], None]
+
+
+def _family(host: str) -> int:
+    return ipaddress.ip_address(host).version
+
+
+def _unmapped(host: str) -> str:
+    """IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) as plain IPv4."""
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
+
+
+class StunService(Service):
+    """STUN server over UDP, TCP and TLS on every listen address.
+
+    @param reactor: provides time, UDP/TCP socket adoption; tests pass a fake.
+    @param listen: addresses to bind (empty: every IPv4 and IPv6 address).
+    @param port: the STUN port (UDP and TCP); 0 picks a free one.
+    @param tlsPort: the TLS port, or C{None} for no TLS listener.
+    @param tlsOptions: a zero-argument callable giving the server TLS context factory.
+    @param altListen: RFC 5780 second address per family (needs a specific primary).
+    @param altPort: RFC 5780 second port.
+    @param software: SOFTWARE value; empty to omit it.
+    @param credentials: long-term users; with none, requests are not authenticated.
+    @param secureStun: refuse unauthenticated Binding requests with 401.
+    @param alternateServers: C{(host, port)} per family to answer 300 Try Alternate with.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        listen: Iterable[str] = (),
+        port: int = 3478,
+        tlsPort: int | None = None,
+        tlsOptions: Callable[[], Any] | None = None,
+        altListen: Iterable[str] = (),
+        altPort: int = 3479,
+        software: str = "p2pnet",
+        realm: str = "p2pnet",
+        credentials: Credentials | None = None,
+        secureStun: bool = False,
+        nonceLifetime: float = 3600.0,
+        alternateServers: Iterable[tuple[str, int]] = (),
+        maxConnections: int = 10000,
+        maxConnectionsPerIp: int = 64,
+        idleTimeout: float = 300.0,
+    ) -> None:
+        self.reactor = reactor
+        self.clock: IReactorTime = reactor
+        self.listenAddresses = bindAddresses(listen)
+        self.port = port
+        self.tlsPort = tlsPort
+        self._tlsOptions = tlsOptions
+        self.alternates = {_family(a): a for a in altListen}
+        self.altPort = altPort
+        self.software = software.encode()
+        self.credentials = credentials
+        self.secureStun = secureStun
+        self.auth = LongTermAuth(realm, credentials or StaticUsers({}), reactor,
+                                 nonceLifetime, software)
+        self.alternateServers = {_family(h): (h, p) for h, p in alternateServers}
+        self.maxConnections = maxConnections
+        self.maxConnectionsPerIp = maxConnectionsPerIp
+        self.idleTimeout = idleTimeout
+        self.stats = Stats()
+        self.badInputLog = RateLimitedLog(self.log, reactor)
+        self.methods: dict[int, MethodHandler] = {Method.BINDING: self.binding}
+        self.channelDataHandler: ChannelDataHandler | None = None
+        self.ports: list[IListeningPort] = []
+        self.streamFactories: list[StunStreamFactory] = []
+        #: RFC 5780 matrix: family -> {(addressIndex, portIndex): UDP protocol}
+        self.matrix: dict[int, dict[tuple[int, int], StunDatagramProtocol]] = {}
+        #: family -> ((A1, A2), (P1, P2)) once bound
+        self.rfc5780: dict[int, tuple[tuple[str, str], tuple[int, int]]] = {}
+        self._connections = 0
+        self._perHost: dict[str, int] = {}
+        self.stats.gauge("stun.connections", lambda: self._connections)
+
+    @classmethod
+    def fromConfig(cls, context: Any) -> StunService:
+        """The service as the appliance's settings describe it."""
+        config = context.config
+        tls = context.tlsOptions  # made or checked now, before any socket is bound
+        return cls(
+            context.reactor,
+            listen=config.listen,
+            port=config.stun_port,
+            tlsPort=config.tls_port,
+            tlsOptions=lambda: tls,
+            altListen=config.alt_listen,
+            altPort=config.alt_port,
+            software=config.software,
+            realm=config.realm,
+            credentials=StaticUsers(dict(config.user)) if config.user else None,
+            secureStun=config.secure_stun,
+            nonceLifetime=config.nonce_lifetime,
+            alternateServers=config.alternate_server,
+            maxConnections=config.max_connections,
+            maxConnectionsPerIp=config.max_connections_per_ip,
+            idleTimeout=config.idle_timeout,
+        )
+
+    # -- extension points for services sharing the sockets (TURN) --------------------------
+
+    def registerMethod(self, method: int, handler: MethodHandler) -> None:
+        """Hand every message of C{method} (any class) to C{handler}."""
+        self.methods[method] = handler
+
+    # -- listeners ------------------------------------------------------------------------
+
+    def privilegedStartService(self) -> None:
+        self._bind()
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        if not self.ports:
+            self._bind()
+        super().startService()
+
+    def _bind(self) -> None:
+        try:
+            self._bindAll()
+        except BaseException:
+            for port in self.ports:
+                port.stopListening()
+            self.ports.clear()
+            raise
+        where = ", ".join(
+            f"{a.type.lower()} {a.host}:{a.port}" for a in (p.getHost() for p in self.ports)
+        )
+        self.log.info("STUN listening on {where}", where=where)
+
+    def _bindUDP(self, host: str, port: int, key: str, a: int = 0, p: int = 0) -> int:
+        protocol = StunDatagramProtocol(self, a, p)
+        listening = listenUDP(self.reactor, protocol, host, port, key)
+        self.ports.append(listening)
+        self.matrix.setdefault(_family(host), {})[(a, p)] = protocol
+        return listening.getHost().port
+
+    def _bindStream(self, host: str, port: int, key: str, kind: str, a: int, p: int) -> int:
+        factory = StunStreamFactory(self, kind, self.clock, self.idleTimeout, a, p)
+        self.streamFactories.append(factory)
+        wrapped: Any = factory
+        if kind == "tls":
+            assert self._tlsOptions is not None
+            wrapped = TLSMemoryBIOFactory(self._tlsOptions(), False, factory)
+            wrapped.noisy = False
+        listening = listenTCP(self.reactor, wrapped, host, port, key, kind.upper())
+        self.ports.append(listening)
+        return listening.getHost().port
+
+    def _bindAll(self) -> None:
+        udpPort = self.port
+        tcpPort = self.port
+        tlsPort = self.tlsPort
+        for host in self.listenAddresses:
+            family = _family(host)
+            alt = self.alternates.get(family)
+            udpPort = self._bindUDP(host, udpPort, "stun-port")
+            tcpPort = self._bindStream(host, tcpPort or udpPort, "stun-port", "tcp", 0, 0)
+            if tlsPort is not None and self._tlsOptions is not None:
+                tlsPort = self._bindStream(host, tlsPort, "tls-port", "tls", 0, 0)
+            if alt is None:
+                continue
+            # RFC 5780 section 6: "the server ... two IP addresses and two ports", so
+            # the second port on both addresses and the primary port on the alternate.
+            altPort = self._bindUDP(host, self.altPort, "alt-port", 0, 1)
+            self._bindUDP(alt, udpPort, "alt-listen", 1, 0)
+            self._bindUDP(alt, altPort, "alt-listen", 1, 1)
+            self._bindStream(alt, tcpPort, "alt-listen", "tcp", 1, 0)
+            self.rfc5780[family] = ((host, alt), (udpPort, altPort))
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        ports, self.ports = self.ports, []
+        self.matrix.clear()
+        self.rfc5780.clear()
+        for factory in self.streamFactories:
+            for connection in list(factory.connections):
+                connection.transport.abortConnection()  # type: ignore[union-attr]
+        self.streamFactories.clear()
+        results = [defer.maybeDeferred(p.stopListening) for p in ports]
+        return defer.gatherResults(results).addCallback(lambda _: None)
+
+    # -- admission (StunStreamHandler) ----------------------------------------------------
+
+    def admit(self, host: str) -> bool:
+        """Admit a new TCP/TLS connection from C{host} within the connection limits."""
+        count = self._perHost.get(host, 0)
+        if self._connections >= self.maxConnections or count >= self.maxConnectionsPerIp:
+            self.stats.add("stun.connections.refused")
+            self.badInputLog.warn(
+                "connections", "STUN connection from {host} refused: limit reached", host=host
+            )
+            return False
+        self._connections += 1
+        self._perHost[host] = count + 1
+        self.stats.add("stun.connections.accepted")
+        return True
+
+    def release(self, host: str) -> None:
+        """A TCP/TLS connection from C{host} closed."""
+        self._connections -= 1
+        left = self._perHost.get(host, 1) - 1
+        if left > 0:
+            self._perHost[host] = left
+        else:
+            self._perHost.pop(host, None)
+
+    # -- input (StunHandler) --------------------------------------------------------------
+
+    def messageReceived(self, message: Message, link: StunLink, source: tuple[str, int]) -> None:
+        """Dispatch a decoded message by method; requests of unknown methods get 400."""
+        handler = self.methods.get(message.method)
+        if handler is not None:
+            handler(message, link, source)
+            return
+        if message.cls == StunClass.REQUEST:
+            self.stats.add("stun.errors.400")
+            self._send(link, source, message.errorReply(400, "Unknown method"), None)
+        else:
+            self.stats.add("stun.dropped.unknown_method")
+
+    def channelDataReceived(self, data: bytes, link: StunLink, source: tuple[str, int]) -> None:
+        """ChannelData goes to TURN when it runs; otherwise it is dropped and counted."""
+        if self.channelDataHandler is not None:
+            self.channelDataHandler(data, link, source)
+        else:
+            self.stats.add("stun.dropped.channeldata")
+
+    def malformed(self, data: bytes, error: StunDecodeError, link: StunLink,
+                  source: tuple[str, int]) -> None:
+        """A request whose header is sound gets 400; anything else is dropped. Both counted."""
+        self.stats.add("stun.malformed")
+        self.badInputLog.warn(
+            "malformed", "malformed STUN message from {source}: {error}",
+            source=source, error=str(error),
+        )
+        if len(data) < HEADER_LENGTH or (data[0] & 0x01) or (data[1] & 0x10):
+            return  # not a request (class bits C1, C0 are 0 only for requests)
+        if data[4:8] != MAGIC_COOKIE_BYTES or "FINGERPRINT" in str(error):
+            return  # an RFC 3489 header or a failed fingerprint is no proof it is STUN
+        method = (data[1] & 0x0F) | ((data[1] & 0xE0) >> 1) | ((data[0] & 0x3E) << 6)
+        request = Message(method, StunClass.REQUEST, data[8:20])
+        self.stats.add("stun.errors.400")
+        self._send(link, source, request.errorReply(400), None)
+
+    def garbage(self, data: bytes, link: StunLink, source: tuple[str, int]) -> None:
+        """Bytes that are not STUN: never answered, counted and logged at a bounded rate."""
+        self.stats.add("stun.garbage")
+        self.badInputLog.warn(
+            "garbage", "non-STUN {kind} input from {source} ({size} bytes) ignored",
+            kind=link.kind, source=source, size=len(data),
+        )
+
+    def internalError(self, failure: Failure, link: StunLink) -> None:
+        """A bug met while handling input: logged (bounded), counted, the service goes on."""
+        self.stats.add("stun.internal_errors")
+        if self.badInputLog.warn("internal", "error handling {kind} input", kind=link.kind):
+            self.log.failure("STUN handler error", failure)
+
+    # -- the Binding method ---------------------------------------------------------------
+
+    def _send(self, link: StunLink, destination: tuple[str, int], reply: Message,
+              auth: AuthResult | None) -> None:
+        if reply.classic:
+            data = reply.encode()
+        else:
+            if self.software:
+                reply.add(Attr.SOFTWARE, self.software)
+            key = auth.key if auth is not None else None
+            sha256 = auth.sha256 if auth is not None else False
+            data = reply.encode(key, sha256=sha256, fingerprint=True)
+        link.send(data, destination)
+
+    def _otherLink(self, link: StunLink, family: int, changeIp: bool,
+                   changePort: bool) -> StunLink | None:
+        if link.kind != "udp" or family not in self.rfc5780:
+            return link if not (changeIp or changePort) else None
+        a = link.addressIndex ^ int(changeIp)
+        p = link.portIndex ^ int(changePort)
+        return self.matrix[family].get((a, p))
+
+    def _address(self, family: int, a: int, p: int) -> tuple[str, int]:
+        addresses, ports = self.rfc5780[family]
+        return addresses[a], ports[p]
+
+    def binding(self, request: Message, link: StunLink, source: tuple[str, int]) -> None:
+        """Answer a Binding request (RFC 8489 section 6.3, RFC 5780 section 6.1, RFC 3489
+        section 9.2). Binding indications are keep-alives: counted, never answered."""
+        if request.cls == StunClass.INDICATION:
+            self.stats.add("stun.indications")
+            return
+        if request.cls != StunClass.REQUEST:
+            self.stats.add("stun.dropped.responses")
+            return
+        self.stats.add("stun.binding.requests")
+        host = _unmapped(source[0])
+        family = _family(host)
+
+        # RFC 8489 6.3.1: "If the request contains one or more unknown comprehension-
+        # required attributes, the server replies with an error response with an error
+        # code of 420 (Unknown Attribute) and includes an UNKNOWN-ATTRIBUTES attribute".
+        unknown = [t for t, _ in request.attributes
+                   if t not in KNOWN_ATTRIBUTES and isComprehensionRequired(t)]
+        if unknown:
+            self._error(link, source, request, 420, extra=(
+                (Attr.UNKNOWN_ATTRIBUTES, encodeUnknownAttributes(unknown)),))
+            return
+
+        # RFC 8489 9.2.4: long-term credentials, when the server has users. Requests
+        # that carry no integrity are answered plainly unless secure-stun is on.
+        auth: AuthResult | None = None
+        if not request.classic and self.credentials is not None and (
+            self.secureStun or request.hasIntegrity()
+        ):
+            auth = self.auth.check(request, host)
+            if auth.error is not None:
+                self._count(auth.error)
+                link.send(auth.error.encode(fingerprint=True), source)
+                return
+
+        # RFC 8489 10: ALTERNATE-SERVER. "the server ... responds with an error response
+        # with an error code of 300 (Try Alternate) ... [with] an ALTERNATE-SERVER".
+        alternate = self.alternateServers.get(family)
+        if alternate is not None and not request.classic:
+            self._error(link, source, request, 300, auth, (
+                (Attr.ALTERNATE_SERVER, encodeAddress(*alternate)),))
+            return
+
+        # RFC 5780 6.1: CHANGE-REQUEST, RESPONSE-PORT and PADDING are UDP-only; a server
+        # without a second address cannot honour a change and says 420.
+        changeIp = changePort = False
+        responsePort: int | None = None
+        padding = request.get(Attr.PADDING)
+        try:
+            change = request.get(Attr.CHANGE_REQUEST)
+            if change is not None:
+                changeIp, changePort = decodeChangeRequest(change)
+            rp = request.get(Attr.RESPONSE_PORT)
+            if rp is not None:
+                responsePort = decodeResponsePort(rp)
+        except StunDecodeError:
+            self._error(link, source, request, 400, auth)
+            return
+        if link.kind != "udp" and (changeIp or changePort or rp is not None
+                                   or padding is not None):
+            self._error(link, source, request, 400, auth)
+            return
+        out = self._otherLink(link, family, changeIp, changePort)
+        if out is None:
+            self._error(link, source, request, 420, auth, (
+                (Attr.UNKNOWN_ATTRIBUTES, encodeUnknownAttributes([Attr.CHANGE_REQUEST])),))
+            return
+
+        reply = request.reply()
+        if request.classic:
+            # RFC 3489 11.2: MAPPED-ADDRESS, SOURCE-ADDRESS and CHANGED-ADDRESS.
+            reply.add(Attr.MAPPED_ADDRESS, encodeAddress(host, source[1]))
+            if family in self.rfc5780 and link.kind == "udp":
+                reply.add(Attr.SOURCE_ADDRESS, encodeAddress(
+                    *self._address(family, out.addressIndex, out.portIndex)))
+                reply.add(Attr.CHANGED_ADDRESS, encodeAddress(
+                    *self._address(family, 1 - link.addressIndex, 1 - link.portIndex)))
+        else:
+            reply.add(Attr.XOR_MAPPED_ADDRESS, request.xorMapped(host, source[1]))
+            if family in self.rfc5780:
+                # RFC 5780 4.2 compares MAPPED-ADDRESS with XOR-MAPPED-ADDRESS to detect
+                # an ALG; 7.3, 7.4: where the response comes from, and the address and
+                # port that differ in both from where the request arrived.
+                reply.add(Attr.MAPPED_ADDRESS, encodeAddress(host, source[1]))
+                reply.add(Attr.RESPONSE_ORIGIN, encodeAddress(
+                    *self._address(family, out.addressIndex, out.portIndex)))
+                reply.add(Attr.OTHER_ADDRESS, encodeAddress(
+                    *self._address(family, 1 - link.addressIndex, 1 - link.portIndex)))
+            if padding is not None:
+                # RFC 5780 7.6: the response is padded like the request was.
+                reply.add(Attr.PADDING, bytes(len(padding)))
+        destination = (source[0], responsePort) if responsePort else source
+        self.stats.add("stun.binding.success")
+        self._send(out, destination, reply, auth)
+
+    def _error(self, link: StunLink, source: tuple[str, int], request: Message, code: int,
+               auth: AuthResult | None = None,
+               extra: Iterable[tuple[int, bytes]] = ()) -> None:
+        reply = request.errorReply(code)
+        for attrType, value in extra:
+            reply.add(attrType, value)
+        self._count(reply)
+        self._send(link, source, reply, auth)
+
+    def _count(self, reply: Message) -> None:
+        code = reply.get(Attr.ERROR_CODE)
+        if code is not None:
+            self.stats.add(f"stun.errors.{(code[2] & 7) * 100 + code[3]}")

@@ -1,0 +1,1 @@
+"""p2pnet tests (run with python -m twisted.trial test)."""
