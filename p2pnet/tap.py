@@ -22,7 +22,10 @@ __all__ = ["Options", "makeService"]
 
 
 def _fail(error: ConfigError) -> None:
-    sys.stderr.write(f"p2pnet: {error}\n")
+    # The real stderr: once twistd has started logging, sys.stderr feeds the log.
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(f"p2pnet: {error}\n")
+    stream.flush()
     raise SystemExit(1)
 
 
