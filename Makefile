@@ -34,7 +34,8 @@ run: $(STAMP)
 	$(VENV)/bin/twistd -n p2pnet $(ARGS)
 
 test: $(STAMP) system-deps
-	$(PY) -m twisted.trial --jobs=$(TRIAL_JOBS) $(or $(TESTS),test)
+	# trial workers run in _trial_temp/N: put this tree first or CPython's own `test` package wins
+	PYTHONPATH=$(CURDIR) $(PY) -m twisted.trial --jobs=$(TRIAL_JOBS) $(or $(TESTS),test)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check p2pnet test bench twisted tac --extend-include '*.tac'

@@ -45,6 +45,7 @@ FINGERPRINT_XOR = 0x5354554E
 
 _HEADER = struct.Struct("!HHI12s")
 _ATTR_HEADER = struct.Struct("!HH")
+_XOR_V4 = struct.Struct("!BBHI")
 
 
 class StunDecodeError(ValueError):
@@ -250,6 +251,9 @@ def _xorBytes(transactionId: bytes, family: int) -> bytes:
 
 def encodeXorAddress(host: str, port: int, transactionId: bytes) -> bytes:
     """XOR-MAPPED-ADDRESS form (RFC 8489 section 14.2), also XOR-PEER/RELAYED-ADDRESS."""
+    if ":" not in host:  # the common case, kept cheap: one integer XOR
+        address = int.from_bytes(socket.inet_aton(host), "big") ^ MAGIC_COOKIE
+        return _XOR_V4.pack(0, FAMILY_IPV4, port ^ (MAGIC_COOKIE >> 16), address)
     plain = encodeAddress(host, port)
     family = plain[1]
     mask = _xorBytes(transactionId, family)

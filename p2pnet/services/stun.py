@@ -18,7 +18,6 @@ socket the response leaves from by flipping C{a} (change IP) and/or C{p} (change
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -55,13 +54,17 @@ __all__ = ["StunService"]
 #: in a request gets 420 (RFC 8489 section 6.3.1).
 KNOWN_ATTRIBUTES = frozenset(int(a) for a in Attr)
 
+_INTEGRITY = frozenset((Attr.MESSAGE_INTEGRITY, Attr.MESSAGE_INTEGRITY_SHA256))
+_RFC5780 = frozenset((Attr.CHANGE_REQUEST, Attr.RESPONSE_PORT, Attr.PADDING))
+
 #: A method handler registered by a sibling service (TURN): it answers through the link.
 MethodHandler = Callable[[Message, StunLink, tuple[str, int]], None]
 ChannelDataHandler = Callable[[bytes, StunLink, tuple[str, int]], None]
 
 
 def _family(host: str) -> int:
-    return ipaddress.ip_address(host).version
+    """4 or 6 for a textual address (as the socket layer gives it, already valid)."""
+    return 6 if ":" in host else 4
 
 
 def _unmapped(host: str) -> str:
@@ -365,8 +368,8 @@ class StunService(Service):
         # RFC 8489 6.3.1: "If the request contains one or more unknown comprehension-
         # required attributes, the server replies with an error response with an error
         # code of 420 (Unknown Attribute) and includes an UNKNOWN-ATTRIBUTES attribute".
-        unknown = [t for t, _ in request.attributes
-                   if t not in KNOWN_ATTRIBUTES and isComprehensionRequired(t)]
+        present = {t for t, _ in request.attributes}
+        unknown = [t for t in present if t not in KNOWN_ATTRIBUTES and isComprehensionRequired(t)]
         if unknown:
             self._error(link, source, request, 420, extra=(
                 (Attr.UNKNOWN_ATTRIBUTES, encodeUnknownAttributes(unknown)),))
@@ -376,7 +379,7 @@ class StunService(Service):
         # that carry no integrity are answered plainly unless secure-stun is on.
         auth: AuthResult | None = None
         if not request.classic and self.credentials is not None and (
-            self.secureStun or request.hasIntegrity()
+            self.secureStun or not present.isdisjoint(_INTEGRITY)
         ):
             auth = self.auth.check(request, host)
             if auth.error is not None:
@@ -396,22 +399,25 @@ class StunService(Service):
         # without a second address cannot honour a change and says 420.
         changeIp = changePort = False
         responsePort: int | None = None
-        padding = request.get(Attr.PADDING)
-        try:
-            change = request.get(Attr.CHANGE_REQUEST)
-            if change is not None:
-                changeIp, changePort = decodeChangeRequest(change)
-            rp = request.get(Attr.RESPONSE_PORT)
-            if rp is not None:
-                responsePort = decodeResponsePort(rp)
-        except StunDecodeError:
-            self._error(link, source, request, 400, auth)
-            return
-        if link.kind != "udp" and (changeIp or changePort or rp is not None
-                                   or padding is not None):
-            self._error(link, source, request, 400, auth)
-            return
-        out = self._otherLink(link, family, changeIp, changePort)
+        padding: bytes | None = None
+        out: StunLink | None = link
+        if not present.isdisjoint(_RFC5780):
+            padding = request.get(Attr.PADDING)
+            try:
+                change = request.get(Attr.CHANGE_REQUEST)
+                if change is not None:
+                    changeIp, changePort = decodeChangeRequest(change)
+                rp = request.get(Attr.RESPONSE_PORT)
+                if rp is not None:
+                    responsePort = decodeResponsePort(rp)
+            except StunDecodeError:
+                self._error(link, source, request, 400, auth)
+                return
+            if link.kind != "udp" and (changeIp or changePort or rp is not None
+                                       or padding is not None):
+                self._error(link, source, request, 400, auth)
+                return
+            out = self._otherLink(link, family, changeIp, changePort)
         if out is None:
             self._error(link, source, request, 420, auth, (
                 (Attr.UNKNOWN_ATTRIBUTES, encodeUnknownAttributes([Attr.CHANGE_REQUEST])),))
