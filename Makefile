@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-TRIAL_JOBS ?= 2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the interop tests drive: coturn's turnutils_* and the classic stun client.
 SYSTEM_PACKAGES := coturn stun-client
@@ -34,8 +33,9 @@ run: $(STAMP)
 	$(VENV)/bin/twistd -n p2pnet $(ARGS)
 
 test: $(STAMP) system-deps
-	# trial workers run in _trial_temp/N: put this tree first or CPython's own `test` package wins
-	PYTHONPATH=$(CURDIR) $(PY) -m twisted.trial --jobs=$(TRIAL_JOBS) $(or $(TESTS),test)
+	# No --jobs: trial starts its workers as a script from twisted/trial/_dist/, whose own
+	# `test` package would shadow ours.
+	$(PY) -m twisted.trial $(or $(TESTS),test)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check p2pnet test bench twisted tac --extend-include '*.tac'
