@@ -434,6 +434,16 @@ class StreamTests(ServiceMixin, SynchronousTestCase):
         self.assertEqual(stun.decodeXorAddress(reply.get(Attr.XOR_MAPPED_ADDRESS),
                                                reply.transactionId), ("127.0.0.1", 50000))
 
+    def test_responseOriginIsTheConnection(self) -> None:
+        """Over TCP, RESPONSE-ORIGIN is the connection's own local address."""
+        self.startStun(altListen=("127.0.0.2",))
+        protocol, transport = self.connect()
+        protocol.dataReceived(binding().encode())
+        (reply,) = self.frames(transport)
+        local = transport.getHost()
+        self.assertEqual(stun.decodeAddress(reply.get(Attr.RESPONSE_ORIGIN)),
+                         (local.host, local.port))
+
     def test_udpOnlyAttributes(self) -> None:
         """CHANGE-REQUEST with a change, RESPONSE-PORT and PADDING are refused on TCP."""
         self.startStun()

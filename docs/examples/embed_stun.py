@@ -39,7 +39,7 @@ async def main(reactor) -> None:
     application.startService()
 
     stun = p2pnet.getServiceNamed("stun")
-    port = stun.ports[0].getHost().port
+    port = stun.boundPorts["udp"]
     print(f"STUN server on 127.0.0.1:{port}")
 
     client = AskOnce()

@@ -26,6 +26,7 @@ from enum import IntEnum
 
 __all__ = [
     "Attr",
+    "FINGERPRINT_XOR",
     "HEADER_LENGTH",
     "MAGIC_COOKIE",
     "Message",
@@ -331,6 +332,36 @@ def decodeResponsePort(value: bytes) -> int:
     return struct.unpack("!H", value[:2])[0]
 
 
+def encodePasswordAlgorithms(algorithms: Iterable[tuple[int, bytes]]) -> bytes:
+    """PASSWORD-ALGORITHMS (RFC 8489 section 14.11): C{(number, parameters)} entries."""
+    out = bytearray()
+    for number, parameters in algorithms:
+        out += struct.pack("!HH", number, len(parameters)) + parameters
+        if len(parameters) & 3:
+            out += b"\0" * (4 - (len(parameters) & 3))
+    return bytes(out)
+
+
+def decodePasswordAlgorithms(value: bytes) -> list[tuple[int, bytes]]:
+    """C{(number, parameters)} pairs from PASSWORD-ALGORITHMS; also reads the single
+    entry of PASSWORD-ALGORITHM (section 14.12), which has the same form.
+
+    @raise StunDecodeError: when an entry runs past the value.
+    """
+    algorithms: list[tuple[int, bytes]] = []
+    offset = 0
+    while offset < len(value):
+        if len(value) - offset < 4:
+            raise StunDecodeError("truncated PASSWORD-ALGORITHMS entry")
+        number, length = struct.unpack_from("!HH", value, offset)
+        start = offset + 4
+        if start + length > len(value):
+            raise StunDecodeError("PASSWORD-ALGORITHMS parameters run past the value")
+        algorithms.append((number, value[start : start + length]))
+        offset = start + ((length + 3) & ~3)
+    return algorithms
+
+
 def isComprehensionRequired(attrType: int) -> bool:
     """Types 0x0000-0x7FFF must be understood or the request fails with 420."""
     return attrType < 0x8000
@@ -392,12 +423,14 @@ class Message:
         key: bytes | None = None,
         *,
         sha256: bool = False,
+        both: bool = False,
         fingerprint: bool = False,
     ) -> bytes:
         """The message as bytes.
 
         @param key: when given, add MESSAGE-INTEGRITY (HMAC-SHA1 with C{key}), or
-            MESSAGE-INTEGRITY-SHA256 instead when C{sha256} is true.
+            MESSAGE-INTEGRITY-SHA256 instead when C{sha256} is true, or both (SHA-1
+            first, as RFC 8489 section 14.6 orders them) when C{both} is true.
         @param fingerprint: add FINGERPRINT last.
         """
         body = bytearray()
@@ -407,21 +440,23 @@ class Message:
             if len(v) & 3:
                 body += b"\0" * (4 - (len(v) & 3))
         msgType = _messageType(self.method, self.cls)
+        trailer = self.cookie + self.transactionId
         if key is not None:
-            attrType, size = (
-                (Attr.MESSAGE_INTEGRITY_SHA256, 32) if sha256 else (Attr.MESSAGE_INTEGRITY, 20)
-            )
-            head = _HEADER.pack(msgType, len(body) + 4 + size, 0, b"")
-            head = head[:4] + self.cookie + self.transactionId
-            digest = hmac.new(
-                key, head + body, hashlib.sha256 if sha256 else hashlib.sha1
-            ).digest()
-            body += _ATTR_HEADER.pack(attrType, size) + digest
+            kinds = []
+            if both or not sha256:
+                kinds.append((Attr.MESSAGE_INTEGRITY, 20, hashlib.sha1))
+            if both or sha256:
+                kinds.append((Attr.MESSAGE_INTEGRITY_SHA256, 32, hashlib.sha256))
+            for attrType, size, hashFn in kinds:
+                # The length field counts up to the end of this attribute (14.5, 14.6).
+                head = struct.pack("!HH", msgType, len(body) + 4 + size) + trailer
+                digest = hmac.new(key, head + body, hashFn).digest()
+                body += _ATTR_HEADER.pack(attrType, size) + digest
         if fingerprint:
-            head = struct.pack("!HH", msgType, len(body) + 8) + self.cookie + self.transactionId
+            head = struct.pack("!HH", msgType, len(body) + 8) + trailer
             crc = (zlib.crc32(head + body) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
             body += _ATTR_HEADER.pack(Attr.FINGERPRINT, 4) + struct.pack("!I", crc)
-        return struct.pack("!HH", msgType, len(body)) + self.cookie + self.transactionId + body
+        return struct.pack("!HH", msgType, len(body)) + trailer + body
 
     def checkIntegrity(self, key: bytes) -> bool:
         """Whether this decoded message's integrity attribute verifies with C{key}.
@@ -610,4 +645,5 @@ class StreamDecoder:
     def buffered(self) -> int:
         """Bytes held waiting for the rest of a frame."""
         return len(self._buffer)
+
 

@@ -52,6 +52,7 @@ class StunLink(TypingProtocol):
     kind: str
     addressIndex: int
     portIndex: int
+    local: tuple[str, int]
 
     def send(self, data: bytes, destination: tuple[str, int]) -> None:
         """Send C{data}; a stream ignores C{destination} (it has one peer)."""
@@ -79,6 +80,7 @@ class StunDatagramProtocol(DatagramProtocol):
     @ivar kind: C{"udp"}.
     @ivar addressIndex: 0 on a primary address, 1 on the RFC 5780 alternate address.
     @ivar portIndex: 0 on the primary port, 1 on the RFC 5780 alternate port.
+    @ivar local: the C{(host, port)} the socket is bound to.
     """
 
     kind = "udp"
@@ -88,6 +90,10 @@ class StunDatagramProtocol(DatagramProtocol):
         self.handler = handler
         self.addressIndex = addressIndex
         self.portIndex = portIndex
+
+    def startProtocol(self) -> None:
+        host = self.transport.getHost()  # type: ignore[union-attr]
+        self.local = (host.host, host.port)
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         source = (addr[0], addr[1])
@@ -118,10 +124,13 @@ class StunStreamProtocol(Protocol, TimeoutMixin):
         self.callLater = factory.clock.callLater  # TimeoutMixin's timer source
         self._decoder = StreamDecoder()
         self.peer: tuple[str, int] = ("", 0)
+        self.local: tuple[str, int] = ("", 0)
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.peer = (peer.host, peer.port)
+        host = self.transport.getHost()  # type: ignore[union-attr]
+        self.local = (host.host, host.port)
         self.setTimeout(self.factory.idleTimeout)
 
     def dataReceived(self, data: bytes) -> None:

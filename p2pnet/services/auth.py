@@ -15,7 +15,6 @@ import base64
 import hashlib
 import hmac
 import os
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -27,6 +26,9 @@ from p2pnet.codecs.stun import (
     PASSWORD_ALGORITHM_SHA256,
     Attr,
     Message,
+    StunDecodeError,
+    decodePasswordAlgorithms,
+    encodePasswordAlgorithms,
     longTermKey,
     saslprep,
 )
@@ -73,8 +75,8 @@ NONCE_COOKIE = "obMatJos2"
 _FEATURES = base64.b64encode(bytes([0b11000000, 0, 0])).decode()
 
 #: PASSWORD-ALGORITHMS value the server offers: SHA-256 first, then MD5, no parameters.
-PASSWORD_ALGORITHMS = struct.pack(
-    "!HHHH", PASSWORD_ALGORITHM_SHA256, 0, PASSWORD_ALGORITHM_MD5, 0
+PASSWORD_ALGORITHMS = encodePasswordAlgorithms(
+    [(PASSWORD_ALGORITHM_SHA256, b""), (PASSWORD_ALGORITHM_MD5, b"")]
 )
 
 
@@ -182,9 +184,13 @@ class LongTermAuth:
         chosen = request.get(Attr.PASSWORD_ALGORITHM)
         algorithm = PASSWORD_ALGORITHM_MD5
         if offered is not None or chosen is not None:
-            if offered != PASSWORD_ALGORITHMS or chosen is None or len(chosen) < 4:
+            try:
+                entries = decodePasswordAlgorithms(chosen or b"")
+            except StunDecodeError:
+                entries = []
+            if offered != PASSWORD_ALGORITHMS or len(entries) != 1:
                 return AuthResult(error=self._error(request, 400))
-            algorithm = struct.unpack("!H", chosen[:2])[0]
+            algorithm = entries[0][0]
             if algorithm not in (PASSWORD_ALGORITHM_MD5, PASSWORD_ALGORITHM_SHA256):
                 return AuthResult(error=self._error(request, 400))
         # "If the value of the NONCE attribute is no longer valid, the server MUST

@@ -134,6 +134,9 @@ class StunService(Service):
         self.methods: dict[int, MethodHandler] = {Method.BINDING: self.binding}
         self.channelDataHandler: ChannelDataHandler | None = None
         self.ports: list[IListeningPort] = []
+        #: The port number each kind of listener got ("udp", "tcp", "tls", "alt"), once
+        #: bound: with port 0 in the settings this is where to find the real ones.
+        self.boundPorts: dict[str, int] = {}
         self.streamFactories: list[StunStreamFactory] = []
         #: RFC 5780 matrix: family -> {(addressIndex, portIndex): UDP protocol}
         self.matrix: dict[int, dict[tuple[int, int], StunDatagramProtocol]] = {}
@@ -224,7 +227,9 @@ class StunService(Service):
             family = _family(host)
             alt = self.alternates.get(family)
             udpPort = self._bindUDP(host, udpPort, "stun-port")
-            tcpPort = self._bindStream(host, tcpPort or udpPort, "stun-port", "tcp", 0, 0)
+            # Port 0 means a free port for each protocol; after the first address the
+            # same numbers are used on the others.
+            tcpPort = self._bindStream(host, tcpPort, "stun-port", "tcp", 0, 0)
             if tlsPort is not None and self._tlsOptions is not None:
                 tlsPort = self._bindStream(host, tlsPort, "tls-port", "tls", 0, 0)
             if alt is None:
@@ -236,10 +241,15 @@ class StunService(Service):
             self._bindUDP(alt, altPort, "alt-listen", 1, 1)
             self._bindStream(alt, tcpPort, "alt-listen", "tcp", 1, 0)
             self.rfc5780[family] = ((host, alt), (udpPort, altPort))
+            self.boundPorts["alt"] = altPort
+        self.boundPorts.update(udp=udpPort, tcp=tcpPort)
+        if tlsPort is not None and self._tlsOptions is not None:
+            self.boundPorts["tls"] = tlsPort
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         ports, self.ports = self.ports, []
+        self.boundPorts.clear()
         self.matrix.clear()
         self.rfc5780.clear()
         for factory in self.streamFactories:
@@ -428,8 +438,7 @@ class StunService(Service):
             # RFC 3489 11.2: MAPPED-ADDRESS, SOURCE-ADDRESS and CHANGED-ADDRESS.
             reply.add(Attr.MAPPED_ADDRESS, encodeAddress(host, source[1]))
             if family in self.rfc5780 and link.kind == "udp":
-                reply.add(Attr.SOURCE_ADDRESS, encodeAddress(
-                    *self._address(family, out.addressIndex, out.portIndex)))
+                reply.add(Attr.SOURCE_ADDRESS, encodeAddress(*out.local))
                 reply.add(Attr.CHANGED_ADDRESS, encodeAddress(
                     *self._address(family, 1 - link.addressIndex, 1 - link.portIndex)))
         else:
@@ -439,8 +448,7 @@ class StunService(Service):
                 # an ALG; 7.3, 7.4: where the response comes from, and the address and
                 # port that differ in both from where the request arrived.
                 reply.add(Attr.MAPPED_ADDRESS, encodeAddress(host, source[1]))
-                reply.add(Attr.RESPONSE_ORIGIN, encodeAddress(
-                    *self._address(family, out.addressIndex, out.portIndex)))
+                reply.add(Attr.RESPONSE_ORIGIN, encodeAddress(*out.local))
                 reply.add(Attr.OTHER_ADDRESS, encodeAddress(
                     *self._address(family, 1 - link.addressIndex, 1 - link.portIndex)))
             if padding is not None:
