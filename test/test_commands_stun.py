@@ -193,6 +193,7 @@ class ServerMixin:
         self.tcpPort = stun.boundPorts["tcp"]
         self.tlsPort = stun.boundPorts["tls"]
         self.altPort = stun.boundPorts["alt"]
+        self.tcpAltPort = stun.boundPorts["tcp-alt"]
 
     def extraConfig(self) -> dict[str, Any]:
         return {}
@@ -202,13 +203,15 @@ class ServerMixin:
         status = await stunMain(reactor, parse(*argv), out, err)
         return status, out.getvalue(), err.getvalue()
 
-    def assertAddresses(self, out: str, origin: int | None = None) -> list[str]:
-        """Check the address lines; C{origin} is the port answering (default UDP's)."""
+    def assertAddresses(self, out: str, origin: int | None = None,
+                        other: int | None = None) -> list[str]:
+        """Check the address lines; C{origin} and C{other} are the answering port and the
+        other address's port (default: the UDP ones)."""
         lines = out.splitlines()
         self.assertRegex(lines[0], r"^mapped address:  127\.0\.0\.1:\d+$")
         self.assertEqual(lines[1:3], [
             f"response origin: 127.0.0.1:{origin or self.udpPort}",
-            f"other address:   127.0.0.2:{self.altPort}",
+            f"other address:   127.0.0.2:{other or self.altPort}",
         ])
         return lines
 
@@ -230,7 +233,7 @@ class ServerRunTests(ServerMixin, TestCase):
         """Over TCP: the addresses only."""
         status, out, err = await self.runMain("--tcp", f"127.0.0.1:{self.tcpPort}")
         self.assertEqual((status, err), (0, ""))
-        self.assertEqual(len(self.assertAddresses(out, self.tcpPort)), 3)
+        self.assertEqual(len(self.assertAddresses(out, self.tcpPort, self.tcpAltPort)), 3)
 
     async def test_tlsTrusted(self) -> None:
         """Over TLS, trusting the server's certificate."""
@@ -280,7 +283,7 @@ class AuthenticatedServerTests(ServerMixin, TestCase):
         status, out, err = await self.runMain(
             "--tcp", "--user", "alice", "--password", "wonderland", f"127.0.0.1:{self.tcpPort}")
         self.assertEqual((status, err), (0, ""))
-        self.assertEqual(len(self.assertAddresses(out, self.tcpPort)), 3)
+        self.assertEqual(len(self.assertAddresses(out, self.tcpPort, self.tcpAltPort)), 3)
 
     async def test_noCredentials(self) -> None:
         """Without credentials the 401 is reported."""

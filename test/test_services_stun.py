@@ -225,6 +225,28 @@ class BindingTests(ServiceMixin, SynchronousTestCase):
         self.sendUDP(binding((Attr.CHANGE_REQUEST, b"\0\0")).encode())
         self.assertEqual(errorCode(self.onlyReply()[0]), 400)
 
+    def test_sendFailureCounted(self) -> None:
+        """A datagram the kernel refuses is dropped and counted, not raised."""
+        self.startStun()
+
+        def refuse(data: bytes, addr: tuple) -> None:
+            raise OSError(11, "Resource temporarily unavailable")
+
+        self.socketAt()._sendto = refuse
+        self.sendUDP(binding().encode())
+        self.assertEqual(self.service.stats.counters["stun.send_errors"], 1)
+        self.assertEqual(self.service.stats.counters["stun.internal_errors"], 0)
+
+    def test_scopedSource(self) -> None:
+        """A link-local source with a scope gets its address without the scope."""
+        self.startStun(listen=("::1",))
+        source = ("fe80::1%lo", 4242)
+        self.socketAt(family=6).datagramReceived(binding().encode(), source)
+        reply, destination = self.onlyReply(family=6)
+        self.assertEqual(destination, source)
+        self.assertEqual(stun.decodeXorAddress(reply.get(Attr.XOR_MAPPED_ADDRESS),
+                                               reply.transactionId), ("fe80::1", 4242))
+
     def test_stop(self) -> None:
         """Stopping the service closes every socket."""
         service = self.startStun()
@@ -408,8 +430,10 @@ class AuthTests(ServiceMixin, SynchronousTestCase):
 class StreamTests(ServiceMixin, SynchronousTestCase):
     """Binding over TCP: framing, UDP-only attributes, limits and idle timeout."""
 
-    def connect(self, host: str = "127.0.0.1", port: int = 50000):  # noqa: ANN201
-        (factory,) = [f for (h, _), f in self.reactor.streamPorts.items() if h == "127.0.0.1"]
+    def connect(self, host: str = "127.0.0.1", port: int = 50000,  # noqa: ANN201
+                listener: tuple[str, int] | None = None):
+        factory = self.reactor.streamPorts[
+            listener or ("127.0.0.1", self.service.boundPorts["tcp"])]
         protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
         if protocol is None:
             return None, None
@@ -443,6 +467,22 @@ class StreamTests(ServiceMixin, SynchronousTestCase):
         local = transport.getHost()
         self.assertEqual(stun.decodeAddress(reply.get(Attr.RESPONSE_ORIGIN)),
                          (local.host, local.port))
+
+    def test_otherAddressIsATcpListener(self) -> None:
+        """Over TCP, OTHER-ADDRESS names the TCP listener that differs in both, and that
+        listener answers naming the first one back."""
+        self.startStun(altListen=("127.0.0.2",))
+        protocol, transport = self.connect()
+        protocol.dataReceived(binding().encode())
+        (reply,) = self.frames(transport)
+        other = stun.decodeAddress(reply.get(Attr.OTHER_ADDRESS))
+        self.assertEqual(other, ("127.0.0.2", self.service.boundPorts["tcp-alt"]))
+        self.assertIn(other, self.reactor.streamPorts)
+        protocol, transport = self.connect(listener=other)
+        protocol.dataReceived(binding().encode())
+        (reply,) = self.frames(transport)
+        self.assertEqual(stun.decodeAddress(reply.get(Attr.OTHER_ADDRESS)),
+                         ("127.0.0.1", self.service.boundPorts["tcp"]))
 
     def test_udpOnlyAttributes(self) -> None:
         """CHANGE-REQUEST with a change, RESPONSE-PORT and PADDING are refused on TCP."""

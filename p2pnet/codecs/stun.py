@@ -568,6 +568,8 @@ def decode(data: bytes) -> Message:
 
 CHANNEL_MIN = 0x4000
 CHANNEL_MAX = 0x4FFF
+#: RFC 5766 allowed channels up to 0x7FFE; coturn and its clients still use them.
+CHANNEL_MAX_RFC5766 = 0x7FFE
 
 
 @dataclass(slots=True, frozen=True)
@@ -607,14 +609,17 @@ class StreamDecoder:
     for more data. A STUN frame is 20 bytes plus its length field; a ChannelData frame is
     4 bytes plus its length rounded up to a multiple of 4 (the padding is part of the
     stream). The length fields are 16 bits, so a frame is never larger than 65,555 bytes
-    and the buffer stays bounded by that plus one read.
+    and the buffer stays bounded by that plus one read. C{channelMax} (settable) is the
+    highest channel number framed: L{CHANNEL_MAX}, or L{CHANNEL_MAX_RFC5766} while TURN
+    serves RFC 5766 clients.
 
     @raise StunDecodeError: from L{feed} when the stream holds something that is neither;
         the stream cannot be resynchronised after that, so close the connection.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, channelMax: int = CHANNEL_MAX) -> None:
         self._buffer = bytearray()
+        self.channelMax = channelMax
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add C{data}; return every complete frame, oldest first."""
@@ -629,7 +634,8 @@ class StreamDecoder:
                 size = HEADER_LENGTH + length
                 if length & 3:
                     raise StunDecodeError("STUN length is not a multiple of 4")
-            elif first < 0x50:  # channels 0x4000-0x4FFF; 0x5000-0x7FFF are reserved
+            elif first < 0x50 or (first < 0x80 and self.channelMax > CHANNEL_MAX):
+                # channels 0x4000-0x4FFF; up to 0x7FFE when RFC 5766 channels are on
                 size = 4 + ((length + 3) & ~3)
             else:
                 raise StunDecodeError("neither STUN nor ChannelData on the stream")
@@ -645,5 +651,11 @@ class StreamDecoder:
     def buffered(self) -> int:
         """Bytes held waiting for the rest of a frame."""
         return len(self._buffer)
+
+    def takeBuffered(self) -> bytes:
+        """The bytes held so far, removed (when the stream stops being STUN framed)."""
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
 
 

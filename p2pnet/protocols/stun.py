@@ -9,14 +9,16 @@ C{internalError} and the transport carries on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from p2pnet.codecs.stun import Message, StreamDecoder, StunDecodeError, decode
+from p2pnet.codecs.stun import CHANNEL_MAX, Message, StreamDecoder, StunDecodeError, decode
 
 __all__ = [
     "StunDatagramProtocol",
@@ -27,7 +29,13 @@ __all__ = [
 
 
 class StunHandler(TypingProtocol):
-    """What a STUN transport hands its input to (implemented by the STUN service)."""
+    """What a STUN transport hands its input to (implemented by the STUN service).
+
+    @ivar channelMax: the highest ChannelData channel number passed on as ChannelData
+        (0x4FFF; 0x7FFE while TURN accepts RFC 5766 channels).
+    """
+
+    channelMax: int
 
     def messageReceived(self, message: Message, link: StunLink, source: tuple[str, int]) -> None:
         """A well-formed STUN message arrived on C{link} from C{source}."""
@@ -41,6 +49,9 @@ class StunHandler(TypingProtocol):
 
     def garbage(self, data: bytes, link: StunLink, source: tuple[str, int]) -> None:
         """Bytes that are neither STUN nor ChannelData."""
+
+    def sendFailed(self, error: OSError, link: StunLink, destination: tuple[str, int]) -> None:
+        """The kernel refused to send a datagram from C{link}."""
 
     def internalError(self, failure: Failure, link: StunLink) -> None:
         """The handler itself raised while handling input from C{link}."""
@@ -68,7 +79,8 @@ def _dispatch(handler: StunHandler, link: StunLink, data: bytes,
             handler.malformed(data, e, link, source)
             return
         handler.messageReceived(message, link, source)
-    elif first < 0x50:  # ChannelData: channel numbers 0x4000-0x4FFF
+    elif first < 0x50 or (first < 0x80 and handler.channelMax > CHANNEL_MAX):
+        # ChannelData: channel numbers 0x4000-0x4FFF, or up to 0x7FFE (RFC 5766)
         handler.channelDataReceived(data, link, source)
     else:
         handler.garbage(data, link, source)
@@ -94,6 +106,11 @@ class StunDatagramProtocol(DatagramProtocol):
     def startProtocol(self) -> None:
         host = self.transport.getHost()  # type: ignore[union-attr]
         self.local = (host.host, host.port)
+        # Straight to the socket: the destination always comes from the kernel (a
+        # source address), so the per-write address parsing of Twisted's UDP port is
+        # wasted work; it was a tenth of the server's CPU per Binding.
+        sock = getattr(self.transport, "socket", None)
+        self._sendto = sock.sendto if sock is not None else self.transport.write  # type: ignore[union-attr]
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         source = (addr[0], addr[1])
@@ -103,8 +120,11 @@ class StunDatagramProtocol(DatagramProtocol):
             self.handler.internalError(Failure(), self)
 
     def send(self, data: bytes, destination: tuple[str, int]) -> None:
-        """Send one datagram from this socket."""
-        self.transport.write(data, destination)  # type: ignore[union-attr]
+        """Send one datagram from this socket; a refusal is reported, not raised."""
+        try:
+            self._sendto(data, destination)
+        except OSError as e:
+            self.handler.sendFailed(e, self, destination)
 
 
 class StunStreamProtocol(Protocol, TimeoutMixin):
@@ -122,7 +142,9 @@ class StunStreamProtocol(Protocol, TimeoutMixin):
         self.addressIndex = factory.addressIndex
         self.portIndex = factory.portIndex
         self.callLater = factory.clock.callLater  # TimeoutMixin's timer source
-        self._decoder = StreamDecoder()
+        self._decoder = StreamDecoder(self.handler.channelMax)
+        #: Set by L{startRaw}: where bytes go once this is an RFC 6062 data connection.
+        self.rawReceiver: Callable[[bytes], None] | None = None
         self.peer: tuple[str, int] = ("", 0)
         self.local: tuple[str, int] = ("", 0)
 
@@ -134,6 +156,9 @@ class StunStreamProtocol(Protocol, TimeoutMixin):
         self.setTimeout(self.factory.idleTimeout)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.rawReceiver is not None:
+            self.rawReceiver(data)
+            return
         self.resetTimeout()
         try:
             frames = self._decoder.feed(data)
@@ -141,11 +166,23 @@ class StunStreamProtocol(Protocol, TimeoutMixin):
             self.handler.garbage(data, self, self.peer)
             self.transport.abortConnection()  # type: ignore[union-attr]
             return
-        for frame in frames:
+        for index, frame in enumerate(frames):
             try:
                 _dispatch(self.handler, self, frame, self.peer)
             except Exception:
                 self.handler.internalError(Failure(), self)
+            if self.rawReceiver is not None:
+                # A ConnectionBind made this a data connection: the rest is payload.
+                rest = b"".join(frames[index + 1 :]) + self._decoder.takeBuffered()
+                if rest:
+                    self.rawReceiver(rest)
+                return
+
+    def startRaw(self, receiver: Callable[[bytes], None]) -> None:
+        """Stop STUN framing (RFC 6062 section 5.4 ConnectionBind): every later byte
+        goes to C{receiver} as it is, and the STUN idle timeout no longer applies."""
+        self.rawReceiver = receiver
+        self.setTimeout(None)
 
     def send(self, data: bytes, destination: tuple[str, int] | None = None) -> None:
         """Write C{data} to this connection."""
@@ -159,11 +196,16 @@ class StunStreamProtocol(Protocol, TimeoutMixin):
         self.factory.connectionClosed(self)
 
 
+@implementer(IProtocolNegotiationFactory)
 class StunStreamFactory(Factory):
     """Makes L{StunStreamProtocol}s for one TCP or TLS listener.
 
     Admission (total and per-address connection limits) is the handler's decision,
     through its C{admit(host)} and C{release(host)} methods.
+
+    Over TLS it names the RFC 7443 ALPN protocols, C{stun.turn} and
+    C{stun.nat-discovery}: a client offering them (coturn's clients do) gets one chosen
+    (Twisted's ALPN callback would otherwise fail such a handshake with an alert).
     """
 
     noisy = False
@@ -186,11 +228,16 @@ class StunStreamFactory(Factory):
         self.connections.add(protocol)
         return protocol
 
+    def acceptableProtocols(self) -> list[bytes]:
+        """ALPN protocol IDs for STUN and TURN over TLS (RFC 7443 section 4.3)."""
+        return [b"stun.turn", b"stun.nat-discovery"]
+
     def connectionClosed(self, protocol: StunStreamProtocol) -> None:
-        """Forget a connection and give its admission back."""
+        """Forget a connection, give its admission back and tell the handler."""
         if protocol in self.connections:
             self.connections.discard(protocol)
             self.handler.release(protocol.host)
+            self.handler.streamClosed(protocol)
 
 
 class StunStreamHandler(StunHandler, TypingProtocol):
@@ -201,3 +248,6 @@ class StunStreamHandler(StunHandler, TypingProtocol):
 
     def release(self, host: str) -> None:
         """A connection from C{host} closed."""
+
+    def streamClosed(self, link: StunLink) -> None:
+        """The connection C{link} closed (after L{release})."""

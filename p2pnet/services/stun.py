@@ -29,6 +29,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from p2pnet.codecs.stun import (
+    CHANNEL_MAX,
     HEADER_LENGTH,
     MAGIC_COOKIE_BYTES,
     Attr,
@@ -60,6 +61,8 @@ _RFC5780 = frozenset((Attr.CHANGE_REQUEST, Attr.RESPONSE_PORT, Attr.PADDING))
 #: A method handler registered by a sibling service (TURN): it answers through the link.
 MethodHandler = Callable[[Message, StunLink, tuple[str, int]], None]
 ChannelDataHandler = Callable[[bytes, StunLink, tuple[str, int]], None]
+#: Told when a TCP/TLS connection closes (TURN ends the allocation it carried).
+StreamClosedHandler = Callable[[StunLink], None]
 
 
 def _family(host: str) -> int:
@@ -68,10 +71,11 @@ def _family(host: str) -> int:
 
 
 def _unmapped(host: str) -> str:
-    """IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) as plain IPv4."""
+    """The client's address as it goes into an attribute: IPv4-mapped IPv6 addresses
+    (::ffff:a.b.c.d) as plain IPv4, and no scope (fe80::1%eth0 is fe80::1 on the wire)."""
     if host.startswith("::ffff:") and "." in host:
         return host[7:]
-    return host
+    return host.partition("%")[0]
 
 
 class StunService(Service):
@@ -133,6 +137,9 @@ class StunService(Service):
         self.badInputLog = RateLimitedLog(self.log, reactor)
         self.methods: dict[int, MethodHandler] = {Method.BINDING: self.binding}
         self.channelDataHandler: ChannelDataHandler | None = None
+        #: Highest ChannelData channel recognised on the sockets (TURN raises it).
+        self.channelMax = CHANNEL_MAX
+        self.streamClosedHandlers: list[StreamClosedHandler] = []
         self.ports: list[IListeningPort] = []
         #: The port number each kind of listener got ("udp", "tcp", "tls", "alt"), once
         #: bound: with port 0 in the settings this is where to find the real ones.
@@ -140,8 +147,10 @@ class StunService(Service):
         self.streamFactories: list[StunStreamFactory] = []
         #: RFC 5780 matrix: family -> {(addressIndex, portIndex): UDP protocol}
         self.matrix: dict[int, dict[tuple[int, int], StunDatagramProtocol]] = {}
-        #: family -> ((A1, A2), (P1, P2)) once bound
+        #: family -> ((A1, A2), (P1, P2)) once bound; P1, P2 are the UDP ports
         self.rfc5780: dict[int, tuple[tuple[str, str], tuple[int, int]]] = {}
+        #: family -> (P1, P2) of the TCP listeners of the RFC 5780 matrix
+        self.rfc5780Tcp: dict[int, tuple[int, int]] = {}
         self._connections = 0
         self._perHost: dict[str, int] = {}
         self.stats.gauge("stun.connections", lambda: self._connections)
@@ -239,9 +248,13 @@ class StunService(Service):
             altPort = self._bindUDP(host, self.altPort, "alt-port", 0, 1)
             self._bindUDP(alt, udpPort, "alt-listen", 1, 0)
             self._bindUDP(alt, altPort, "alt-listen", 1, 1)
+            # ... and TCP the same way, so OTHER-ADDRESS over TCP names a listener too.
+            tcpAlt = self._bindStream(host, self.altPort, "alt-port", "tcp", 0, 1)
             self._bindStream(alt, tcpPort, "alt-listen", "tcp", 1, 0)
+            self._bindStream(alt, tcpAlt, "alt-listen", "tcp", 1, 1)
             self.rfc5780[family] = ((host, alt), (udpPort, altPort))
-            self.boundPorts["alt"] = altPort
+            self.rfc5780Tcp[family] = (tcpPort, tcpAlt)
+            self.boundPorts.update({"alt": altPort, "tcp-alt": tcpAlt})
         self.boundPorts.update(udp=udpPort, tcp=tcpPort)
         if tlsPort is not None and self._tlsOptions is not None:
             self.boundPorts["tls"] = tlsPort
@@ -252,6 +265,7 @@ class StunService(Service):
         self.boundPorts.clear()
         self.matrix.clear()
         self.rfc5780.clear()
+        self.rfc5780Tcp.clear()
         for factory in self.streamFactories:
             for connection in list(factory.connections):
                 connection.transport.abortConnection()  # type: ignore[union-attr]
@@ -283,6 +297,11 @@ class StunService(Service):
             self._perHost[host] = left
         else:
             self._perHost.pop(host, None)
+
+    def streamClosed(self, link: StunLink) -> None:
+        """A TCP/TLS connection closed: tell the L{streamClosedHandlers}."""
+        for handler in list(self.streamClosedHandlers):
+            handler(link)
 
     # -- input (StunHandler) --------------------------------------------------------------
 
@@ -330,6 +349,13 @@ class StunService(Service):
             kind=link.kind, source=source, size=len(data),
         )
 
+    def sendFailed(self, error: OSError, link: StunLink, destination: tuple[str, int]) -> None:
+        """The kernel refused a datagram (full buffer, unreachable): dropped and counted,
+        as UDP would lose it anyway."""
+        self.stats.add("stun.send_errors")
+        self.badInputLog.warn("send", "cannot send to {destination}: {error}",
+                              destination=destination, error=error.strerror or str(error))
+
     def internalError(self, failure: Failure, link: StunLink) -> None:
         """A bug met while handling input: logged (bounded), counted, the service goes on."""
         self.stats.add("stun.internal_errors")
@@ -358,9 +384,12 @@ class StunService(Service):
         p = link.portIndex ^ int(changePort)
         return self.matrix[family].get((a, p))
 
-    def _address(self, family: int, a: int, p: int) -> tuple[str, int]:
+    def _other(self, family: int, link: StunLink) -> tuple[str, int]:
+        """The matrix address differing in both address and port from C{link}'s."""
         addresses, ports = self.rfc5780[family]
-        return addresses[a], ports[p]
+        if link.kind == "tcp":
+            ports = self.rfc5780Tcp[family]
+        return addresses[1 - link.addressIndex], ports[1 - link.portIndex]
 
     def binding(self, request: Message, link: StunLink, source: tuple[str, int]) -> None:
         """Answer a Binding request (RFC 8489 section 6.3, RFC 5780 section 6.1, RFC 3489
@@ -439,8 +468,7 @@ class StunService(Service):
             reply.add(Attr.MAPPED_ADDRESS, encodeAddress(host, source[1]))
             if family in self.rfc5780 and link.kind == "udp":
                 reply.add(Attr.SOURCE_ADDRESS, encodeAddress(*out.local))
-                reply.add(Attr.CHANGED_ADDRESS, encodeAddress(
-                    *self._address(family, 1 - link.addressIndex, 1 - link.portIndex)))
+                reply.add(Attr.CHANGED_ADDRESS, encodeAddress(*self._other(family, link)))
         else:
             reply.add(Attr.XOR_MAPPED_ADDRESS, request.xorMapped(host, source[1]))
             if family in self.rfc5780:
@@ -449,8 +477,8 @@ class StunService(Service):
                 # port that differ in both from where the request arrived.
                 reply.add(Attr.MAPPED_ADDRESS, encodeAddress(host, source[1]))
                 reply.add(Attr.RESPONSE_ORIGIN, encodeAddress(*out.local))
-                reply.add(Attr.OTHER_ADDRESS, encodeAddress(
-                    *self._address(family, 1 - link.addressIndex, 1 - link.portIndex)))
+                if link.kind != "tls":  # there is no second TLS port to name
+                    reply.add(Attr.OTHER_ADDRESS, encodeAddress(*self._other(family, link)))
             if padding is not None:
                 # RFC 5780 7.6: the response is padded like the request was.
                 reply.add(Attr.PADDING, bytes(len(padding)))
