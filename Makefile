@@ -38,7 +38,7 @@ test: $(STAMP) system-deps
 	$(PY) -m twisted.trial $(or $(TESTS),test)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check p2pnet test bench twisted tac --extend-include '*.tac'
+	$(VENV)/bin/ruff check p2pnet test bench twisted docs/examples
 
 bench: $(STAMP) system-deps
 	$(PY) bench/stun_bench.py

@@ -59,9 +59,30 @@ def _buildStun(context: AppContext) -> IService:
     return StunService.fromConfig(context)
 
 
+def _buildRendezvous(context: AppContext) -> IService:
+    from p2pnet.services.rendezvous import RendezvousService
+
+    return RendezvousService.fromConfig(context)
+
+
+def _buildRelay(context: AppContext) -> IService:
+    from p2pnet.services.relay import RelayService
+
+    return RelayService.fromConfig(context)
+
+
+def _buildGateway(context: AppContext) -> IService:
+    from p2pnet.services.gateway import GatewayService
+
+    return GatewayService.fromConfig(context)
+
+
 #: Service name to a function making that service from the shared context.
 BUILDERS: dict[str, Callable[[AppContext], IService]] = {
     "stun": _buildStun,
+    "rendezvous": _buildRendezvous,
+    "relay": _buildRelay,
+    "gateway": _buildGateway,
 }
 assert set(BUILDERS) == set(SERVICES)
 

@@ -15,7 +15,12 @@ from collections.abc import Sequence
 __all__ = ["COMMANDS", "main"]
 
 #: Modules that each add sub-commands, in the order C{p2pnet --help} lists them.
-COMMANDS: tuple[str, ...] = ("p2pnet.commands.stun",)
+COMMANDS: tuple[str, ...] = (
+    "p2pnet.commands.stun",
+    "p2pnet.commands.keygen",
+    "p2pnet.commands.peers",
+    "p2pnet.commands.gateway",
+)
 
 
 def buildParser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ from p2pnet.errors import ConfigError
 __all__ = ["Config", "ConfigError", "SERVICES", "Setting", "loadConfig", "settings"]
 
 #: Every service the appliance knows, in start-up order.
-SERVICES: tuple[str, ...] = ("stun",)
+SERVICES: tuple[str, ...] = ("stun", "rendezvous", "relay", "gateway")
 
 
 # -- value parsers: one string (from a flag, or a TOML scalar) to a typed value ------------
@@ -87,6 +87,81 @@ def parseUser(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise ValueError("expected NAME:PASSWORD")
     return name, password
+
+
+def parseRelayServers(text: str) -> tuple[str, ...]:
+    """Comma-separated C{host} or C{host:port} relay servers (hbbs C{-r})."""
+    entries = tuple(e.strip() for e in text.split(",") if e.strip())
+    for entry in entries:
+        host, port = entry, ""
+        if entry.startswith("["):
+            host, _, rest = entry[1:].partition("]")
+            if rest and not rest.startswith(":"):
+                raise ValueError(f"bad entry {entry!r}")
+            port = rest[1:]
+        elif entry.count(":") == 1:
+            host, _, port = entry.partition(":")
+        if not host or any(c.isspace() or c in "/@" for c in host):
+            raise ValueError(f"bad host in {entry!r}")
+        if port:
+            parsePort(port)
+    return entries
+
+
+def parseIPv4Network(text: str) -> ipaddress.IPv4Network:
+    """An IPv4 network in CIDR form (C{192.168.0.0/16})."""
+    return ipaddress.IPv4Network(text.strip(), strict=False)
+
+
+def parseRate(text: str) -> int:
+    """A whole number per second; 0 means no limit."""
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 (no limit) or more")
+    return value
+
+
+def parseBandwidth(text: str) -> float:
+    """Megabits per second (Mb = 1024 x 1024 bits, as hbbr); 0 means no limit."""
+    value = float(text)
+    if value < 0:
+        raise ValueError("must be 0 (no limit) or more")
+    return value
+
+
+def parseNetwork(text: str) -> str:
+    """An IP address or CIDR network, returned in its normal written form."""
+    return str(ipaddress.ip_network(text.strip(), strict=False))
+
+
+def parseGatewayAuth(text: str) -> str:
+    """A gateway auth mode: token, password, none or trusted-proxy."""
+    mode = text.strip()
+    if mode not in ("token", "password", "none", "trusted-proxy"):
+        raise ValueError("expected token, password, none or trusted-proxy")
+    return mode
+
+
+def parseOrigin(text: str) -> str:
+    """A browser origin C{scheme://host[:port]}, or C{*} for any."""
+    from urllib.parse import urlsplit
+
+    origin = text.strip().lower().rstrip("/")
+    if origin == "*":
+        return origin
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+        raise ValueError("expected scheme://host[:port] or *")
+    parts.port  # noqa: B018 - raises ValueError on a bad port
+    return origin
+
+
+def parseHeaderName(text: str) -> str:
+    """An HTTP header name (letters, digits and dashes)."""
+    name = text.strip()
+    if not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise ValueError("expected an HTTP header name")
+    return name
 
 
 # -- the settings ---------------------------------------------------------------------------
@@ -212,6 +287,148 @@ class Config:
         300.0, "Seconds before a silent STUN TCP/TLS connection is closed.", parseSeconds
     )
 
+    # rendezvous / relay (RustDesk)
+    rendezvous_port: int = _setting(
+        21116,
+        "RustDesk rendezvous (hbbs) port, UDP and TCP; the NAT-test port is one below it "
+        "and the WebSocket port two above (0: ephemeral ports for all three).",
+        parsePort,
+    )
+    relay_port: int = _setting(
+        21117,
+        "RustDesk relay (hbbr) TCP port; its WebSocket port is two above "
+        "(0: ephemeral ports for both).",
+        parsePort,
+    )
+    key: str = _setting(
+        "-",
+        "RustDesk key, as hbbs -k: '-' or '_' = the key pair in data-dir (generated on first "
+        "start) and clients must give its public key; '' = sign with that pair but check "
+        "nothing; base64 of a 64-byte secret key = use it; any other text = required "
+        "verbatim, nothing signed.",
+        secret=True,
+    )
+    relay_key: str = _setting(
+        "",
+        "Key relay legs must send, as hbbr -k: '' = no check; '-' or '_' = the rendezvous "
+        "public key; base64 secret key = its public half; other text = verbatim.",
+        secret=True,
+    )
+    relay_servers: tuple[str, ...] = _setting(
+        (),
+        "Relay servers handed to RustDesk peers, comma-separated host[:port] (default port "
+        "21117), chosen round-robin among the reachable ones; empty = peers use this "
+        "host's relay.",
+        parseRelayServers,
+    )
+    always_use_relay: bool = _setting(
+        False, "Make every RustDesk connection go through the relay.", switch=True
+    )
+    mask: ipaddress.IPv4Network | None = _setting(
+        None,
+        "LAN of this server (CIDR, as hbbs --mask): peers inside it get this host's "
+        "local-ip as relay, and two peers inside it connect directly.",
+        parseIPv4Network,
+    )
+    local_ip: str = _setting(
+        "",
+        "This host's LAN address for --mask (default: detected).",
+        parseAddress,
+        env="LOCAL_IP",
+    )
+    software_url: str = _setting(
+        "",
+        "Download URL of the newest RustDesk client, as hbbs -u (deprecated there): "
+        "answered to SoftwareUpdate requests whose version differs from the one in the URL.",
+    )
+    rendezvous_keep_alive: int = _setting(
+        30,
+        "Seconds announced to peers registered over TCP/WebSocket; the server sends a "
+        "heartbeat every half of it and drops a link silent for 1.5 times it.",
+        parsePositiveInt,
+    )
+    rendezvous_udp_rate: int = _setting(
+        200,
+        "Datagrams per second accepted from one IP address on the rendezvous UDP port "
+        "(bursts of twice that); more are dropped and counted (0: no limit).",
+        parseRate,
+    )
+    relay_bandwidth: float = _setting(
+        128.0, "Relay limit per pair, both directions, in Mb/s (0: none).", parseBandwidth
+    )
+    relay_total_bandwidth: float = _setting(
+        1024.0, "Relay limit for all pairs together, in Mb/s (0: none).", parseBandwidth
+    )
+    relay_limit_speed: float = _setting(
+        32.0,
+        "Relay limit per pair with an address in data-dir/blacklist.txt, in Mb/s (0: none).",
+        parseBandwidth,
+    )
+    relay_downgrade_threshold: float = _setting(
+        0.66,
+        "A pair averaging more than this fraction of relay-bandwidth after "
+        "relay-downgrade-start seconds is limited to relay-limit-speed (0: never).",
+        float,
+    )
+    relay_downgrade_start: float = _setting(
+        1800.0, "Seconds a relay pair runs before the downgrade check applies.", parseSeconds
+    )
+    relay_idle_timeout: float = _setting(
+        30.0, "Seconds without data in either direction before a relay pair is closed.",
+        parseSeconds,
+    )
+
+    # gateway
+    gateway_port: int = _setting(18789, "Control gateway HTTP+WebSocket port.", parsePort)
+    gateway_tls: bool = _setting(
+        False, "Serve the gateway over TLS (wss://, https://) with tls-cert.", switch=True
+    )
+    gateway_auth: str = _setting(
+        "",
+        "Gateway auth mode: token, password, none (loopback only) or trusted-proxy "
+        "(default: password if gateway-password is set, else token).",
+        parseGatewayAuth,
+    )
+    gateway_token: str = _setting(
+        "",
+        "Shared gateway token (default: generated into data-dir on first start).",
+        secret=True,
+        env="P2PNET_GATEWAY_TOKEN",
+    )
+    gateway_password: str = _setting(
+        "", "Shared gateway password.", secret=True, env="P2PNET_GATEWAY_PASSWORD"
+    )
+    trusted_proxy: tuple[str, ...] = _setting(
+        (),
+        "Address or CIDR of a reverse proxy whose X-Forwarded-For the gateway believes.",
+        parseNetwork,
+        repeatable=True,
+    )
+    gateway_proxy_user_header: str = _setting(
+        "", "trusted-proxy mode: header carrying the authenticated user.", parseHeaderName
+    )
+    gateway_proxy_required_header: tuple[str, ...] = _setting(
+        (),
+        "trusted-proxy mode: header the proxy must also send.",
+        parseHeaderName,
+        repeatable=True,
+    )
+    gateway_proxy_allow_user: tuple[str, ...] = _setting(
+        (), "trusted-proxy mode: user allowed in (default: any).", repeatable=True
+    )
+    allowed_origin: tuple[str, ...] = _setting(
+        (),
+        "Browser origin (scheme://host[:port], or *) allowed to open the gateway.",
+        parseOrigin,
+        repeatable=True,
+    )
+    handshake_timeout: float = _setting(
+        10.0, "Seconds a gateway client has to complete connect.", parseSeconds
+    )
+    gateway_limit_loopback: bool = _setting(
+        False, "Rate-limit failed gateway auth from loopback addresses too.", switch=True
+    )
+
     def check(self) -> Config:
         """Validate the combination of settings; return C{self} or raise L{ConfigError}."""
         for name in self.services:
@@ -225,6 +442,27 @@ class Config:
             if port and port in seen:
                 raise ConfigError(key, f"port {port} is also {seen[port]}")
             seen[port] = key
+        if "rendezvous" in self.services and self.rendezvous_port:
+            if not 1 <= self.rendezvous_port <= 65533:
+                raise ConfigError(
+                    "rendezvous-port", "must leave room for port - 1 and port + 2 (1..65533)"
+                )
+        if "relay" in self.services and self.relay_port and self.relay_port > 65533:
+            raise ConfigError("relay-port", "must leave room for port + 2 (at most 65533)")
+        rustdesk: dict[str, tuple[int, ...]] = {}
+        if "rendezvous" in self.services and self.rendezvous_port:
+            p = self.rendezvous_port
+            rustdesk["rendezvous-port"] = (p - 1, p, p + 2)
+        if "relay" in self.services and self.relay_port:
+            rustdesk["relay-port"] = (self.relay_port, self.relay_port + 2)
+        taken = dict(seen) if "stun" in self.services else {}
+        for key, group in rustdesk.items():
+            for port in group:
+                if port in taken and taken[port] != key:
+                    raise ConfigError(key, f"port {port} is also used by {taken[port]}")
+                taken[port] = key
+        if not 0 <= self.relay_downgrade_threshold <= 1:
+            raise ConfigError("relay-downgrade-threshold", "must be from 0 to 1")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError(
                 "tls-key" if self.tls_cert else "tls-cert", "set tls-cert and tls-key together"
@@ -247,7 +485,28 @@ class Config:
                 raise ConfigError("alt-listen", f"{alt} is the --listen address itself")
         if not self.realm:
             raise ConfigError("realm", "must not be empty")
+        if "gateway" in self.services:
+            self._checkGateway()
         return self
+
+    def _checkGateway(self) -> None:
+        mode = self.gateway_auth or ("password" if self.gateway_password else "token")
+        if mode == "password" and not self.gateway_password:
+            raise ConfigError("gateway-password", "required with gateway-auth password")
+        if mode == "trusted-proxy":
+            if self.gateway_token:
+                raise ConfigError("gateway-token", "cannot be combined with trusted-proxy auth")
+            if not self.gateway_proxy_user_header:
+                raise ConfigError("gateway-proxy-user-header", "required with trusted-proxy")
+            if not self.trusted_proxy:
+                raise ConfigError("trusted-proxy", "required with gateway-auth trusted-proxy")
+        if mode == "none":
+            if not self.listen or not all(
+                ipaddress.ip_address(a).is_loopback for a in self.listen
+            ):
+                raise ConfigError(
+                    "gateway-auth", "none needs every --listen address to be loopback"
+                )
 
 
 def settings() -> tuple[Setting, ...]:

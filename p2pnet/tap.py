@@ -46,12 +46,12 @@ def _optionMethod(s: Setting) -> Any:
             self.given[s.key] = value
 
     default = s.default
-    if s.switch or default in ((), ""):
+    if s.switch or default is None or default in ((), ""):
         shown = ""
     elif s.repeatable:
         shown = f" [default: {', '.join(map(str, default))}]"
     elif isinstance(default, tuple):
-        shown = f" [default: {','.join(default)}]"
+        shown = f" [default: {','.join(map(str, default))}]"
     else:
         shown = f" [default: {default}]"
     method.__doc__ = s.help + (" (repeatable)" if s.repeatable else "") + shown

@@ -1,0 +1,186 @@
+# -*- test-case-name: test.test_gateway_command -*-
+"""C{p2pnet gateway call METHOD [JSON]} and C{p2pnet gateway token}: the gateway from a shell.
+
+C{call} connects as an operator (client C{cli}, mode C{cli}), sends one request and prints
+the payload as JSON. Without C{--identity} it connects without a device, which keeps its
+scopes only over loopback; with C{--identity FILE} it signs with that device key (made
+on first use), which must be paired for remote use. The token comes from C{--token},
+C{P2PNET_GATEWAY_TOKEN}, or the one generated in C{--data-dir}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from OpenSSL import crypto
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import react
+
+from p2pnet.config import parseSeconds
+
+__all__ = ["call", "register"]
+
+DEFAULT_URL = "ws://127.0.0.1:18789/"
+
+
+def register(subparsers: Any) -> None:
+    """Add C{p2pnet gateway ...} to the C{p2pnet} command."""
+    parser = subparsers.add_parser(
+        "gateway", help="talk to the control gateway", description=__doc__.split("\n\n")[0]
+    )
+    commands = parser.add_subparsers(dest="gatewayCommand", required=True, metavar="ACTION")
+    callParser = commands.add_parser(
+        "call", help="call one gateway method and print its result as JSON"
+    )
+    callParser.add_argument("method", help="method name, e.g. status or node.list")
+    callParser.add_argument(
+        "params", nargs="?", default=None, help="parameters as a JSON object (default: none)"
+    )
+    callParser.add_argument("--url", default=DEFAULT_URL, help="default %(default)s")
+    callParser.add_argument("--token", help="gateway token (default: $P2PNET_GATEWAY_TOKEN)")
+    callParser.add_argument(
+        "--password", help="gateway password (default: $P2PNET_GATEWAY_PASSWORD)"
+    )
+    callParser.add_argument(
+        "--data-dir", help="read the generated gateway token from this data directory"
+    )
+    callParser.add_argument(
+        "--identity", metavar="FILE", help="sign with the device key in FILE (made if missing)"
+    )
+    callParser.add_argument(
+        "--scope",
+        action="append",
+        help="scope to ask for; repeat (default: operator.admin, read, write, pairing)",
+    )
+    callParser.add_argument(
+        "--timeout", type=parseSeconds, default=30.0, metavar="SECONDS", help="default 30"
+    )
+    callParser.add_argument(
+        "--ca-cert", metavar="PEM", help="wss://: trust this certificate (authority)"
+    )
+    callParser.add_argument(
+        "--insecure", action="store_true", help="wss://: do not verify the certificate"
+    )
+    callParser.set_defaults(run=runCall)
+    tokenParser = commands.add_parser(
+        "token", help="print the gateway token generated in a data directory"
+    )
+    tokenParser.add_argument("--data-dir", default="./p2pnet-data", help="default %(default)s")
+    tokenParser.set_defaults(run=runToken)
+
+
+def storedToken(dataDir: str) -> str | None:
+    """The gateway token generated into C{dataDir}, if there is one."""
+    from p2pnet.store.gateway import GatewayStore
+
+    path = os.path.join(dataDir, "gateway.sqlite")
+    if not os.path.exists(path):
+        return None
+    store = GatewayStore(path)
+    try:
+        return store.secret("gateway-token")
+    finally:
+        store.close()
+
+
+def runToken(args: argparse.Namespace) -> int:
+    """Print the generated token; status 1 if there is none."""
+    token = storedToken(args.data_dir)
+    if token is None:
+        sys.stderr.write(f"p2pnet: no generated gateway token in {args.data_dir}\n")
+        return 1
+    sys.stdout.write(token + "\n")
+    return 0
+
+
+async def call(
+    reactor: Any,
+    url: str,
+    method: str,
+    params: Any,
+    options: Any,
+    timeout: float,
+    tlsPolicy: Any = None,
+) -> Any:
+    """Connect, send one request, return its payload (raises L{GatewayError})."""
+    from p2pnet.protocols.gateway_client import GatewayClientProtocol, connectWebSocket
+
+    protocol = await connectWebSocket(
+        reactor, url, lambda: GatewayClientProtocol(reactor, options), tlsPolicy
+    )
+    connected = protocol.connected
+    connected.addTimeout(timeout, reactor)
+    await connected
+    try:
+        answer: Deferred[Any] = protocol.request(method, params)
+        answer.addTimeout(timeout, reactor)
+        return await answer
+    finally:
+        protocol.close()
+
+
+def runCall(args: argparse.Namespace) -> int:
+    """Run C{p2pnet gateway call}; print the payload, or the error and status 1."""
+    from p2pnet.protocols.gateway_client import (
+        OPERATOR_SCOPES,
+        ClientOptions,
+        DeviceIdentity,
+        GatewayError,
+        TrustPolicy,
+    )
+
+    try:
+        params = None if args.params is None else json.loads(args.params)
+    except ValueError as e:
+        sys.stderr.write(f"p2pnet: params are not JSON: {e}\n")
+        return 2
+    token = args.token or os.environ.get("P2PNET_GATEWAY_TOKEN")
+    if not token and args.data_dir:
+        token = storedToken(args.data_dir)
+    options = ClientOptions(
+        role="operator",
+        scopes=tuple(args.scope or OPERATOR_SCOPES),
+        token=token,
+        password=args.password or os.environ.get("P2PNET_GATEWAY_PASSWORD"),
+        clientId="cli",
+        clientMode="cli",
+        identity=DeviceIdentity.load(args.identity) if args.identity else None,
+    )
+    tlsPolicy = None
+    if args.insecure:
+        tlsPolicy = TrustPolicy(verify=False)
+    elif args.ca_cert:
+        try:
+            with open(args.ca_cert, "rb") as f:
+                tlsPolicy = TrustPolicy(f.read())
+        except (OSError, ValueError, crypto.Error) as e:
+            sys.stderr.write(f"p2pnet: cannot use --ca-cert {args.ca_cert}: {e}\n")
+            return 2
+    status: list[int] = []
+
+    async def main(reactor: Any) -> None:
+        try:
+            payload = await call(
+                reactor, args.url, args.method, params, options, args.timeout, tlsPolicy
+            )
+        except GatewayError as e:
+            detail = f" [{e.detailCode}]" if e.detailCode else ""
+            sys.stderr.write(f"p2pnet: {e.code}: {e.message}{detail}\n")
+            status.append(1)
+            return
+        except Exception as e:  # connection refused, timeout, TLS: one line, status 1
+            sys.stderr.write(f"p2pnet: cannot reach {args.url}: {e}\n")
+            status.append(1)
+            return
+        sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        status.append(0)
+
+    try:
+        react(lambda reactor: ensureDeferred(main(reactor)))
+    except SystemExit:
+        pass
+    return status[0] if status else 1

@@ -1,0 +1,455 @@
+# -*- test-case-name: test.test_rendezvous_protocol -*-
+"""Twisted protocols of the rendezvous server: UDP 21116, TCP 21116/21115, WS 21118.
+
+Thin: frame, decrypt, parse, hand the message to
+L{p2pnet.services.rendezvous.RendezvousService}, and send what it asks for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from nacl.public import PrivateKey
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from twisted.web.websocket import WebSocketResource, WebSocketTransport
+from wsproto.utilities import LocalProtocolError
+
+from p2pnet.codecs import addrmangle
+from p2pnet.codecs.proto.rendezvous_pb2 import KeyExchange, RendezvousMessage
+from p2pnet.codecs.rustdesk_crypto import (
+    CryptoError,
+    SecretStream,
+    openKeyExchangeReply,
+    signedBoxKey,
+)
+from p2pnet.codecs.rustdesk_frame import FrameDecoder, FrameError, encodeFrame
+
+__all__ = [
+    "KEY_EXCHANGE_DELAY",
+    "MAX_DATAGRAM",
+    "MAX_MESSAGE",
+    "RendezvousDatagramProtocol",
+    "RendezvousStreamFactory",
+    "RendezvousStreamProtocol",
+    "RendezvousWebSocket",
+    "STREAM_TIMEOUT",
+    "boundWebSocketMessages",
+    "closeWebSocket",
+    "releaseHttpTimeout",
+    "webSocketResource",
+    "webSocketSite",
+]
+
+#: Largest datagram parsed; a RendezvousMessage is far smaller.
+MAX_DATAGRAM = 4096
+#: Largest framed or WebSocket message accepted on a rendezvous connection.
+MAX_MESSAGE = 64 * 1024
+#: Seconds a connection may wait for its next message (§4.4).
+STREAM_TIMEOUT = 30.0
+#: Seconds of client silence after which the server offers its KeyExchange (§4.17).
+KEY_EXCHANGE_DELAY = 0.3
+
+
+def _parse(data: bytes) -> RendezvousMessage | None:
+    try:
+        return RendezvousMessage.FromString(data)
+    except (DecodeError, RuntimeError, ValueError):
+        return None
+
+
+class RendezvousDatagramProtocol(DatagramProtocol):
+    """UDP 21116: one RendezvousMessage per datagram, no framing (§2.3)."""
+
+    noisy = False
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        if len(data) > MAX_DATAGRAM:
+            message = None
+        else:
+            message = _parse(data)
+        if message is None:
+            self.service.stats.add("bad_datagram")
+            self.service.badInput.warn("udp-garbage", "undecodable datagram from {host}",
+                                       host=addr[0])
+            return
+        self.service.datagramReceived(message, (addr[0], addr[1]), self)
+
+    def sendMessage(self, message: RendezvousMessage, addr: tuple[str, int]) -> None:
+        """Send C{message} as one datagram to C{addr}."""
+        try:
+            self.transport.write(message.SerializeToString(), addr)
+        except OSError as e:
+            self.service.stats.add("udp_send_error")
+            self.service.badInput.warn("udp-send", "cannot send to {host}: {error}",
+                                       host=addr[0], error=e)
+
+
+class _LinkBase:
+    """What TCP and WebSocket links share: idle timer, registration mode, dispatch."""
+
+    ws = False
+    natPort = False
+
+    def _setup(self, service: Any, peer: tuple[str, int]) -> None:
+        self.service = service
+        self.peer = (addrmangle.unmapV4(peer[0]), peer[1])
+        self.registeredId: str | None = None
+        self.punchStored = False
+        self._timeout = STREAM_TIMEOUT
+        self._idle: IDelayedCall | None = None
+        self._heartbeat: IDelayedCall | None = None
+        self._counted = False
+        self._closed = False
+        self._beatOutstanding = False
+
+    def _opened(self) -> bool:
+        self._counted = self.service.connectionOpened(self)
+        if not self._counted:
+            self.close()
+            return False
+        self._idle = self.service.clock.callLater(self._timeout, self._timedOut)
+        return True
+
+    def _timedOut(self) -> None:
+        self._idle = None
+        self.service.stats.add("stream_timeout")
+        self.close()
+
+    def _activity(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self._timeout)
+
+    def becomeRegistered(self, keepAlive: float) -> None:
+        """Long-lived registration link: idle limit 1.5 x keep-alive, heartbeats at half."""
+        self._timeout = keepAlive * 1.5
+        self._activity()
+        if self._heartbeat is None and not self._closed:
+            self._heartbeat = self.service.clock.callLater(keepAlive / 2, self._beat, keepAlive)
+
+    def _beat(self, keepAlive: float) -> None:
+        self._heartbeat = None
+        if self._closed:
+            return
+        self.sendHeartbeat()
+        self._beatOutstanding = True
+        self._heartbeat = self.service.clock.callLater(keepAlive / 2, self._beat, keepAlive)
+
+    def _dispatch(self, payload: bytes) -> None:
+        if self._closed:
+            return
+        self._activity()
+        if not payload:
+            # A heartbeat: the answer to ours, or the peer's own, which we answer. Never
+            # both, so two sides that answer heartbeats do not ping-pong forever.
+            if self._beatOutstanding:
+                self._beatOutstanding = False
+            elif self.registeredId is not None:
+                self.sendHeartbeat()
+            return
+        message = _parse(payload)
+        if message is None:
+            self.service.stats.add("bad_message")
+            self.service.badInput.warn("stream-garbage", "undecodable message from {host}",
+                                       host=self.peer[0])
+            self.close()
+            return
+        if message.WhichOneof("union") == "key_exchange":
+            self._keyExchange(message.key_exchange)
+            return
+        if not self.service.streamMessage(message, self):
+            self.close()
+
+    def _keyExchange(self, kx: KeyExchange) -> None:
+        self.service.stats.add("bad_key_exchange")
+        self.close()
+
+    def _stopped(self) -> None:
+        self._closed = True
+        for call in (self._idle, self._heartbeat):
+            if call is not None and call.active():
+                call.cancel()
+        self._idle = self._heartbeat = None
+        self.service.connectionClosed(self, self._counted)
+
+
+class RendezvousStreamProtocol(_LinkBase, Protocol):
+    """TCP 21116 or 21115: BytesCodec frames, optionally encrypted after KeyExchange.
+
+    On 21116, with a signing key, the server offers its signed box key (§4.17) to a
+    client that stays silent for L{KEY_EXCHANGE_DELAY} seconds: RustDesk's C{secure_tcp}
+    waits for it before sending anything. A client that answers with C{KeyExchange}
+    switches the connection to encrypted frames. Clients that speak first (punch
+    requests and their one-shot answers, the NAT test) get no offer: they would leave it
+    unread, and closing a socket with unread data resets the connection, which can
+    destroy their message in flight.
+    """
+
+    def __init__(self, service: Any, natPort: bool, boxKey: PrivateKey | None,
+                 signedKey: bytes) -> None:
+        self._service = service
+        self.natPort = natPort
+        self._boxKey = boxKey
+        self._signedKey = signedKey
+        self._decoder = FrameDecoder(MAX_MESSAGE)
+        self._stream: SecretStream | None = None
+        self._offered = False
+        self._offer: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self._setup(self._service, (peer.host, peer.port))
+        if not self._opened():
+            return
+        if self._boxKey is not None and not self.natPort:
+            self._offer = self.service.clock.callLater(KEY_EXCHANGE_DELAY, self._sendOffer)
+
+    def _sendOffer(self) -> None:
+        self._offer = None
+        if not self._closed:
+            self._offered = True
+            self._write(RendezvousMessage(
+                key_exchange=KeyExchange(keys=[self._signedKey])).SerializeToString())
+
+    def _cancelOffer(self) -> None:
+        if self._offer is not None and self._offer.active():
+            self._offer.cancel()
+        self._offer = None
+
+    def _write(self, payload: bytes) -> None:
+        if self._stream is not None and payload:
+            payload = self._stream.seal(payload)
+        self.transport.write(encodeFrame(payload))
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if self._offer is not None:
+            self._cancelOffer()
+        try:
+            payloads = self._decoder.feed(data)
+        except FrameError as e:
+            self.service.stats.add("bad_frame")
+            self.service.badInput.warn("stream-frame", "bad frame from {host}: {error}",
+                                       host=self.peer[0], error=str(e))
+            self.transport.abortConnection()
+            return
+        for payload in payloads:
+            if self._stream is not None:
+                try:
+                    payload = self._stream.open(payload)
+                except CryptoError:
+                    self.service.stats.add("decrypt_error")
+                    self.close()
+                    return
+            self._dispatch(payload)
+            if self._closed:
+                return
+
+    def _keyExchange(self, kx: KeyExchange) -> None:
+        if not self._offered or self._stream is not None or len(kx.keys) != 2 or \
+                self._boxKey is None:
+            super()._keyExchange(kx)
+            return
+        try:
+            key = openKeyExchangeReply(self._boxKey, bytes(kx.keys[0]), bytes(kx.keys[1]))
+        except CryptoError:
+            super()._keyExchange(kx)
+            return
+        self._stream = SecretStream(key)
+        self.service.stats.add("secure_links")
+
+    def send(self, message: RendezvousMessage) -> None:
+        """Frame (and encrypt) one message."""
+        if not self._closed:
+            self._write(message.SerializeToString())
+
+    def sendHeartbeat(self) -> None:
+        """A zero-length frame, never encrypted (§2.2)."""
+        if not self._closed:
+            self.transport.write(encodeFrame(b""))
+
+    def close(self) -> None:
+        """Flush and close."""
+        if not self._closed:
+            self._closed = True
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._closed = True
+        self._cancelOffer()
+        if hasattr(self, "service"):
+            self._stopped()
+
+
+class RendezvousStreamFactory(Factory):
+    """Builds L{RendezvousStreamProtocol}s for one listener."""
+
+    noisy = False
+
+    def __init__(self, service: Any, natPort: bool) -> None:
+        self.service = service
+        self.natPort = natPort
+        signing = service.key.signingKey
+        self.boxKey = PrivateKey.generate() if signing is not None else None
+        self.signedKey = signedBoxKey(signing, self.boxKey) if self.boxKey else b""
+
+    def buildProtocol(self, addr: Any) -> RendezvousStreamProtocol:
+        return RendezvousStreamProtocol(self.service, self.natPort, self.boxKey,
+                                        self.signedKey)
+
+
+class RendezvousWebSocket(_LinkBase):
+    """WS 21118: one Binary message per RendezvousMessage, no framing, no KeyExchange."""
+
+    ws = True
+
+    def __init__(self, service: Any, peer: tuple[str, int]) -> None:
+        self._setup(service, peer)
+        self.transport: WebSocketTransport | None = None
+
+    def negotiationStarted(self, transport: WebSocketTransport) -> None:
+        self.transport = transport
+        boundWebSocketMessages(transport, MAX_MESSAGE, self._oversize)
+
+    def _oversize(self) -> None:
+        self.service.stats.add("bad_message")
+        self.service.badInput.warn("ws-size", "oversized WebSocket message from {host}",
+                                   host=self.peer[0])
+
+    def negotiationFinished(self) -> None:
+        self._opened()
+
+    def bytesMessageReceived(self, data: bytes | bytearray) -> None:
+        self._dispatch(bytes(data))
+
+    def textMessageReceived(self, message: str) -> None:
+        self.bytesMessageReceived(message.encode("utf-8", "surrogateescape"))
+
+    def pongReceived(self, payload: bytes) -> None:
+        self._activity()
+
+    def send(self, message: RendezvousMessage) -> None:
+        """One Binary message."""
+        if not self._closed and self.transport is not None:
+            self.transport.sendBytesMessage(message.SerializeToString())
+
+    def sendHeartbeat(self) -> None:
+        """A zero-length Binary message (§4.17)."""
+        if not self._closed and self.transport is not None:
+            self.transport.sendBytesMessage(b"")
+
+    def close(self) -> None:
+        """Close the WebSocket."""
+        if not self._closed and self.transport is not None:
+            self._closed = True
+            closeWebSocket(self.transport)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._closed = True
+        self._stopped()
+
+
+class _WebSocketFactory:
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    def buildProtocol(self, request: Any) -> RendezvousWebSocket:
+        releaseHttpTimeout(request)
+        peer = request.getClientAddress()
+        return RendezvousWebSocket(self.service, (peer.host, peer.port))
+
+
+class QuietSite(Site):
+    """A C{Site} for a WebSocket port: no line per request, 30 s to upgrade.
+
+    A connection that has not completed its upgrade request within L{STREAM_TIMEOUT}
+    is closed; once upgraded, the WebSocket protocol's own timers apply
+    (L{releaseHttpTimeout}).
+    """
+
+    noisy = False
+
+    def __init__(self, resource: Resource, reactor: Any = None) -> None:
+        super().__init__(resource, timeout=STREAM_TIMEOUT, reactor=reactor)
+
+    def log(self, request: Any) -> None:
+        """Requests are counted by the service, not logged."""
+
+
+class _BoundedBuffer:
+    """Stands in for twisted.web's message reassembly buffer, with a size limit.
+
+    twisted.web joins a message's fragments without bound; past C{limit} this aborts the
+    connection and drops what was gathered.
+    """
+
+    def __init__(self, empty: Any, limit: int, transport: Any, onOversize: Any) -> None:
+        self._empty = empty
+        self.data = empty
+        self._limit = limit
+        self._transport = transport
+        self._onOversize = onOversize
+        self._failed = False
+
+    def add(self, new: Any) -> None:
+        if self._failed:
+            return
+        if len(self.data) + len(new) > self._limit:
+            self._failed = True
+            self.data = self._empty
+            self._onOversize()
+            self._transport.abortConnection()
+            return
+        self.data += new
+
+    def done(self) -> Any:
+        result, self.data = self.data, self._empty
+        return result
+
+
+def boundWebSocketMessages(transport: WebSocketTransport, limit: int, onOversize: Any) -> None:
+    """Make C{transport} (twisted.web's wire protocol) refuse messages above C{limit}."""
+    tcp = getattr(transport, "transport", None)
+    if tcp is None or not hasattr(transport, "_bytesBuffer"):
+        return
+    transport._bytesBuffer = _BoundedBuffer(b"", limit, tcp, onOversize)  # type: ignore[attr-defined]
+    transport._textBuffer = _BoundedBuffer("", limit, tcp, onOversize)  # type: ignore[attr-defined]
+
+
+def closeWebSocket(transport: WebSocketTransport) -> None:
+    """Close a WebSocket, also when the peer's close handshake already finished it."""
+    try:
+        transport.loseConnection()
+    except LocalProtocolError:
+        transport.transport.loseConnection()  # type: ignore[attr-defined]
+
+
+def releaseHttpTimeout(request: Any) -> None:
+    """Stop twisted.web's idle timer on a connection being upgraded to a WebSocket.
+
+    After the upgrade the HTTP channel no longer sees the traffic, so its timer would
+    close a busy WebSocket; the WebSocket protocols keep their own.
+    """
+    channel = getattr(request, "channel", None)
+    if channel is not None and hasattr(channel, "setTimeout"):
+        channel.setTimeout(None)
+
+
+def webSocketResource(factory: Any) -> Resource:
+    """A WebSocket resource answering on every path (C{/}, C{/ws/id}, C{/ws/relay})."""
+    resource = WebSocketResource(factory)
+    resource.isLeaf = True
+    return resource
+
+
+def webSocketSite(service: Any) -> Site:
+    """The WS 21118 listener's factory."""
+    return QuietSite(webSocketResource(_WebSocketFactory(service)), service.reactor)

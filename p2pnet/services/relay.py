@@ -1,0 +1,481 @@
+# -*- test-case-name: test.test_relay_service -*-
+"""The RustDesk relay server (hbbr): pairing by uuid, splicing, limits (spec §5).
+
+A leg (L{RelayLeg}, from L{p2pnet.protocols.relay}) announces itself with the uuid of
+its first C{RequestRelay}; the first leg of a uuid waits up to L{PAIR_TIMEOUT} seconds
+for the second, then the two are a L{Pair} and every byte one sends is written to the
+other. Reading is paused whenever the other side's transport is full (producer /
+consumer) or the pair is over its bandwidth, so memory per pair stays bounded.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from p2pnet.ratelog import RateLimitedLog
+from p2pnet.stats import Stats
+
+__all__ = [
+    "BLACKLIST_FILE",
+    "BLOCKLIST_FILE",
+    "FIRST_MESSAGE_TIMEOUT",
+    "PAIR_TIMEOUT",
+    "Pair",
+    "RelayLeg",
+    "RelayService",
+    "TokenBucket",
+    "megabitsToBytes",
+    "readAddressList",
+]
+
+log = Logger()
+
+#: Seconds a new connection has to send its RequestRelay (§5 step 2).
+FIRST_MESSAGE_TIMEOUT = 30.0
+#: Seconds the first leg of a uuid waits for the second (§5 pairing).
+PAIR_TIMEOUT = 30.0
+#: Seconds between sweeps: idle pairs, list files, blocklisted pairs (§5: checked every 3 s).
+SWEEP_INTERVAL = 3.0
+#: The lists in the data directory: one IP per line, text after the first space ignored.
+BLACKLIST_FILE = "blacklist.txt"
+BLOCKLIST_FILE = "blocklist.txt"
+#: Reading resumes after a bandwidth pause once this much budget is back (seconds' worth).
+BURST_SECONDS = 0.1
+
+
+def megabitsToBytes(mbps: float) -> float:
+    """hbbr's Mb/s (1024 x 1024 bits) in bytes per second; 0 stays 0 (no limit)."""
+    return mbps * 1024 * 1024 / 8
+
+
+def readAddressList(path: str) -> frozenset[str]:
+    """The addresses in an hbbr list file; a missing file is an empty list."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return frozenset()
+    out = set()
+    for line in lines:
+        word = line.strip().split(" ", 1)[0].strip()
+        if not word or word.startswith("#"):
+            continue
+        try:
+            out.add(str(ipaddress.ip_address(word)))
+        except ValueError:
+            log.warn("{path}: ignoring {word!r}, not an IP address", path=path, word=word)
+    return frozenset(out)
+
+
+class RelayLeg(Protocol):
+    """One relay connection as the service sees it.
+
+    @ivar host: the remote IP address.
+    @ivar ws: whether the leg is a WebSocket (message-wise) or TCP (byte stream).
+    @ivar uuid: the uuid of its RequestRelay (empty before it arrived).
+    """
+
+    host: str
+    ws: bool
+    uuid: str
+
+    def startSplicing(self, partner: RelayLeg, pair: Pair) -> None:
+        """Paired: from now on forward what arrives to C{partner} through C{pair}."""
+
+    def flushPending(self) -> None:
+        """Both legs are splicing: forward what arrived before pairing."""
+
+    def deliver(self, data: bytes) -> None:
+        """Write C{data} (raw bytes, or one message payload) to this leg's peer."""
+
+    def pauseReading(self, reason: str) -> None:
+        """Stop reading for C{reason} until L{resumeReading} with the same reason."""
+
+    def resumeReading(self, reason: str) -> None:
+        """Lift one reason to pause reading."""
+
+    def close(self) -> None:
+        """Close the connection."""
+
+
+class TokenBucket:
+    """A byte budget refilled at C{rate} bytes per second, lazily from the clock."""
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = max(rate * BURST_SECONDS, 64 * 1024)
+        self.tokens = self.capacity
+        self._last = now
+
+    def take(self, amount: int, now: float) -> float:
+        """Spend C{amount}; return the seconds to wait before more (0 when in budget)."""
+        self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
+        self._last = now
+        self.tokens -= amount
+        if self.tokens >= 0:
+            return 0.0
+        return -self.tokens / self.rate
+
+
+class Pair:
+    """Two paired legs, their accounting and their bandwidth budget."""
+
+    __slots__ = ("a", "b", "uuid", "service", "bucket", "lastActivity", "bytes", "started",
+                 "_resume", "closed", "downgraded")
+
+    def __init__(self, service: RelayService, uuid: str, a: RelayLeg, b: RelayLeg,
+                 rate: float) -> None:
+        now = service.clock.seconds()
+        self.service = service
+        self.uuid = uuid
+        self.a, self.b = a, b
+        self.bucket: TokenBucket | None = None
+        self.limit(rate)
+        self.lastActivity = now
+        self.started = now
+        self.bytes = 0
+        self._resume: IDelayedCall | None = None
+        self.closed = False
+        self.downgraded = False
+
+    def limit(self, rate: float) -> None:
+        """Change the pair's bandwidth to C{rate} bytes/s (0: none)."""
+        self.bucket = TokenBucket(rate, self.service.clock.seconds()) if rate else None
+
+    def forward(self, source: RelayLeg, data: bytes) -> None:
+        """Send C{data} from C{source} to the other leg, then apply the limits."""
+        if not data or self.closed:
+            return
+        target = self.b if source is self.a else self.a
+        target.deliver(data)
+        n = len(data)
+        self.bytes += n
+        service = self.service
+        service.stats.add("relayed_bytes", n)
+        now = service.clock.seconds()
+        self.lastActivity = now
+        wait = self.bucket.take(n, now) if self.bucket is not None else 0.0
+        if service.totalBucket is not None:
+            wait = max(wait, service.totalBucket.take(n, now))
+        if wait > 0 and self._resume is None:
+            service.stats.add("throttled")
+            self.a.pauseReading("rate")
+            self.b.pauseReading("rate")
+            self._resume = service.clock.callLater(wait, self._unthrottle)
+
+    def _unthrottle(self) -> None:
+        self._resume = None
+        if not self.closed:
+            self.a.resumeReading("rate")
+            self.b.resumeReading("rate")
+
+    def close(self) -> None:
+        """End the relay: close both legs."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._resume is not None and self._resume.active():
+            self._resume.cancel()
+        self._resume = None
+        self.service.pairClosed(self)
+        self.a.close()
+        self.b.close()
+
+
+class RelayService(Service):
+    """hbbr: listeners on the relay port (TCP) and port + 2 (WebSocket), pairing, limits.
+
+    @param reactor: time and, when started, sockets.
+    @param key: the key legs must send; empty means no check.
+    @param dataDir: where C{blacklist.txt} and C{blocklist.txt} are read (re-read when
+        they change), or C{None} for no lists.
+    @param bandwidth: per-pair limit, bytes/s (0: none); C{totalBandwidth} for all pairs;
+        C{limitSpeed} per pair when either address is blacklisted, or once a pair that ran
+        C{downgradeStart} seconds averaged more than C{downgradeThreshold} x C{bandwidth}
+        (hbbr's downgrade, §5).
+    """
+
+    name = "relay"
+
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        key: str = "",
+        dataDir: str | None = None,
+        bandwidth: float = 0.0,
+        totalBandwidth: float = 0.0,
+        limitSpeed: float = 0.0,
+        downgradeThreshold: float = 0.0,
+        downgradeStart: float = 1800.0,
+        idleTimeout: float = 30.0,
+        listen: Iterable[str] = (),
+        port: int = 21117,
+        maxConnections: int = 10000,
+        maxPendingPerIp: int = 64,
+    ) -> None:
+        self.reactor = reactor
+        self.clock = reactor
+        self.key = key
+        self.dataDir = dataDir
+        self.bandwidth = bandwidth
+        self.limitSpeed = limitSpeed
+        self.downgradeThreshold = downgradeThreshold
+        self.downgradeStart = downgradeStart
+        self.totalBucket = TokenBucket(totalBandwidth, reactor.seconds()) \
+            if totalBandwidth else None
+        self.idleTimeout = idleTimeout
+        self.listenAddresses = tuple(listen)
+        self.port = port
+        self.maxConnections = maxConnections
+        self.maxPendingPerIp = maxPendingPerIp
+        self.waiting: dict[str, tuple[RelayLeg, IDelayedCall]] = {}
+        self.pairs: set[Pair] = set()
+        self.connections = 0
+        self._pendingPerIp: dict[str, int] = {}
+        self.blacklist: frozenset[str] = frozenset()
+        self.blocklist: frozenset[str] = frozenset()
+        self._listStamps: dict[str, tuple[float, int] | None] = {}
+        self.ports: list[IListeningPort] = []
+        self._sweep = LoopingCall(self.sweep)
+        self._sweep.clock = reactor
+        self.badInput = RateLimitedLog(log, reactor)
+        self.stats = Stats()
+        self.stats.gauge("pairs", lambda: len(self.pairs))
+        self.stats.gauge("waiting", lambda: len(self.waiting))
+        self.stats.gauge("connections", lambda: self.connections)
+        self.reloadLists()
+
+    @classmethod
+    def fromConfig(cls, context: Any) -> RelayService:
+        """The service configured by an L{p2pnet.app.AppContext}."""
+        from p2pnet.services.rendezvous_keys import relayKey
+
+        config = context.config
+        key = relayKey(config.relay_key, None, context.dataDir) if config.relay_key else ""
+        return cls(
+            context.reactor,
+            key=key,
+            dataDir=context.dataDir,
+            bandwidth=megabitsToBytes(config.relay_bandwidth),
+            totalBandwidth=megabitsToBytes(config.relay_total_bandwidth),
+            limitSpeed=megabitsToBytes(config.relay_limit_speed),
+            downgradeThreshold=config.relay_downgrade_threshold,
+            downgradeStart=config.relay_downgrade_start,
+            idleTimeout=config.relay_idle_timeout,
+            listen=config.listen,
+            port=config.relay_port,
+            maxConnections=config.max_connections,
+            maxPendingPerIp=config.max_connections_per_ip,
+        )
+
+    # -- listeners --------------------------------------------------------------------------
+
+    def _listen(self) -> None:
+        from p2pnet.listen import bindAddresses, listenTCP
+        from p2pnet.protocols.relay import RelayStreamFactory, relayWebSocketSite
+
+        for host in bindAddresses(self.listenAddresses):
+            self.ports.append(listenTCP(self.reactor, RelayStreamFactory(self), host,
+                                        self.port, "relay-port"))
+            self.ports.append(listenTCP(self.reactor, relayWebSocketSite(self), host,
+                                        self.port + 2 if self.port else 0, "relay-port",
+                                        "WebSocket (relay-port + 2)"))
+
+    def privilegedStartService(self) -> None:
+        if not self.ports:
+            try:
+                self._listen()
+            except BaseException:
+                self._closePorts()
+                raise
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        from p2pnet.services.rendezvous import describePorts
+
+        if not self.ports:
+            self.privilegedStartService()
+        super().startService()
+        self._sweep.start(SWEEP_INTERVAL, now=False)
+        log.info("relay server listening on {ports}{keyed}",
+                 ports=describePorts(self.ports),
+                 keyed=", key required" if self.key else "")
+
+    def _closePorts(self) -> list[Deferred[None]]:
+        ports, self.ports = self.ports, []
+        return [defer.maybeDeferred(p.stopListening) for p in ports]
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._sweep.running:
+            self._sweep.stop()
+        for pair in list(self.pairs):
+            pair.close()
+        for leg, call in list(self.waiting.values()):
+            if call.active():
+                call.cancel()
+            leg.close()
+        self.waiting.clear()
+        return defer.DeferredList(self._closePorts())  # type: ignore[return-value]
+
+    def portFor(self, kind: str) -> int:
+        """The bound port of kind C{tcp} or C{ws} (first address)."""
+        return int(self.ports[{"tcp": 0, "ws": 1}[kind]].getHost().port)
+
+    # -- lists --------------------------------------------------------------------------------
+
+    def _stamp(self, path: str) -> tuple[float, int] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (st.st_mtime, st.st_size)
+
+    def reloadLists(self) -> None:
+        """Re-read C{blacklist.txt} / C{blocklist.txt} if they changed since last read."""
+        if self.dataDir is None:
+            return
+        for name in (BLACKLIST_FILE, BLOCKLIST_FILE):
+            path = os.path.join(self.dataDir, name)
+            stamp = self._stamp(path)
+            if name in self._listStamps and self._listStamps[name] == stamp:
+                continue
+            self._listStamps[name] = stamp
+            addresses = readAddressList(path)
+            if name == BLACKLIST_FILE:
+                self.blacklist = addresses
+            else:
+                self.blocklist = addresses
+            if stamp is not None or addresses:
+                log.info("relay {name}: {n} addresses", name=name, n=len(addresses))
+
+    # -- connections and pairing --------------------------------------------------------------
+
+    def legConnected(self, host: str) -> bool:
+        """A new connection from C{host}: C{False} to refuse it (blocklist, limits)."""
+        if host in self.blocklist:
+            self.stats.add("refused_blocklist")
+            return False
+        if self.connections >= self.maxConnections:
+            self.stats.add("refused_limit")
+            self.badInput.warn("relay-limit", "relay connection from {host} refused: "
+                               "too many connections", host=host)
+            return False
+        if self._pendingPerIp.get(host, 0) >= self.maxPendingPerIp:
+            self.stats.add("refused_limit")
+            self.badInput.warn("relay-ip-limit", "relay connection from {host} refused: "
+                               "too many unpaired connections", host=host)
+            return False
+        self.connections += 1
+        self._pendingPerIp[host] = self._pendingPerIp.get(host, 0) + 1
+        return True
+
+    def _unpend(self, host: str) -> None:
+        left = self._pendingPerIp.get(host, 1) - 1
+        if left > 0:
+            self._pendingPerIp[host] = left
+        else:
+            self._pendingPerIp.pop(host, None)
+
+    def legLost(self, leg: RelayLeg, pair: Pair | None, pending: bool) -> None:
+        """A counted connection closed; forget it wherever it is."""
+        self.connections -= 1
+        if pending:
+            self._unpend(leg.host)
+        entry = self.waiting.get(leg.uuid)
+        if entry is not None and entry[0] is leg:
+            del self.waiting[leg.uuid]
+            if entry[1].active():
+                entry[1].cancel()
+        if pair is not None:
+            pair.close()
+
+    def keyAccepted(self, licenceKey: str) -> bool:
+        """Whether a leg's key passes (constant-time comparison; no key set = all pass)."""
+        if not self.key:
+            return True
+        return hmac.compare_digest(licenceKey.encode(), self.key.encode())
+
+    def requestRelay(self, leg: RelayLeg, uuid: str, licenceKey: str) -> bool:
+        """A leg's first RequestRelay (§5): wait for its partner or pair; C{False} refuses."""
+        if not self.keyAccepted(licenceKey):
+            self.stats.add("refused_key")
+            self.badInput.warn("relay-key", "relay authentication failed from {host}: "
+                               "invalid key", host=leg.host)
+            return False
+        if not uuid:
+            self.stats.add("refused_no_uuid")
+            return False
+        waiting = self.waiting.pop(uuid, None)
+        if waiting is None:
+            call = self.clock.callLater(PAIR_TIMEOUT, self._unpaired, uuid, leg)
+            self.waiting[uuid] = (leg, call)
+            return True
+        first, call = waiting
+        if call.active():
+            call.cancel()
+        self._unpend(first.host)
+        self._unpend(leg.host)
+        blacklisted = first.host in self.blacklist or leg.host in self.blacklist
+        rate = self.limitSpeed if blacklisted else self.bandwidth
+        pair = Pair(self, uuid, first, leg, rate)
+        self.pairs.add(pair)
+        self.stats.add("paired")
+        log.info("relay paired {a} and {b}{slow}", a=first.host, b=leg.host,
+                 slow=" (blacklisted: limited)" if blacklisted else "")
+        first.startSplicing(leg, pair)
+        leg.startSplicing(first, pair)
+        first.flushPending()
+        leg.flushPending()
+        return True
+
+    def _unpaired(self, uuid: str, leg: RelayLeg) -> None:
+        entry = self.waiting.get(uuid)
+        if entry is not None and entry[0] is leg:
+            del self.waiting[uuid]
+            self.stats.add("unpaired_timeout")
+            leg.close()
+
+    def pairClosed(self, pair: Pair) -> None:
+        """Forget a finished pair."""
+        if pair in self.pairs:
+            self.pairs.discard(pair)
+            log.info("relay pair closed after {bytes} bytes", bytes=pair.bytes)
+
+    def sweep(self) -> None:
+        """Every few seconds: re-read the lists, end idle and blocklisted pairs, downgrade."""
+        self.reloadLists()
+        now = self.clock.seconds()
+        for pair in list(self.pairs):
+            if now - pair.lastActivity >= self.idleTimeout:
+                self.stats.add("idle_timeout")
+                pair.close()
+            elif pair.a.host in self.blocklist or pair.b.host in self.blocklist:
+                self.stats.add("ended_blocklist")
+                pair.close()
+            else:
+                self._maybeDowngrade(pair, now)
+
+    def _maybeDowngrade(self, pair: Pair, now: float) -> None:
+        elapsed = now - pair.started
+        if pair.downgraded or not self.downgradeThreshold or not self.bandwidth or \
+                elapsed <= self.downgradeStart:
+            return
+        if pair.bytes / elapsed > self.downgradeThreshold * self.bandwidth:
+            pair.downgraded = True
+            pair.limit(self.limitSpeed)
+            self.stats.add("downgraded")
+            log.info("relay pair {a} - {b} downgraded to the limited speed",
+                     a=pair.a.host, b=pair.b.host)

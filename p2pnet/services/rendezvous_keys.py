@@ -1,0 +1,180 @@
+# -*- test-case-name: test.test_rendezvous_keys -*-
+"""The rendezvous server's Ed25519 key pair and the C{--key} setting (hbbs semantics).
+
+Files in the data directory use hbbs's encodings, so keys can be copied between them:
+C{id_ed25519} is base64 of the 64-byte libsodium secret key (seed || public key),
+C{id_ed25519.pub} is base64 of the 32-byte public key, neither with a newline.
+
+C{--key} (spec §4.2):
+
+- base64 of a 64-byte secret key: sign with it; clients must send its public half;
+- C{-} or C{_}: load or generate the pair in the data directory; clients must send its
+  public key;
+- empty: load or generate the pair (so C{pk} is signed) but check no licence key;
+- anything else: clients must send exactly that string; nothing is signed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import os
+from dataclasses import dataclass
+
+from nacl.signing import SigningKey
+
+from p2pnet.errors import ConfigError
+
+__all__ = [
+    "PRIVATE_FILE",
+    "PUBLIC_FILE",
+    "ServerKey",
+    "generateKeyPair",
+    "loadServerKey",
+    "parseSecretKey",
+    "relayKey",
+    "secretKeyBytes",
+]
+
+PRIVATE_FILE = "id_ed25519"
+PUBLIC_FILE = "id_ed25519.pub"
+
+#: hbbs regenerates at most this many times looking for a public key without C{/} or C{:}.
+_GENERATE_ATTEMPTS = 300
+
+
+@dataclass(frozen=True)
+class ServerKey:
+    """What the C{--key} setting resolved to.
+
+    @ivar signingKey: the secret key that signs C{pk} fields, or C{None}.
+    @ivar enforced: the licence key clients must send; empty means no check.
+    """
+
+    signingKey: SigningKey | None
+    enforced: str
+
+    @property
+    def publicKey(self) -> str:
+        """The base64 public key clients configure as "Key", or empty without a key pair."""
+        if self.signingKey is None:
+            return ""
+        return base64.b64encode(bytes(self.signingKey.verify_key)).decode()
+
+    def accepts(self, licenceKey: str) -> bool:
+        """Whether C{licenceKey} passes the licence check (constant-time comparison)."""
+        if not self.enforced:
+            return True
+        return hmac.compare_digest(licenceKey.encode(), self.enforced.encode())
+
+
+def secretKeyBytes(signingKey: SigningKey) -> bytes:
+    """The libsodium 64-byte secret key: seed || public key."""
+    return bytes(signingKey) + bytes(signingKey.verify_key)
+
+
+def generateKeyPair() -> SigningKey:
+    """A new pair whose base64 public key has no C{/} or C{:} (as hbbs makes them)."""
+    key = SigningKey.generate()
+    for _ in range(_GENERATE_ATTEMPTS - 1):
+        text = base64.b64encode(bytes(key.verify_key)).decode()
+        if "/" not in text and ":" not in text:
+            break
+        key = SigningKey.generate()
+    return key
+
+
+def parseSecretKey(text: str) -> SigningKey | None:
+    """The key pair in base64 of a 64-byte secret key, or C{None} if C{text} is not one.
+
+    @raise ValueError: it is 64 bytes but its public half does not match its seed.
+    """
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) != 64:
+        return None
+    key = SigningKey(raw[:32])
+    if bytes(key.verify_key) != raw[32:]:
+        raise ValueError("the public half does not belong to the seed")
+    return key
+
+
+def _writeNew(path: str, data: str, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def loadOrCreateKeyPair(dataDir: str, settingKey: str = "key") -> SigningKey:
+    """The pair in C{dataDir/id_ed25519}, generated (both files) if it does not exist.
+
+    @raise ConfigError: the file exists but is not a valid secret key.
+    """
+    path = os.path.join(dataDir, PRIVATE_FILE)
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        key = generateKeyPair()
+        _writeNew(
+            os.path.join(dataDir, PUBLIC_FILE),
+            base64.b64encode(bytes(key.verify_key)).decode(),
+            0o644,
+        )
+        _writeNew(path, base64.b64encode(secretKeyBytes(key)).decode(), 0o600)
+        return key
+    except OSError as e:
+        raise ConfigError(settingKey, f"cannot read {path}: {e.strerror}") from None
+    try:
+        key = parseSecretKey(text)
+    except ValueError as e:
+        raise ConfigError(settingKey, f"{path} is not a valid key: {e}") from None
+    if key is None:
+        raise ConfigError(
+            settingKey, f"{path} is not base64 of a 64-byte Ed25519 secret key"
+        )
+    return key
+
+
+def loadServerKey(value: str, dataDir: str, settingKey: str = "key") -> ServerKey:
+    """Resolve the C{--key} setting (see the module docstring) against C{dataDir}.
+
+    @raise ConfigError: a key file is malformed or a secret key is inconsistent.
+    """
+    try:
+        secret = parseSecretKey(value)
+    except ValueError as e:
+        raise ConfigError(settingKey, f"bad secret key: {e}") from None
+    if secret is not None:
+        return ServerKey(secret, base64.b64encode(bytes(secret.verify_key)).decode())
+    if value in ("", "-", "_"):
+        pair = loadOrCreateKeyPair(dataDir, settingKey)
+        enforced = "" if value == "" else base64.b64encode(bytes(pair.verify_key)).decode()
+        return ServerKey(pair, enforced)
+    return ServerKey(None, value)
+
+
+def relayKey(value: str, server: ServerKey | None, dataDir: str,
+             settingKey: str = "relay-key") -> str:
+    """The key relay legs must send, from C{--relay-key} (hbbr semantics); empty = no check.
+
+    C{-} or C{_} mean the server's public key (from C{server}, or the data directory's
+    pair), a base64 secret key means its public half, anything else is literal.
+    """
+    if value in ("-", "_"):
+        if server is not None and server.signingKey is not None:
+            return server.publicKey
+        pair = loadOrCreateKeyPair(dataDir, settingKey)
+        return base64.b64encode(bytes(pair.verify_key)).decode()
+    try:
+        secret = parseSecretKey(value)
+    except ValueError as e:
+        raise ConfigError(settingKey, f"bad secret key: {e}") from None
+    if secret is not None:
+        return base64.b64encode(bytes(secret.verify_key)).decode()
+    return value

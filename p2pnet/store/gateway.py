@@ -1,0 +1,206 @@
+# -*- test-case-name: test.test_gateway_store -*-
+"""Durable state of the control gateway: secrets, paired devices and device tokens.
+
+The tables are small (one row per device and role), so they are read into memory once
+when the store is opened, before the reactor serves anyone, and every change is written
+through to SQLite; the handshake reads memory and never waits for the disk. A method
+that changes state returns a Deferred that fires once the change is committed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from p2pnet.errors import ConfigError
+from p2pnet.store.sqlite import Database
+
+__all__ = ["DeviceToken", "GatewayStore", "PairedDevice"]
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS gateway_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS gateway_devices ("
+    " device_id TEXT PRIMARY KEY, public_key TEXT NOT NULL, roles TEXT NOT NULL,"
+    " scopes TEXT NOT NULL, platform TEXT NOT NULL, device_family TEXT NOT NULL,"
+    " client_id TEXT NOT NULL, display_name TEXT NOT NULL, approved_ms INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS gateway_device_tokens ("
+    " device_id TEXT NOT NULL REFERENCES gateway_devices(device_id) ON DELETE CASCADE,"
+    " role TEXT NOT NULL, token TEXT NOT NULL, scopes TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL, rotated_ms INTEGER, revoked_ms INTEGER,"
+    " PRIMARY KEY (device_id, role))",
+)
+
+
+@dataclass(frozen=True)
+class PairedDevice:
+    """An approved device: its key, and the roles and scopes pairing granted."""
+
+    deviceId: str
+    publicKey: str
+    roles: tuple[str, ...]
+    scopes: tuple[str, ...]
+    platform: str = ""
+    deviceFamily: str = ""
+    clientId: str = ""
+    displayName: str = ""
+    approvedAtMs: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON shape operators see."""
+        return {
+            "deviceId": self.deviceId,
+            "publicKey": self.publicKey,
+            "roles": list(self.roles),
+            "scopes": list(self.scopes),
+            "platform": self.platform,
+            "deviceFamily": self.deviceFamily,
+            "clientId": self.clientId,
+            "displayName": self.displayName,
+            "approvedAtMs": self.approvedAtMs,
+        }
+
+
+@dataclass(frozen=True)
+class DeviceToken:
+    """The token of one (device, role)."""
+
+    deviceId: str
+    role: str
+    token: str = field(repr=False)
+    scopes: tuple[str, ...]
+    createdAtMs: int
+    rotatedAtMs: int | None = None
+    revokedAtMs: int | None = None
+
+    @property
+    def issuedAtMs(self) -> int:
+        """When the current token value was made."""
+        return self.rotatedAtMs if self.rotatedAtMs is not None else self.createdAtMs
+
+
+class GatewayStore:
+    """The gateway's tables in memory, written through to a L{Database}.
+
+    @ivar devices: paired devices by id.
+    @ivar tokens: device tokens by C{(deviceId, role)}.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.db = Database(path, SCHEMA)
+        self.devices: dict[str, PairedDevice] = {}
+        self.tokens: dict[tuple[str, str], DeviceToken] = {}
+        self._secrets: dict[str, str] = {}
+        self._closed = False
+        try:
+            self._load(path)
+        except (sqlite3.Error, ValueError) as e:
+            self.close()
+            raise ConfigError("data-dir", f"cannot read gateway state from {path}: {e}") from None
+
+    def _load(self, path: str) -> None:
+        conn = sqlite3.connect(path)
+        try:
+            self._secrets = dict(conn.execute("SELECT name, value FROM gateway_secrets"))
+            for row in conn.execute(
+                "SELECT device_id, public_key, roles, scopes, platform, device_family,"
+                " client_id, display_name, approved_ms FROM gateway_devices"
+            ):
+                device = PairedDevice(
+                    row[0], row[1], tuple(json.loads(row[2])), tuple(json.loads(row[3])),
+                    *row[4:],
+                )
+                self.devices[device.deviceId] = device
+            for row in conn.execute(
+                "SELECT device_id, role, token, scopes, created_ms, rotated_ms, revoked_ms"
+                " FROM gateway_device_tokens"
+            ):
+                token = DeviceToken(row[0], row[1], row[2], tuple(json.loads(row[3])), *row[4:])
+                self.tokens[(token.deviceId, token.role)] = token
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Stop the database thread (once; later calls do nothing)."""
+        if not self._closed:
+            self._closed = True
+            self.db.close()
+
+    # -- secrets -------------------------------------------------------------------------
+
+    def secret(self, name: str) -> str | None:
+        """A stored gateway secret (e.g. the generated token)."""
+        return self._secrets.get(name)
+
+    def createSecret(self, name: str, value: str) -> None:
+        """Store a secret synchronously; only for start-up, before anyone is served."""
+        conn = sqlite3.connect(self.db.path)
+        try:
+            with conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO gateway_secrets (name, value) VALUES (?, ?)",
+                    (name, value),
+                )
+        except sqlite3.Error as e:
+            raise ConfigError("data-dir", f"cannot store {name} in {self.db.path}: {e}") from None
+        finally:
+            conn.close()
+        self._secrets[name] = value
+
+    # -- devices -------------------------------------------------------------------------
+
+    def savePairedDevice(self, device: PairedDevice) -> Deferred[None]:
+        """Add or replace a paired device."""
+        self.devices[device.deviceId] = device
+        return self.db.runOperation(
+            "INSERT OR REPLACE INTO gateway_devices (device_id, public_key, roles, scopes,"
+            " platform, device_family, client_id, display_name, approved_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                device.deviceId,
+                device.publicKey,
+                json.dumps(list(device.roles)),
+                json.dumps(list(device.scopes)),
+                device.platform,
+                device.deviceFamily,
+                device.clientId,
+                device.displayName,
+                device.approvedAtMs,
+            ),
+        )
+
+    def removeDevice(self, deviceId: str) -> Deferred[None]:
+        """Forget a device and its tokens."""
+        self.devices.pop(deviceId, None)
+        for key in [k for k in self.tokens if k[0] == deviceId]:
+            del self.tokens[key]
+        return self.db.runOperation(
+            "DELETE FROM gateway_devices WHERE device_id = ?", (deviceId,)
+        )
+
+    def saveToken(self, token: DeviceToken) -> Deferred[None]:
+        """Add or replace the token of C{(token.deviceId, token.role)}."""
+        self.tokens[(token.deviceId, token.role)] = token
+        return self.db.runOperation(
+            "INSERT OR REPLACE INTO gateway_device_tokens (device_id, role, token, scopes,"
+            " created_ms, rotated_ms, revoked_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                token.deviceId,
+                token.role,
+                token.token,
+                json.dumps(list(token.scopes)),
+                token.createdAtMs,
+                token.rotatedAtMs,
+                token.revokedAtMs,
+            ),
+        )
+
+    def revokeToken(self, deviceId: str, role: str, nowMs: int) -> Deferred[None] | None:
+        """Mark a token revoked; C{None} if there is no such token."""
+        token = self.tokens.get((deviceId, role))
+        if token is None:
+            return None
+        return self.saveToken(replace(token, revokedAtMs=nowMs))

@@ -1,0 +1,113 @@
+"""Tests for the RustDesk settings of L{p2pnet.config} and their wiring in L{p2pnet.app}."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from p2pnet.app import buildService
+from p2pnet.config import SERVICES, Config, loadConfig
+from p2pnet.errors import ConfigError
+
+
+class SettingsTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        config = Config()
+        self.assertEqual((config.rendezvous_port, config.relay_port, config.key),
+                         (21116, 21117, "-"))
+        self.assertEqual(SERVICES.index("rendezvous") + 1, SERVICES.index("relay"))
+
+    def test_flags(self) -> None:
+        config = loadConfig({"relay-servers": "r1, r2:30000,[2001:db8::1]:5",
+                             "always-use-relay": True, "mask": "192.168.1.7/24",
+                             "key": "", "services": "rendezvous,relay"}, environ={})
+        self.assertEqual(config.relay_servers, ("r1", "r2:30000", "[2001:db8::1]:5"))
+        self.assertTrue(config.always_use_relay)
+        self.assertEqual(config.mask, ipaddress.IPv4Network("192.168.1.0/24"))
+        self.assertEqual(config.services, ("rendezvous", "relay"))
+
+    def test_toml(self) -> None:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('rendezvous-port = 31116\nrelay-port = 31117\nkey = "_"\n'
+                    'always-use-relay = true\nrelay-servers = "a,b"\n')
+        config = loadConfig({}, path, environ={})
+        self.assertEqual((config.rendezvous_port, config.relay_port, config.key),
+                         (31116, 31117, "_"))
+        self.assertEqual(config.relay_servers, ("a", "b"))
+
+    def test_localIpFromEnvironment(self) -> None:
+        self.assertEqual(loadConfig({}, environ={"LOCAL_IP": "10.0.0.5"}).local_ip, "10.0.0.5")
+
+    def test_errorsNameTheKey(self) -> None:
+        for flags, key in [
+            ({"relay-servers": "bad host"}, "relay-servers"),
+            ({"relay-servers": "h:99999"}, "relay-servers"),
+            ({"mask": "nonsense"}, "mask"),
+            ({"rendezvous-port": "65535"}, "rendezvous-port"),
+            ({"relay-port": "65534"}, "relay-port"),
+            ({"relay-port": "21115"}, "relay-port"),
+            ({"relay-bandwidth": "-1"}, "relay-bandwidth"),
+            ({"rendezvous-port": "3479"}, "rendezvous-port"),
+        ]:
+            e = self.assertRaises(ConfigError, loadConfig, flags, environ={})
+            self.assertEqual(e.key, key, flags)
+
+    def test_portsCheckedOnlyForRunningServices(self) -> None:
+        config = loadConfig({"services": "stun", "relay-port": "3478"}, environ={})
+        self.assertEqual(config.relay_port, 3478)
+
+
+class WiringTests(TestCase):
+    @defer.inlineCallbacks
+    def test_startAndStop(self) -> Any:
+        data = self.mktemp()
+        config = Config(services=("rendezvous", "relay"), listen=("127.0.0.1",),
+                        rendezvous_port=0, relay_port=0, data_dir=data, relay_key="-")
+        root = buildService(config, reactor)
+        root.startService()
+        rendezvous = root.getServiceNamed("rendezvous")
+        relay = root.getServiceNamed("relay")
+        self.assertEqual(len(rendezvous.ports), 4)
+        self.assertEqual(len(relay.ports), 2)
+        self.assertEqual(relay.key, rendezvous.key.publicKey)
+        self.assertTrue(os.path.exists(os.path.join(data, "peers.sqlite3")))
+        self.assertIn("peers_online", rendezvous.stats.snapshot())
+        yield root.stopService()
+
+    def test_portInUse(self) -> None:
+        import socket
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        self.addCleanup(sock.close)
+        port = sock.getsockname()[1]
+        config = Config(services=("relay",), listen=("127.0.0.1",), relay_port=port,
+                        data_dir=self.mktemp())
+        root = buildService(config, reactor)
+        e = self.assertRaises(ConfigError, root.privilegedStartService)
+        self.assertEqual(e.key, "relay-port")
+
+
+class TacTests(SynchronousTestCase):
+    def test_rustdeskTac(self) -> None:
+        from twisted.application.service import IService
+        from twisted.persisted.sob import loadValueFromFile
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        cwd = os.getcwd()
+        work = os.path.abspath(self.mktemp())
+        os.makedirs(work)
+        os.chdir(work)
+        self.addCleanup(os.chdir, cwd)
+        application = loadValueFromFile(os.path.join(root, "tac", "rustdesk.tac"),
+                                        "application")
+        (appliance,) = list(IService(application))
+        self.assertEqual([s.name for s in appliance], ["rendezvous", "relay"])
+        self.assertTrue(os.path.exists(os.path.join(work, "p2pnet-data", "id_ed25519")))
+        appliance.getServiceNamed("rendezvous").store.close()

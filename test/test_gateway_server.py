@@ -1,0 +1,329 @@
+"""Tests for L{p2pnet.protocols.gateway_server}: the wire, close codes, HTTP endpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import reactor, ssl
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import Agent, readBody
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    RejectConnection,
+    TextMessage,
+)
+from wsproto.events import Request as WSRequest
+
+from p2pnet.certs import generateSelfSigned, loadServerTLS
+from p2pnet.codecs.gateway_frames import Event
+from p2pnet.protocols.gateway_server import (
+    GatewayWebSocket,
+    MeteredProtocol,
+    _PauseTracker,
+    listenGateway,
+    renderMetrics,
+)
+from p2pnet.services.gateway import MAX_BUFFERED_BYTES, GatewayService
+from p2pnet.services.gateway_policy import AuthConfig
+from p2pnet.stats import Stats
+from test.gateway_helpers import MemoryStore
+
+TOKEN = "wire-token"
+
+
+class RawClient(Protocol):
+    """A WebSocket client on wsproto that keeps every event (close codes included)."""
+
+    def __init__(self, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.headers = headers or []
+        self.texts: list[str] = []
+        self.events: list[Any] = []
+        self.lost: Deferred[None] = Deferred()
+        self.opened: Deferred[Any] = Deferred()
+        self._textWaiters: list[Deferred[str]] = []
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.ws.send(
+            WSRequest(host="127.0.0.1", target="/", extra_headers=self.headers)))
+
+    def dataReceived(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        for event in self.ws.events():
+            self.events.append(event)
+            if isinstance(event, AcceptConnection | RejectConnection):
+                if not self.opened.called:
+                    self.opened.callback(event)
+            elif isinstance(event, TextMessage):
+                self.texts.append(event.data)
+                waiters, self._textWaiters = self._textWaiters, []
+                for d in waiters:
+                    d.callback(event.data)
+            elif isinstance(event, CloseConnection):
+                self.transport.loseConnection()
+
+    def nextText(self) -> Deferred[str]:
+        d: Deferred[str] = Deferred()
+        self._textWaiters.append(d)
+        return d
+
+    def send(self, text: str) -> None:
+        self.transport.write(self.ws.send(TextMessage(data=text)))
+
+    def connectionLost(self, reason: Any) -> None:
+        self.lost.callback(None)
+
+    @property
+    def close(self) -> CloseConnection | None:
+        closes = [e for e in self.events if isinstance(e, CloseConnection)]
+        return closes[0] if closes else None
+
+
+class WireTests(TestCase):
+    timeout = 20
+
+    def setUp(self) -> None:
+        self.service = self.start()
+
+    def start(self, **kwargs: Any) -> GatewayService:
+        service = GatewayService(
+            clock=reactor, store=MemoryStore(), auth=AuthConfig("token", token=TOKEN),
+            listen=lambda s: listenGateway(reactor, s, ("127.0.0.1",), 0, None), **kwargs)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    @property
+    def port(self) -> int:
+        return self.service.ports[0].getHost().port
+
+    @inlineCallbacks
+    def open(self, headers: list | None = None):
+        client = RawClient(headers)
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), client)
+        yield client.opened
+        self.addCleanup(lambda: client.transport.loseConnection())
+        return client
+
+    @inlineCallbacks
+    def test_challengeThenHelloOk(self):
+        client = yield self.open()
+        yield until(lambda: client.texts)
+        challenge = json.loads(client.texts[0])
+        self.assertEqual(challenge["event"], "connect.challenge")
+        client.send(json.dumps({"type": "req", "id": "1", "method": "connect", "params": {
+            "minProtocol": 4, "maxProtocol": 4,
+            "client": {"id": "cli", "version": "1", "platform": "linux", "mode": "cli"},
+            "auth": {"token": TOKEN}}}))
+        hello = json.loads((yield client.nextText()))
+        self.assertEqual(hello["payload"]["type"], "hello-ok")
+
+    @inlineCallbacks
+    def test_oversizedPreauthFrame(self):
+        client = yield self.open()
+        client.send("x" * (64 * 1024 + 1))
+        yield client.lost
+        self.assertEqual(client.close.code, 1009)
+        self.assertEqual(client.close.reason, "preauth payload too large")
+
+    @inlineCallbacks
+    def test_exactlyCapIsNotOversized(self):
+        client = yield self.open()
+        client.send(" " * (64 * 1024 - 2) + "{}")
+        yield client.lost
+        self.assertEqual((client.close.code, client.close.reason), (1008, "invalid request frame"))
+
+    @inlineCallbacks
+    def test_badJsonCloses1000(self):
+        client = yield self.open()
+        client.send("{nope")
+        yield client.lost
+        self.assertEqual(client.close.code, 1000)
+
+    @inlineCallbacks
+    def test_handshakeTimeout(self):
+        self.service = self.start(handshakeTimeout=0.2)
+        client = yield self.open()
+        yield client.lost
+        self.assertEqual((client.close.code, client.close.reason), (1000, ""))
+
+    @inlineCallbacks
+    def test_preauthSocketBudget(self):
+        clients = []
+        for _ in range(32):
+            clients.append((yield self.open()))
+        extra = yield self.open()
+        [rejected] = [e for e in extra.events if isinstance(e, RejectConnection)]
+        self.assertEqual(rejected.status_code, 503)
+        self.assertEqual(self.service.stats.snapshot()["preauth_rejected"], 1)
+
+    @inlineCallbacks
+    def test_garbageAfterUpgrade(self):
+        client = yield self.open()
+        client.transport.write(os.urandom(64) + b"\xff" * 64)
+        yield client.lost
+        self.assertEqual(len(self.service.sessions), 0)
+
+    @inlineCallbacks
+    def test_healthzAndMetrics(self):
+        agent = Agent(reactor)
+        response = yield agent.request(b"GET", f"http://127.0.0.1:{self.port}/healthz".encode())
+        body = json.loads((yield readBody(response)))
+        self.assertEqual(body["ok"], True)
+        response = yield agent.request(b"GET", f"http://127.0.0.1:{self.port}/metrics".encode())
+        self.assertEqual(response.headers.getRawHeaders(b"content-type")[0],
+                         b"text/plain; version=0.0.4; charset=utf-8")
+        text = (yield readBody(response)).decode()
+        self.assertIn("p2pnet_gateway_connections_open 0", text)
+
+
+class Collect(Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.done: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"GET /healthz HTTP/1.0\r\n\r\n")
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Any) -> None:
+        self.done.callback(self.data)
+
+
+class TLSTests(TestCase):
+    @inlineCallbacks
+    def test_healthzOverTLSWithALPN(self):
+        directory = self.mktemp()
+        os.makedirs(directory)
+        cert, key = os.path.join(directory, "c.pem"), os.path.join(directory, "k.pem")
+        generateSelfSigned(cert, key)
+        service = GatewayService(
+            clock=reactor, store=MemoryStore(), auth=AuthConfig("token", token=TOKEN),
+            listen=lambda s: listenGateway(reactor, s, ("127.0.0.1",), 0,
+                                           loadServerTLS(cert, key)))
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = service.ports[0].getHost().port
+        client = ssl.CertificateOptions(verify=False, acceptableProtocols=[b"h2", b"http/1.1"])
+        collect = Collect()
+        yield connectProtocol(SSL4ClientEndpoint(reactor, "127.0.0.1", port, client), collect)
+        response = yield collect.done
+        self.assertTrue(response.startswith(b"HTTP/1.0 200"), response[:40])
+        self.assertIn(b'"ok": true', response)
+
+
+def until(predicate: Any, timeout: float = 5.0) -> Deferred[None]:
+    d: Deferred[None] = Deferred()
+    deadline = reactor.seconds() + timeout
+
+    def check() -> None:
+        if predicate():
+            d.callback(None)
+        elif reactor.seconds() > deadline:
+            d.errback(AssertionError("condition not met in time"))
+        else:
+            reactor.callLater(0.01, check)
+
+    check()
+    return d
+
+
+class FakeWS:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def sendTextMessage(self, text: str) -> None:
+        self.sent.append(text)
+
+
+class FakeSession:
+    authenticated = True
+
+    def __init__(self) -> None:
+        self.closed: tuple[int, str] | None = None
+
+    def close(self, code: int, reason: str = "") -> None:
+        self.closed = (code, reason)
+
+
+class Upstream:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")
+
+
+class SlowConsumerTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.meter = MeteredProtocol.__new__(MeteredProtocol)
+        self.socket = GatewayWebSocket(None, self.meter, None)  # type: ignore[arg-type]
+        self.socket.transport = FakeWS()  # type: ignore[assignment]
+        self.socket.session = FakeSession()  # type: ignore[assignment]
+
+    def test_pauseTracking(self) -> None:
+        upstream = Upstream()
+        tracker = _PauseTracker(self.meter, upstream)
+        tracker.pauseProducing()
+        self.assertTrue(self.meter.paused)
+        self.meter.unflushed = 10
+        tracker.resumeProducing()
+        self.assertEqual((self.meter.paused, self.meter.unflushed), (False, 0))
+        tracker.stopProducing()
+        self.assertEqual(upstream.calls, ["pause", "resume", "stop"])
+
+    def test_dropIfSlow(self) -> None:
+        self.meter.paused = True
+        self.socket.sendFrame(Event("tick", {"ts": 1}), dropIfSlow=True)
+        self.assertEqual(self.socket.transport.sent, [])
+        self.socket.sendFrame(Event("presence", {}))
+        self.assertEqual(len(self.socket.transport.sent), 1)
+
+    def test_slowConsumerClosed(self) -> None:
+        self.meter.paused = True
+        self.meter.unflushed = MAX_BUFFERED_BYTES + 1
+        self.socket.sendFrame(Event("presence", {}))
+        self.assertEqual(self.socket.session.closed, (1008, "slow consumer"))
+        self.assertEqual(self.socket.transport.sent, [])
+
+
+class MetricsTests(SynchronousTestCase):
+    def test_render(self) -> None:
+        root = MultiService()
+        turn = Service()
+        turn.stats = Stats()  # type: ignore[attr-defined]
+        turn.stats.add("allocations.created", 2)  # type: ignore[attr-defined]
+        turn.stats.add('auth_failures{reason="a"}')  # type: ignore[attr-defined]
+        turn.stats.add('auth_failures{reason="b"}', 3)  # type: ignore[attr-defined]
+        turn.setName("turn")
+        turn.setServiceParent(root)
+        bare = Service()
+        bare.setName("relay")
+        bare.setServiceParent(root)
+        text = renderMetrics({s.name: s for s in root})
+        self.assertEqual(text.splitlines(), [
+            "# TYPE p2pnet_service_up untyped",
+            'p2pnet_service_up{service="turn"} 0',
+            'p2pnet_service_up{service="relay"} 0',
+            "# TYPE p2pnet_turn_allocations_created untyped",
+            "p2pnet_turn_allocations_created 2",
+            "# TYPE p2pnet_turn_auth_failures untyped",
+            'p2pnet_turn_auth_failures{reason="a"} 1',
+            'p2pnet_turn_auth_failures{reason="b"} 3',
+        ])
