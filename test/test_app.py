@@ -75,18 +75,34 @@ class AppContextTests(SynchronousTestCase):
 
 
 class TacTests(SynchronousTestCase):
-    """The deployment files in C{tac/} build the same tree."""
+    """The deployment files in C{tac/} build the trees they promise (nothing is bound:
+    twistd starts them)."""
 
-    def test_stunTac(self) -> None:
+    def loadTac(self, name: str, toml: str | None = None) -> tuple[str, list[str]]:
         cwd = os.getcwd()
         work = os.path.abspath(self.mktemp())
         os.makedirs(work)
+        if toml is not None:
+            with open(os.path.join(work, "p2pnet.toml"), "w") as f:
+                f.write(toml)
         os.chdir(work)
         self.addCleanup(os.chdir, cwd)
-        application = loadValueFromFile(os.path.join(ROOT, "tac", "stun.tac"), "application")
+        application = loadValueFromFile(os.path.join(ROOT, "tac", name), "application")
         (appliance,) = list(IService(application))
-        self.assertEqual([s.name for s in appliance], ["stun"])
+        return work, [s.name for s in appliance]
+
+    def test_stunTac(self) -> None:
+        work, names = self.loadTac("stun.tac")
+        self.assertEqual(names, ["stun"])
         self.assertTrue(os.path.exists(os.path.join(work, "p2pnet-data", "tls-cert.pem")))
+
+    def test_everythingTac(self) -> None:
+        """tac/p2pnet.tac runs every service, reading ./p2pnet.toml when present."""
+        self.assertEqual(self.loadTac("p2pnet.tac")[1], list(SERVICES))
+        self.assertEqual(self.loadTac("p2pnet.tac", 'services = "stun"\n')[1], ["stun"])
+
+    def test_rustdeskTac(self) -> None:
+        self.assertEqual(self.loadTac("rustdesk.tac")[1], ["rendezvous", "relay"])
 
 
 class EmbeddingExampleTests(TestCase):
