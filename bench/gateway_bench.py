@@ -5,11 +5,12 @@ with many clients connected, and memory per idle connection.
 Run by hand from the repository with the venv's Python::
 
     .venv/bin/python bench/gateway_bench.py [--seconds 5] [--clients 1000] [--workers 2]
+        [--depth 1] [--no-pin]
 
 It starts the gateway as a subprocess (C{twistd -n p2pnet --services gateway} on
 127.0.0.1, a free port, a temporary data directory) and drives it from C{--workers}
-load-generator processes that speak WebSocket over plain non-blocking sockets (so the
-load generator stays cheap):
+load-generator processes that speak WebSocket over plain non-blocking sockets on one
+C{epoll} each (so the load generator stays cheap):
 
 1. Round trips: C{--clients} connections complete the handshake (token, no device) and
    stay connected; the server's resident memory is read before and after (on a fresh
@@ -21,10 +22,12 @@ load generator stays cheap):
    paired first (loopback auto-approval), so the timed loop is the steady state of a
    known device: proof verified, device token reused, no disk write.
 
-Each figure comes with the server's CPU time (user + system, from C{/proc/<pid>/stat})
-per operation, which does not depend on how busy the load generator or the other
-processes on the machine are. Figures to read, never a pass/fail test; every run is
-bounded in time (C{--seconds}, at most 120).
+By default the server is pinned to the first CPU this process may use and the load
+generators to the others (as C{taskset} would; C{--no-pin} turns it off), so the two do
+not compete for one core. Each rate is printed twice: per second of wall clock, and per
+second of the server's CPU time (user + system, from C{/proc/<pid>/stat}), which depends
+less on how busy the load generator or the other processes on the machine are. Figures
+to read, never a pass/fail test; every run is bounded in time (C{--seconds}, at most 120).
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ import multiprocessing
 import os
 import select
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -52,6 +54,7 @@ from p2pnet.codecs.device_auth import (  # noqa: E402
     buildPayloadV3,
     deriveDeviceId,
 )
+from p2pnet.codecs.websocket_frame import OP_TEXT, MessageDecoder, encodeFrame  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 TOKEN = "bench-token"
@@ -66,45 +69,6 @@ UPGRADE = (
 
 
 # -- a minimal WebSocket client -------------------------------------------------------------
-
-
-def textFrame(text: str) -> bytes:
-    """One masked client text frame."""
-    payload = text.encode()
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", 0x81, 0x80 | n)
-    elif n < 65536:
-        header = struct.pack("!BBH", 0x81, 0x80 | 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
-    mask = os.urandom(4)
-    repeated = (mask * (n // 4 + 1))[:n]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(
-        n, "big"
-    )
-    return header + mask + masked
-
-
-def serverFrames(buffer: bytearray) -> list[bytes]:
-    """Complete (unmasked) server frames taken off the front of C{buffer}."""
-    frames = []
-    while len(buffer) >= 2:
-        n = buffer[1] & 0x7F
-        start = 2
-        if n == 126:
-            if len(buffer) < 4:
-                break
-            n, start = struct.unpack("!H", buffer[2:4])[0], 4
-        elif n == 127:
-            if len(buffer) < 10:
-                break
-            n, start = struct.unpack("!Q", buffer[2:10])[0], 10
-        if len(buffer) < start + n:
-            break
-        frames.append(bytes(buffer[start : start + n]))
-        del buffer[: start + n]
-    return frames
 
 
 def connectParams(nonce: str, ts: int, key: SigningKey | None) -> dict[str, Any]:
@@ -136,21 +100,29 @@ def connectParams(nonce: str, ts: int, key: SigningKey | None) -> dict[str, Any]
 
 
 class Conn:
-    """One client socket driven by L{step}: upgrade, challenge, connect, then requests."""
+    """One client socket driven by L{step}: upgrade, challenge, connect, then requests.
+
+    Frames are built and parsed with p2pnet's own codec; each connection masks with one
+    random key of its own (the server unmasks every frame all the same).
+    """
 
     def __init__(self, port: int, key: SigningKey | None) -> None:
         self.key = key
         self.sock = socket.create_connection((LOOPBACK, port))
         self.sock.setblocking(False)
         self.sock.sendall(UPGRADE)
-        self.buffer = bytearray()
+        self.head = b""
+        self.decoder = MessageDecoder(1 << 24, masked=False)
+        self.mask = os.urandom(4)
         self.state = "upgrade"
         self.ids = 0
 
+    def send(self, text: str) -> None:
+        self.sock.sendall(encodeFrame(OP_TEXT, text.encode(), mask=self.mask))
+
     def request(self, method: str) -> None:
         self.ids += 1
-        frame = textFrame(json.dumps({"type": "req", "id": str(self.ids), "method": method}))
-        self.sock.sendall(frame)
+        self.send(f'{{"type":"req","id":"{self.ids}","method":"{method}"}}')
 
     def step(self) -> list[str]:
         """Read what is there; return what happened.
@@ -164,23 +136,27 @@ class Conn:
             return []
         if not data:
             return ["closed"]
-        self.buffer += data
         happened = []
         if self.state == "upgrade":
-            end = self.buffer.find(b"\r\n\r\n")
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
             if end < 0:
                 return []
-            if not self.buffer.startswith(b"HTTP/1.1 101"):
-                raise RuntimeError(bytes(self.buffer[:80]))
-            del self.buffer[: end + 4]
+            if not self.head.startswith(b"HTTP/1.1 101"):
+                raise RuntimeError(self.head[:80])
+            data = self.head[end + 4 :]
             self.state = "challenge"
-        for frame in serverFrames(self.buffer):
-            message = json.loads(frame)
+        for _, text in self.decoder.feed(data):
+            if self.state == "open":  # only responses are counted: no JSON parsing
+                if text.startswith('{"type":"res"'):  # type: ignore[union-attr]
+                    happened.append("res")
+                continue
+            message = json.loads(text)
             if self.state == "challenge":
                 payload = message["payload"]
                 params = connectParams(payload["nonce"], payload["ts"], self.key)
-                self.sock.sendall(textFrame(json.dumps(
-                    {"type": "req", "id": "c", "method": "connect", "params": params})))
+                self.send(json.dumps(
+                    {"type": "req", "id": "c", "method": "connect", "params": params}))
                 self.state = "hello"
                 happened.append("challenge")
             elif self.state == "hello" and message.get("type") == "res":
@@ -188,23 +164,53 @@ class Conn:
                     raise RuntimeError(message["error"])
                 self.state = "open"
                 happened.append("hello")
-            elif message.get("type") == "res":
-                happened.append("res")
         return happened
 
     def close(self) -> None:
         self.sock.close()
 
 
-def pump(conns: dict[int, Conn], timeout: float) -> list[tuple[Conn, str]]:
-    """Wait for readable sockets; return (connection, event) pairs."""
-    readable, _, _ = select.select(list(conns), [], [], timeout)
-    out = []
-    for fd in readable:
-        conn = conns[fd]
-        for happened in conn.step():
-            out.append((conn, happened))
-    return out
+class Poller:
+    """The load generator's connections on one C{epoll} (C{select} over hundreds of
+    sockets per wake-up would cost more than the gateway's answer)."""
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self.conns: dict[int, Conn] = {}
+
+    def add(self, conn: Conn) -> None:
+        fd = conn.sock.fileno()
+        self.conns[fd] = conn
+        self.epoll.register(fd, select.EPOLLIN)
+
+    def remove(self, conn: Conn) -> None:
+        fd = conn.sock.fileno()
+        self.epoll.unregister(fd)
+        del self.conns[fd]
+        conn.close()
+
+    def pump(self, timeout: float) -> list[tuple[Conn, str]]:
+        """Wait for readable sockets; return (connection, event) pairs."""
+        out = []
+        for fd, _ in self.epoll.poll(timeout):
+            conn = self.conns[fd]
+            for happened in conn.step():
+                out.append((conn, happened))
+        return out
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            conn.close()
+        self.epoll.close()
+
+
+def handshakeOnce(port: int, key: SigningKey | None) -> None:
+    """Open one connection, wait for hello-ok, close it."""
+    poller = Poller()
+    poller.add(Conn(port, key))
+    while "hello" not in [e for _, e in poller.pump(5)]:
+        pass
+    poller.close()
 
 
 # -- workers --------------------------------------------------------------------------------
@@ -214,58 +220,50 @@ def handshakeWorker(port: int, concurrency: int, seconds: float, ready: Any, go:
                     result: Any) -> None:
     keys = [SigningKey.generate() for _ in range(concurrency)]
     for key in keys:  # pair each device once (loopback auto-approval)
-        conn = Conn(port, key)
-        while "hello" not in [e for _, e in pump({conn.sock.fileno(): conn}, 5)]:
-            pass
-        conn.close()
+        handshakeOnce(port, key)
     ready.wait()
     go.wait()
     done = 0
     deadline = time.monotonic() + seconds
-    conns = {}
+    poller = Poller()
     for key in keys:
-        conn = Conn(port, key)
-        conns[conn.sock.fileno()] = conn
+        poller.add(Conn(port, key))
     while time.monotonic() < deadline:
-        for conn, happened in pump(conns, 0.5):
+        for conn, happened in poller.pump(0.5):
             if happened == "hello":
                 done += 1
-                del conns[conn.sock.fileno()]
-                conn.close()
-                fresh = Conn(port, conn.key)
-                conns[fresh.sock.fileno()] = fresh
-    for conn in conns.values():
-        conn.close()
+                poller.remove(conn)
+                poller.add(Conn(port, conn.key))
+    poller.close()
     result.put(done)
 
 
 def requestWorker(port: int, clients: int, seconds: float, ready: Any, go: Any,
                   result: Any, depth: int = 1) -> None:
-    conns: dict[int, Conn] = {}
+    poller = Poller()
     connected = 0
     # The gateway admits 32 unauthenticated sockets per address: stay under it.
     while connected < clients:
-        while len(conns) - connected < PREAUTH_PER_WORKER and len(conns) < clients:
-            conn = Conn(port, None)
-            conns[conn.sock.fileno()] = conn
-        events = pump(conns, 5)
+        while len(poller.conns) - connected < PREAUTH_PER_WORKER and \
+                len(poller.conns) < clients:
+            poller.add(Conn(port, None))
+        events = poller.pump(5)
         if not events:
             raise RuntimeError("handshakes stalled")
         connected += sum(1 for _, e in events if e == "hello")
     ready.wait()  # the parent reads the server's memory here
     go.wait()
-    for conn in conns.values():
+    for conn in poller.conns.values():
         for _ in range(depth):
             conn.request("health")
     done = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        for conn, happened in pump(conns, 0.5):
+        for conn, happened in poller.pump(0.5):
             if happened == "res":
                 done += 1
                 conn.request("health")
-    for conn in conns.values():
-        conn.close()
+    poller.close()
     result.put(done)
 
 
@@ -292,7 +290,14 @@ def rssBytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def startServer(port: int, dataDir: str) -> subprocess.Popen[bytes]:
+def pinTo(cpus: tuple[int, ...]) -> Any:
+    """A C{preexec_fn} restricting the child (and every thread it makes) to C{cpus}."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def startServer(port: int, dataDir: str, cpus: tuple[int, ...]) -> subprocess.Popen[bytes]:
     twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
     server = subprocess.Popen(
         [twistd, "-n", "--pidfile", os.path.join(dataDir, "twistd.pid"),
@@ -300,6 +305,7 @@ def startServer(port: int, dataDir: str) -> subprocess.Popen[bytes]:
          "--services", "gateway", "--listen", LOOPBACK, "--gateway-port", str(port),
          "--data-dir", dataDir, "--gateway-token", TOKEN],
         cwd=REPO,
+        preexec_fn=pinTo(cpus),
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -334,6 +340,12 @@ def phase(target: Any, port: int, workers: int, perWorker: int, seconds: float,
     return total, cpu, measured
 
 
+def rates(count: int, seconds: float, cpu: float, digits: int) -> str:
+    """Wall-clock rate, rate per server CPU second, and server CPU per operation."""
+    return (f"{count / seconds:,.0f}/s wall clock, {count / max(cpu, 1e-9):,.0f}/s per "
+            f"server CPU second (server CPU {cpu / max(count, 1) * 1e6:,.{digits}f} us each)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -341,18 +353,26 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--depth", type=int, default=1,
                         help="requests each client keeps outstanding (default 1)")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                        help="server on one CPU, load generators on the others (default on)")
     parser.add_argument("--concurrency", type=int, default=PREAUTH_PER_WORKER,
                         help="handshakes in flight per worker (default %(default)s)")
     args = parser.parse_args()
     seconds = min(args.seconds, MAX_SECONDS)
     port = freePort()
+    cpus = sorted(os.sched_getaffinity(0))
+    serverCpus: tuple[int, ...] = ()
+    if args.pin and len(cpus) >= 2:
+        serverCpus = (cpus[0],)
+        os.sched_setaffinity(0, cpus[1:])  # the load generators fork from this process
+        print(f"pinned: server on CPU {cpus[0]}, load generators on CPU "
+              f"{','.join(map(str, cpus[1:]))}")
+    else:
+        print("not pinned: server and load generators share every CPU")
     with tempfile.TemporaryDirectory() as dataDir:
-        server = startServer(port, dataDir)
+        server = startServer(port, dataDir, serverCpus)
         try:
-            warm = Conn(port, None)  # first use: lazy imports and caches, not per connection
-            while "hello" not in [e for _, e in pump({warm.sock.fileno(): warm}, 5)]:
-                pass
-            warm.close()
+            handshakeOnce(port, None)  # first use: lazy imports and caches, not per connection
             time.sleep(0.2)
             baseline = rssBytes(server.pid)
             perWorker = args.clients // args.workers
@@ -364,14 +384,10 @@ def main() -> int:
                   f"({clients} connections, RSS {baseline / 2**20:.1f} -> "
                   f"{loaded / 2**20:.1f} MiB)")
             print(f"round trips with {clients} clients, {max(1, args.depth)} outstanding each: "
-                  f"{count / seconds:,.0f}/s "
-                  f"(server CPU {cpu / max(count, 1) * 1e6:,.1f} us each, "
-                  f"{count / max(cpu, 1e-9):,.0f}/s per server CPU second)")
+                  + rates(count, seconds, cpu, 1))
             count, cpu, _ = phase(handshakeWorker, port, args.workers, args.concurrency,
                                   seconds, server.pid)
-            print(f"signed handshakes: {count / seconds:,.0f}/s "
-                  f"({count} in {seconds:g} s; server CPU {cpu / max(count, 1) * 1e6:,.0f} "
-                  f"us each, {count / max(cpu, 1e-9):,.0f}/s per server CPU second)")
+            print(f"signed handshakes ({count} in {seconds:g} s): " + rates(count, seconds, cpu, 0))
         finally:
             server.terminate()
             server.wait(timeout=20)

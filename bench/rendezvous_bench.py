@@ -86,8 +86,8 @@ def serve(dataDir: str) -> None:
         rendezvous.peers[peer.id] = peer
     rendezvous.startService()
     relay.startService()
-    print(json.dumps({"udp": rendezvous.portFor("udp"), "tcp": rendezvous.portFor("tcp"),
-                      "relay": relay.portFor("tcp")}), flush=True)
+    print(json.dumps({"udp": rendezvous.boundPorts["udp"], "tcp": rendezvous.boundPorts["tcp"],
+                      "relay": relay.boundPorts["tcp"]}), flush=True)
     reactor.run()
 
 

@@ -6,6 +6,9 @@ Linux C{::} and C{0.0.0.0} on the same port collide. Here each socket is made an
 by hand (IPv6 sockets are IPv6-only, so both families can share a port number) and then
 adopted by the reactor. A failure raises L{ConfigError} naming the setting that chose
 the port.
+
+L{listenSamePort} binds one kind of listener on every address with one port number,
+L{closePorts} closes listeners, and L{describePorts} writes them for a log line.
 """
 
 from __future__ import annotations
@@ -13,14 +16,25 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IReactorSocket
 from twisted.internet.protocol import DatagramProtocol, Factory
+from twisted.python.failure import Failure
 
 from p2pnet.errors import ConfigError
 
-__all__ = ["WILDCARDS", "bindAddresses", "listenTCP", "listenUDP"]
+__all__ = [
+    "WILDCARDS",
+    "bindAddresses",
+    "closePorts",
+    "describePorts",
+    "listenSamePort",
+    "listenTCP",
+    "listenUDP",
+]
 
 #: What an empty C{listen} setting means: every IPv4 and every IPv6 address.
 WILDCARDS = ("0.0.0.0", "::")
@@ -96,3 +110,47 @@ def listenTCP(reactor: IReactorSocket, factory: Factory, host: str, port: int, k
         return reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
     finally:
         sock.close()
+
+
+def closePorts(ports: Iterable[IListeningPort]) -> Deferred[None]:
+    """Stop every port in C{ports}; fires once all have stopped.
+
+    If one failed to stop, fails with its error once the others stopped.
+    """
+    def firstFailure(results: list[tuple[bool, Any]]) -> Failure | None:
+        return next((value for ok, value in results if not ok), None)
+
+    stopping = [maybeDeferred(port.stopListening) for port in ports]
+    return DeferredList(stopping, consumeErrors=True).addCallback(firstFailure)
+
+
+def listenSamePort(
+    hosts: Iterable[str], port: int, bind: Callable[[str, int], IListeningPort]
+) -> list[IListeningPort]:
+    """Bind one kind of listener on every address in C{hosts} with one port number.
+
+    C{bind(host, port)} binds one socket (with L{listenTCP} or L{listenUDP}). With
+    C{port} 0 the kernel chooses the first socket's port and every other address gets
+    that number too; binding 0 on each would give each address its own. If a bind
+    fails, the sockets this call bound are closed and the error (a L{ConfigError})
+    propagates.
+    """
+    bound: list[IListeningPort] = []
+    try:
+        for host in hosts:
+            bound.append(bind(host, port))
+            port = port or bound[0].getHost().port
+    except BaseException:
+        closePorts(bound)
+        raise
+    return bound
+
+
+def describePorts(ports: Iterable[IListeningPort]) -> str:
+    """C{udp 0.0.0.0:21116, tcp [::]:21116} for a log line."""
+    described = []
+    for port in ports:
+        address = port.getHost()
+        host = f"[{address.host}]" if ":" in address.host else address.host
+        described.append(f"{address.type.lower()} {host}:{address.port}")
+    return ", ".join(described)

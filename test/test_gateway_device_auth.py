@@ -12,7 +12,7 @@ from p2pnet.codecs.device_auth import (
     DeviceProofError,
     b64urlDecode,
     b64urlEncode,
-    buildPayloadV2,
+    buildPayload,
     buildPayloadV3,
     deriveDeviceId,
     normalizeMetadata,
@@ -27,7 +27,7 @@ SCOPES = ["operator.admin", "operator.read"]
 class PayloadVectorTests(SynchronousTestCase):
     def test_v2(self) -> None:
         self.assertEqual(
-            buildPayloadV2("dev-1", "openclaw-macos", "ui", "operator", SCOPES,
+            buildPayload("v2", "dev-1", "openclaw-macos", "ui", "operator", SCOPES,
                            1700000000000, None, "nonce-abc"),
             "v2|dev-1|openclaw-macos|ui|operator|operator.admin,operator.read|1700000000000"
             "||nonce-abc",
@@ -53,7 +53,7 @@ class PayloadVectorTests(SynchronousTestCase):
         self.assertEqual(normalizeMetadata("  MAC  "), "mac")
 
     def test_scopeOrderKept(self) -> None:
-        self.assertIn("|b,a|", buildPayloadV2("d", "c", "m", "r", ["b", "a"], 1, None, "n"))
+        self.assertIn("|b,a|", buildPayload("v2", "d", "c", "m", "r", ["b", "a"], 1, None, "n"))
 
 
 class KeyTests(SynchronousTestCase):
@@ -91,7 +91,7 @@ class ProofTests(SynchronousTestCase):
     def proof(self, version: str = "v3", **overrides: Any) -> dict[str, Any]:
         common = (self.deviceId, "node-host", "node", "node", [], 1000, "tok", "n1")
         payload = (buildPayloadV3(*common, "Linux", None) if version == "v3"
-                   else buildPayloadV2(*common))
+                   else buildPayload("v2", *common))
         args: dict[str, Any] = dict(
             deviceId=self.deviceId, publicKey=self.pub, signature=signPayload(self.key, payload),
             signedAt=1000, nonce="n1", challengeNonce="n1", nowMs=1000, clientId="node-host",

@@ -11,6 +11,7 @@ from twisted.internet import reactor, ssl
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
 from wsproto import ConnectionType, WSConnection
@@ -24,13 +25,8 @@ from wsproto.events import Request as WSRequest
 
 from p2pnet.certs import generateSelfSigned, loadServerTLS
 from p2pnet.codecs.gateway_frames import Event
-from p2pnet.protocols.gateway_server import (
-    GatewayWebSocket,
-    MeteredProtocol,
-    _PauseTracker,
-    listenGateway,
-    renderMetrics,
-)
+from p2pnet.protocols.gateway_server import GatewayWebSocket, listenGateway, renderMetrics
+from p2pnet.protocols.websocket import WebSocketConnection
 from p2pnet.services.gateway import MAX_BUFFERED_BYTES, GatewayService
 from p2pnet.services.gateway_policy import AuthConfig
 from p2pnet.stats import Stats
@@ -238,14 +234,6 @@ def until(predicate: Any, timeout: float = 5.0) -> Deferred[None]:
     return d
 
 
-class FakeWS:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def sendTextMessage(self, text: str) -> None:
-        self.sent.append(text)
-
-
 class FakeSession:
     authenticated = True
 
@@ -256,51 +244,38 @@ class FakeSession:
         self.closed = (code, reason)
 
 
-class Upstream:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def pauseProducing(self) -> None:
-        self.calls.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.calls.append("resume")
-
-    def stopProducing(self) -> None:
-        self.calls.append("stop")
-
-
 class SlowConsumerTests(SynchronousTestCase):
+    """The slow-consumer rule on the send-buffer state of L{WebSocketConnection}."""
+
     def setUp(self) -> None:
-        self.meter = MeteredProtocol.__new__(MeteredProtocol)
-        self.socket = GatewayWebSocket(None, self.meter, None)  # type: ignore[arg-type]
-        self.socket.transport = FakeWS()  # type: ignore[assignment]
+        self.socket = GatewayWebSocket(None, None)  # type: ignore[arg-type]
+        self.wire = WebSocketConnection(self.socket, 1024)
+        self.transport = StringTransport()
+        self.transport.registerProducer(object(), True)  # what the HTTP channel leaves
+        self.wire.makeConnection(self.transport)
         self.socket.session = FakeSession()  # type: ignore[assignment]
 
-    def test_pauseTracking(self) -> None:
-        upstream = Upstream()
-        tracker = _PauseTracker(self.meter, upstream)
-        tracker.pauseProducing()
-        self.assertTrue(self.meter.paused)
-        self.meter.unflushed = 10
-        tracker.resumeProducing()
-        self.assertEqual((self.meter.paused, self.meter.unflushed), (False, 0))
-        tracker.stopProducing()
-        self.assertEqual(upstream.calls, ["pause", "resume", "stop"])
-
     def test_dropIfSlow(self) -> None:
-        self.meter.paused = True
+        self.wire.pauseProducing()
         self.socket.sendFrame(Event("tick", {"ts": 1}), dropIfSlow=True)
-        self.assertEqual(self.socket.transport.sent, [])
+        self.assertEqual(self.transport.value(), b"")
         self.socket.sendFrame(Event("presence", {}))
-        self.assertEqual(len(self.socket.transport.sent), 1)
+        text = b'{"type":"event","event":"presence","payload":{}}'
+        self.assertEqual(self.transport.value(), bytes((0x81, len(text))) + text)
 
     def test_slowConsumerClosed(self) -> None:
-        self.meter.paused = True
-        self.meter.unflushed = MAX_BUFFERED_BYTES + 1
+        self.wire.pauseProducing()
+        self.wire.unflushed = MAX_BUFFERED_BYTES + 1
         self.socket.sendFrame(Event("presence", {}))
         self.assertEqual(self.socket.session.closed, (1008, "slow consumer"))
-        self.assertEqual(self.socket.transport.sent, [])
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_writesWhilePausedCounted(self) -> None:
+        self.wire.pauseProducing()
+        self.socket.sendFrame(Event("presence", {}))
+        self.assertEqual(self.wire.unflushed, len(self.transport.value()))
+        self.wire.resumeProducing()
+        self.assertEqual((self.wire.paused, self.wire.unflushed), (False, 0))
 
 
 class MetricsTests(SynchronousTestCase):

@@ -476,6 +476,19 @@ class DeviceTests(Harness):
         self.hangUp(session)
         return response.payload["auth"]["deviceToken"]
 
+    def adminAndNode(self, scope: str) -> tuple[GatewaySession, FakeSink, FakeSink, dict]:
+        """Pair the device as a node, then connect an operator holding C{scope} and the
+        node with its device token: the operator, its sink, the node's sink and the
+        node's connect params."""
+        token = self.pairLocally()
+        admin, adminSink, _ = self.connect(
+            connectParams(scopes=[scope], clientId="cli", mode="cli", token=TOKEN),
+            remote=LOCAL)
+        params = connectParams(role="node", clientId="node-host", mode="node",
+                               deviceToken=token)
+        _, nodeSink, _ = self.connect(params, device=self.device)
+        return admin, adminSink, nodeSink, params
+
     def test_deviceTokenWithoutSharedSecret(self) -> None:
         token = self.pairLocally()
         params = connectParams(role="node", clientId="node-host", mode="node",
@@ -511,13 +524,7 @@ class DeviceTests(Harness):
         self.assertTrue(self.connect(params, device=self.device)[2].ok)
 
     def test_revokedTokenRejected(self) -> None:
-        token = self.pairLocally()
-        admin, adminSink, _ = self.connect(
-            connectParams(scopes=["operator.admin"], clientId="cli", mode="cli", token=TOKEN),
-            remote=LOCAL)
-        params = connectParams(role="node", clientId="node-host", mode="node",
-                               deviceToken=token)
-        node, nodeSink, _ = self.connect(params, device=self.device)
+        admin, adminSink, nodeSink, params = self.adminAndNode("operator.admin")
         revoked = self.call(admin, adminSink, "device.token.revoke",
                             {"deviceId": self.device.id, "role": "node"})
         self.assertTrue(revoked.ok)
@@ -526,16 +533,10 @@ class DeviceTests(Harness):
         self.assertRejected(response, sink, "AUTH_DEVICE_TOKEN_MISMATCH")
 
     def test_rotateClosesAndIssuesNewToken(self) -> None:
-        token = self.pairLocally()
-        admin, adminSink, _ = self.connect(
-            connectParams(scopes=["operator.admin"], clientId="cli", mode="cli", token=TOKEN),
-            remote=LOCAL)
-        node, nodeSink, _ = self.connect(
-            connectParams(role="node", clientId="node-host", mode="node", deviceToken=token),
-            device=self.device)
+        admin, adminSink, nodeSink, params = self.adminAndNode("operator.admin")
         rotated = self.call(admin, adminSink, "device.token.rotate",
                             {"deviceId": self.device.id, "role": "node"}).payload
-        self.assertNotEqual(rotated["token"], token)
+        self.assertNotEqual(rotated["token"], params["auth"]["deviceToken"])
         self.assertEqual(nodeSink.closed, (4001, "device removed"))
         self.assertTrue(self.connect(
             connectParams(role="node", clientId="node-host", mode="node",
@@ -559,13 +560,7 @@ class DeviceTests(Harness):
                                   {"deviceId": other.id, "role": "operator"}).ok)
 
     def test_removeDevice(self) -> None:
-        token = self.pairLocally()
-        admin, adminSink, _ = self.connect(
-            connectParams(scopes=["operator.pairing"], clientId="cli", mode="cli", token=TOKEN),
-            remote=LOCAL)
-        _, nodeSink, _ = self.connect(
-            connectParams(role="node", clientId="node-host", mode="node", deviceToken=token),
-            device=self.device)
+        admin, adminSink, nodeSink, _ = self.adminAndNode("operator.pairing")
         self.assertTrue(self.call(admin, adminSink, "device.pair.remove",
                                   {"deviceId": self.device.id}).ok)
         self.assertEqual(nodeSink.closed, (4001, "device removed"))
@@ -697,12 +692,12 @@ class NodeTests(Harness):
         self.hangUp(self.node)
         self.assertEqual(self.opSink.response(rid).error["message"],
                          "node disconnected (system.which)")
-        self.assertNotIn(self.device.id, self.service.nodes)
+        self.assertNotIn(self.device.id, self.service.nodes.connected)
 
     def test_operatorDisconnectCancelsTimers(self) -> None:
         self.invoke()
         self.hangUp(self.op)
-        self.assertEqual(self.service.invokes, {})
+        self.assertEqual(self.service.nodes.invokes, {})
         self.assertEqual(self.clock.getDelayedCalls().__len__(),
                          len([c for c in self.clock.getDelayedCalls() if c.active()]))
 
@@ -897,4 +892,4 @@ class RandomInputTests(Harness):
         self.assertIsNotNone(rawSink.closed)
         self.hangUp(session)
         self.hangUp(raw)
-        self.assertEqual(self.service.invokes, {})
+        self.assertEqual(self.service.nodes.invokes, {})

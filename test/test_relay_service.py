@@ -20,6 +20,7 @@ from p2pnet.protocols.relay import SPLICE_BUFFER, RelayStreamProtocol
 from p2pnet.protocols.rustdesk_client import RelayLegClient
 from p2pnet.services.relay import (
     PAIR_TIMEOUT,
+    Pair,
     RelayService,
     TokenBucket,
     megabitsToBytes,
@@ -30,6 +31,18 @@ from p2pnet.services.relay import (
 def request(uuid: str, key: str = "") -> bytes:
     return encodeFrame(RendezvousMessage(request_relay=RequestRelay(
         uuid=uuid, licence_key=key)).SerializeToString())
+
+
+def pairUp(service: RelayService) -> tuple[RelayStreamProtocol, Pair]:
+    """Two TCP legs from 192.0.2.1 and 192.0.2.2 paired on uuid C{u}: the first, and the
+    pair."""
+    a, b = RelayStreamProtocol(service), RelayStreamProtocol(service)
+    a.makeConnection(Transport("192.0.2.1"))
+    b.makeConnection(Transport("192.0.2.2"))
+    a.dataReceived(request("u"))
+    b.dataReceived(request("u"))
+    [pair] = service.pairs
+    return a, pair
 
 
 class Transport(StringTransport):
@@ -188,12 +201,7 @@ class LegTests(SynchronousTestCase):
         with open(os.path.join(self.dir, "blacklist.txt"), "w") as f:
             f.write("192.0.2.2\n")
         service.reloadLists()
-        a, b = RelayStreamProtocol(service), RelayStreamProtocol(service)
-        a.makeConnection(Transport("192.0.2.1"))
-        b.makeConnection(Transport("192.0.2.2"))
-        a.dataReceived(request("u"))
-        b.dataReceived(request("u"))
-        [pair] = service.pairs
+        _, pair = pairUp(service)
         self.assertEqual(pair.bucket.rate, 131072)
 
 
@@ -202,12 +210,7 @@ class DowngradeTests(SynchronousTestCase):
         clock = Clock()
         service = RelayService(clock, bandwidth=1000, limitSpeed=100,
                                downgradeThreshold=0.5, downgradeStart=10)
-        a, b = RelayStreamProtocol(service), RelayStreamProtocol(service)
-        a.makeConnection(Transport("192.0.2.1"))
-        b.makeConnection(Transport("192.0.2.2"))
-        a.dataReceived(request("u"))
-        b.dataReceived(request("u"))
-        [pair] = service.pairs
+        a, pair = pairUp(service)
         for _ in range(4):
             clock.advance(3)
             a.dataReceived(b"x" * 1000)
@@ -254,7 +257,7 @@ class SlowReaderTests(TestCase):
         service = RelayService(reactor, listen=("127.0.0.1",), port=0)
         service.startService()
         self.addCleanup(service.stopService)
-        port = service.portFor("tcp")
+        port = service.boundPorts["tcp"]
         writer = RelayLegClient("slow")
         reader = RelayLegClient("slow")
         yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), writer)

@@ -10,6 +10,7 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SkipTest, TestCase
+from wsproto.utilities import LocalProtocolError
 
 from p2pnet.codecs import addrmangle
 from p2pnet.codecs.proto.rendezvous_pb2 import (
@@ -17,7 +18,6 @@ from p2pnet.codecs.proto.rendezvous_pb2 import (
     RegisterPkResponse,
     RendezvousMessage,
 )
-from p2pnet.protocols.rendezvous import closeWebSocket
 from p2pnet.protocols.rustdesk_client import (
     ControlledPeer,
     Controller,
@@ -41,6 +41,15 @@ def withTimeout(d: defer.Deferred[Any], seconds: float = 5.0) -> defer.Deferred[
     return d.addTimeout(seconds, reactor)
 
 
+def closeClientWebSocket(transport: Any) -> None:
+    """Close a Twisted client WebSocket, also when the server's close handshake already
+    finished it (twisted.web's wire protocol then raises wsproto's LocalProtocolError)."""
+    try:
+        transport.loseConnection()
+    except LocalProtocolError:
+        transport.transport.loseConnection()
+
+
 class EndToEndTests(TestCase):
     timeout = 30
 
@@ -56,12 +65,12 @@ class EndToEndTests(TestCase):
         self.relay.startService()
         self.addCleanup(self.relay.stopService)
         self.addCleanup(self.rendezvous.stopService)
-        self.udpPort = self.rendezvous.portFor("udp")
-        self.tcpPort = self.rendezvous.portFor("tcp")
-        self.natPort = self.rendezvous.portFor("nat")
-        self.wsPort = self.rendezvous.portFor("ws")
-        self.relayPort = self.relay.portFor("tcp")
-        self.relayWsPort = self.relay.portFor("ws")
+        self.udpPort = self.rendezvous.boundPorts["udp"]
+        self.tcpPort = self.rendezvous.boundPorts["tcp"]
+        self.natPort = self.rendezvous.boundPorts["nat"]
+        self.wsPort = self.rendezvous.boundPorts["ws"]
+        self.relayPort = self.relay.boundPorts["tcp"]
+        self.relayWsPort = self.relay.boundPorts["ws"]
         self.connections: list[Any] = []
 
     def tearDown(self) -> defer.Deferred[Any]:
@@ -70,7 +79,7 @@ class EndToEndTests(TestCase):
             if c.closed.called:
                 continue
             if isinstance(c, MessageWebSocket):
-                closeWebSocket(c.transport)
+                closeClientWebSocket(c.transport)
             else:
                 c.transport.loseConnection()
             waits.append(c.closed)
@@ -349,14 +358,14 @@ class IPv6Tests(TestCase):
 
     @defer.inlineCallbacks
     def test_localAddrAndRelay(self) -> Any:
-        b = ControlledPeer(reactor, "::1", self.rendezvous.portFor("udp"),
-                           self.rendezvous.portFor("tcp"), "v6peer01",
-                           relayPort=self.relay.portFor("tcp"))
+        b = ControlledPeer(reactor, "::1", self.rendezvous.boundPorts["udp"],
+                           self.rendezvous.boundPorts["tcp"], "v6peer01",
+                           relayPort=self.relay.boundPorts["tcp"])
         pkReply, _ = yield withTimeout(b.registerUDP())
         self.addCleanup(b.udp.transport.stopListening)
         self.assertEqual(pkReply.register_pk_response.result, RegisterPkResponse.OK)
-        a = Controller(reactor, "::1", self.rendezvous.portFor("tcp"),
-                       relayPort=self.relay.portFor("tcp"), serverPk=SERVER_PK,
+        a = Controller(reactor, "::1", self.rendezvous.boundPorts["tcp"],
+                       relayPort=self.relay.boundPorts["tcp"], serverPk=SERVER_PK,
                        licenceKey=PUBLIC)
         served = b.serveOnce(b.udp)
         stream, reply = yield withTimeout(a.punchHole("v6peer01"))

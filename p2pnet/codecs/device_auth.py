@@ -15,6 +15,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from nacl.exceptions import BadSignatureError, CryptoError
 from nacl.signing import SigningKey, VerifyKey
@@ -24,7 +25,7 @@ __all__ = [
     "SIGNATURE_SKEW_MS",
     "b64urlDecode",
     "b64urlEncode",
-    "buildPayloadV2",
+    "buildPayload",
     "buildPayloadV3",
     "deriveDeviceId",
     "normalizeMetadata",
@@ -94,7 +95,8 @@ def normalizeMetadata(value: str | None) -> str:
     return value.strip().translate(_ASCII_LOWER)
 
 
-def buildPayloadV2(
+def buildPayload(
+    version: str,
     deviceId: str,
     clientId: str,
     clientMode: str,
@@ -103,40 +105,29 @@ def buildPayloadV2(
     signedAtMs: int,
     token: str | None,
     nonce: str,
+    platform: str | None = None,
+    deviceFamily: str | None = None,
 ) -> str:
-    """C{v2|deviceId|clientId|mode|role|scopes|signedAt|token|nonce}."""
-    return "|".join(
-        [
-            "v2",
-            deviceId,
-            clientId,
-            clientMode,
-            role,
-            ",".join(scopes),
-            str(signedAtMs),
-            token or "",
-            nonce,
-        ]
-    )
+    """C{version|deviceId|clientId|mode|role|scopes|signedAt|token|nonce}, and for
+    C{v3} then the normalised C{platform} and C{deviceFamily} (C{v2} has neither)."""
+    fields = [
+        version,
+        deviceId,
+        clientId,
+        clientMode,
+        role,
+        ",".join(scopes),
+        str(signedAtMs),
+        token or "",
+        nonce,
+    ]
+    if version == "v3":
+        fields += [normalizeMetadata(platform), normalizeMetadata(deviceFamily)]
+    return "|".join(fields)
 
 
-def buildPayloadV3(
-    deviceId: str,
-    clientId: str,
-    clientMode: str,
-    role: str,
-    scopes: Sequence[str],
-    signedAtMs: int,
-    token: str | None,
-    nonce: str,
-    platform: str | None,
-    deviceFamily: str | None,
-) -> str:
-    """The v2 fields with C{v3}, then normalised C{platform} and C{deviceFamily}."""
-    v2 = buildPayloadV2(deviceId, clientId, clientMode, role, scopes, signedAtMs, token, nonce)
-    return "|".join(
-        ["v3" + v2[2:], normalizeMetadata(platform), normalizeMetadata(deviceFamily)]
-    )
+#: L{buildPayload} with C{"v3"} first: the payload clients sign.
+buildPayloadV3 = partial(buildPayload, "v3")
 
 
 def signPayload(key: SigningKey, payload: str) -> str:
@@ -226,9 +217,9 @@ def verifyDeviceProof(
     except (ValueError, CryptoError, TypeError):
         raise _BAD_SIGNATURE from None
     common = (deviceId, clientId, clientMode, role, scopes, signedAt, token, trimmed)
-    if _verifies(key, buildPayloadV3(*common, platform, deviceFamily), sig):
+    if _verifies(key, buildPayload("v3", *common, platform, deviceFamily), sig):
         version = "v3"
-    elif _verifies(key, buildPayloadV2(*common), sig):
+    elif _verifies(key, buildPayload("v2", *common), sig):
         version = "v2"
     else:
         raise _BAD_SIGNATURE

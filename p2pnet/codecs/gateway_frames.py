@@ -220,6 +220,10 @@ def decodeFrame(text: str | bytes) -> Frame:
     return Event(_nonEmpty(obj, "event", None), obj.get("payload"), seq, version)
 
 
+#: Compact JSON, built once (C{json.dumps} with options builds an encoder per call).
+_encodeJson = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def encodeFrame(frame: Frame) -> str:
     """The JSON text of C{frame}; optional fields that are C{None} are left out."""
     if isinstance(frame, Request):
@@ -242,7 +246,7 @@ def encodeFrame(frame: Frame) -> str:
             obj["stateVersion"] = frame.stateVersion
     else:
         obj = {"type": "cancel", "id": frame.id}
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return _encodeJson(obj)
 
 
 def errorShape(

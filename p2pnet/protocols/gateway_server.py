@@ -3,13 +3,9 @@
 
 C{GET /} upgrades to the WebSocket control plane, C{GET /healthz} answers liveness and
 C{GET /metrics} every service's counters in the Prometheus text format. The WebSocket
-protocol is thin: it enforces frame size caps and the slow-consumer rule, decodes JSON
-text into frames and hands them to the session of L{p2pnet.services.gateway}.
-
-C{twisted.web.websocket} has no message size limit and no send-buffer accounting, so a
-L{MeteredProtocol} sits between the TCP (or TLS) transport and the HTTP channel: it
-counts bytes received since the last complete message and bytes written while the
-transport has asked its producer to pause.
+protocol is thin: it applies the frame size caps and the slow-consumer rule, decodes JSON
+text into frames and hands them to the session of L{p2pnet.services.gateway}. Framing,
+size limits and send-buffer accounting are L{p2pnet.protocols.websocket}'s.
 """
 
 from __future__ import annotations
@@ -18,25 +14,17 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from twisted.internet.interfaces import (
-    IListeningPort,
-    IProtocolNegotiationFactory,
-    IPushProducer,
-    IReactorSocket,
-)
+from twisted.internet.interfaces import IListeningPort, IReactorSocket
 from twisted.internet.ssl import CertificateOptions
-from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
-from twisted.web.websocket import WebSocketResource, WebSocketTransport
-from zope.interface import implementer
+from twisted.web.server import Request
 
 from p2pnet.codecs.gateway_frames import CloseCode, Frame, FrameError, decodeFrame, encodeFrame
+from p2pnet.codecs.websocket_frame import MessageTooBig, WebSocketFrameError
 from p2pnet.listen import bindAddresses, listenTCP
-from p2pnet.ratelog import RateLimitedLog
+from p2pnet.protocols.websocket import WebSocketConnection, WebSocketSite, WebSocketUpgrade
 from p2pnet.services.gateway import (
     MAX_BUFFERED_BYTES,
     MAX_PAYLOAD,
@@ -48,94 +36,7 @@ from p2pnet.services.gateway import (
 from p2pnet.services.gateway_policy import FORWARDING_HEADERS
 from p2pnet.stats import Stats
 
-__all__ = ["GatewayWebSocket", "MeteredProtocol", "gatewaySite", "listenGateway", "renderMetrics"]
-
-#: Room for WebSocket frame headers on top of a payload cap (bytes on the wire).
-FRAME_SLACK = 1024
-
-_log = Logger()
-
-
-@implementer(IPushProducer)
-class _PauseTracker:
-    """The producer registered with the real transport: notes when writes back up."""
-
-    def __init__(self, meter: MeteredProtocol, upstream: IPushProducer) -> None:
-        self.meter = meter
-        self.upstream = upstream
-
-    def pauseProducing(self) -> None:
-        self.meter.paused = True
-        self.upstream.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self.meter.paused = False
-        self.meter.unflushed = 0
-        self.upstream.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self.upstream.stopProducing()
-
-
-class MeteredProtocol(ProtocolWrapper):
-    """Counts inbound bytes against a cap and outbound bytes while paused.
-
-    @ivar limit: most bytes received before L{GatewayWebSocket} sees a complete message;
-        C{None} before the upgrade (the HTTP parser has its own limits).
-    @ivar paused: the transport's send buffer is full.
-    @ivar unflushed: bytes written since it filled.
-    """
-
-    limit: int | None = None
-    pending = 0
-    paused = False
-    unflushed = 0
-    socket: GatewayWebSocket | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.limit is not None:
-            self.pending += len(data)
-            if self.pending > self.limit and self.socket is not None:
-                self.socket.oversize()
-                return
-        try:
-            self.wrappedProtocol.dataReceived(data)
-        except Exception:
-            self.factory.badInput.warn(
-                "gateway-wire",
-                "Gateway connection from {peer} dropped on its input: {error}",
-                peer=self.getPeer(),
-                error=Failure().getErrorMessage(),
-            )
-            self.transport.abortConnection()
-
-    def write(self, data: bytes) -> None:
-        if self.paused:
-            self.unflushed += len(data)
-        self.transport.write(data)
-
-    def writeSequence(self, data: list[bytes]) -> None:
-        if self.paused:
-            self.unflushed += sum(map(len, data))
-        self.transport.writeSequence(data)
-
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        self.transport.registerProducer(_PauseTracker(self, producer), True)
-
-
-@implementer(IProtocolNegotiationFactory)
-class _MeteredFactory(WrappingFactory):
-    protocol = MeteredProtocol
-    noisy = False
-
-    def acceptableProtocols(self) -> list[bytes]:
-        """ALPN: HTTP/1.1 (Twisted fails the TLS handshake when a client offers ALPN and
-        the server names no protocol)."""
-        return [b"http/1.1"]
-
-    def __init__(self, wrapped: Site, badInput: RateLimitedLog) -> None:
-        super().__init__(wrapped)
-        self.badInput = badInput
+__all__ = ["GatewayWebSocket", "gatewaySite", "listenGateway", "renderMetrics"]
 
 
 def _headers(request: Request, wanted: frozenset[str]) -> dict[str, str]:
@@ -150,26 +51,21 @@ def _headers(request: Request, wanted: frozenset[str]) -> dict[str, str]:
 class GatewayWebSocket:
     """One WebSocket of the control plane; the L{GatewaySession} does the thinking."""
 
-    transport: WebSocketTransport
+    transport: WebSocketConnection
     session: GatewaySession
 
-    def __init__(
-        self, service: GatewayService, meter: MeteredProtocol, info: ConnectionInfo
-    ) -> None:
+    def __init__(self, service: GatewayService, info: ConnectionInfo) -> None:
         self.service = service
-        self.meter = meter
         self.info = info
         self.closing = False
+        self.raised = False  # the size cap went up to MAX_PAYLOAD after hello-ok
 
     # WebSocketProtocol
 
-    def negotiationStarted(self, transport: WebSocketTransport) -> None:
+    def negotiationStarted(self, transport: WebSocketConnection) -> None:
         self.transport = transport
 
     def negotiationFinished(self) -> None:
-        self.meter.socket = self
-        self.meter.limit = MAX_PREAUTH_PAYLOAD + FRAME_SLACK
-        self.meter.pending = 0
         self.session = self.service.openSession(self, self.info)
         self.session.opened()
 
@@ -177,35 +73,46 @@ class GatewayWebSocket:
         """Pongs carry nothing the gateway needs."""
 
     def textMessageReceived(self, message: str) -> None:
-        self.meter.pending = 0
         if self.closing:
             return
-        cap = MAX_PAYLOAD if self.session.authenticated else MAX_PREAUTH_PAYLOAD
-        if len(message) > cap // 4 and len(message.encode("utf-8")) > cap:
-            self.oversize()
-            return
+        session = self.session
         try:
             frame = decodeFrame(message)
         except FrameError as e:
-            self.session.badFrame(e)
+            session.badFrame(e)
         else:
-            self.session.frameReceived(frame)
-        if self.session.authenticated:
-            self.meter.limit = MAX_PAYLOAD + FRAME_SLACK
+            session.frameReceived(frame)
+        if session.authenticated and not self.raised:
+            self.raised = True
+            self.transport.maxMessage = MAX_PAYLOAD
 
-    def bytesMessageReceived(self, data: bytes | bytearray) -> None:
+    def bytesMessageReceived(self, data: bytes) -> None:
         try:
-            text = bytes(data).decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
-            self.meter.pending = 0
             if not self.closing:
                 self.session.badFrame(FrameError("binary frame is not UTF-8", badJson=True))
             return
         self.textMessageReceived(text)
 
+    def badInput(self, error: WebSocketFrameError) -> None:
+        """A message over the cap: 1009 (before hello-ok: "preauth payload too large");
+        other framing errors are logged (rate-limited) and closed by the connection."""
+        if not isinstance(error, MessageTooBig):
+            self.service.badInput.warn(
+                "gateway-wire",
+                "Gateway connection from {peer} dropped on its input: {error}",
+                peer=self.info.remote,
+                error=str(error),
+            )
+        elif self.session.authenticated:
+            self.session.close(CloseCode.TOO_BIG, "payload too large")
+        else:
+            self.service.stats.add('auth_failures{reason="preauth-payload-too-large"}')
+            self.session.close(CloseCode.TOO_BIG, "preauth payload too large")
+
     def connectionLost(self, reason: Failure) -> None:
         self.closing = True
-        self.meter.socket = None
         session = getattr(self, "session", None)
         if session is not None:
             session.connectionLost()
@@ -216,35 +123,27 @@ class GatewayWebSocket:
         """Write one frame (C{text}: already encoded); drop a peer that stopped reading."""
         if self.closing:
             return
-        if self.meter.paused:
+        transport = self.transport
+        if transport.paused:
             if dropIfSlow:
                 return
-            if self.meter.unflushed > MAX_BUFFERED_BYTES:
+            if transport.unflushed > MAX_BUFFERED_BYTES:
                 self.session.close(CloseCode.POLICY, "slow consumer")
                 return
-        self.transport.sendTextMessage(encodeFrame(frame) if text is None else text)
+        transport.sendTextMessage(encodeFrame(frame) if text is None else text)
 
     def close(self, code: int, reason: str = "") -> None:
         """Send a close frame and drop the connection."""
         if not self.closing:
             self.closing = True
-            self.transport.loseConnection(code, reason)  # type: ignore[call-arg]
-
-    def oversize(self) -> None:
-        """A message over the cap: 1009 (before hello-ok: "preauth payload too large")."""
-        self.meter.limit = None
-        if self.session.authenticated:
-            self.session.close(CloseCode.TOO_BIG, "payload too large")
-        else:
-            self.service.stats.add('auth_failures{reason="preauth-payload-too-large"}')
-            self.session.close(CloseCode.TOO_BIG, "preauth payload too large")
+            self.transport.loseConnection(code, reason)
 
 
-class _WebSocketEntry(WebSocketResource):
+class _WebSocketEntry(WebSocketUpgrade):
     """C{GET /}: the upgrade, after the pre-auth socket budget."""
 
     def __init__(self, service: GatewayService) -> None:
-        super().__init__(self)
+        super().__init__(self, MAX_PREAUTH_PAYLOAD)
         self.service = service
         auth = service.auth
         self.wanted = frozenset(
@@ -266,7 +165,7 @@ class _WebSocketEntry(WebSocketResource):
 
     def buildProtocol(self, request: Request) -> GatewayWebSocket:
         """The WebSocketServerFactory side: one L{GatewayWebSocket} per upgrade."""
-        return GatewayWebSocket(self.service, request.channel.transport, self._info(request))
+        return GatewayWebSocket(self.service, self._info(request))
 
 
 class _Text(Resource):
@@ -305,19 +204,9 @@ class _Root(Resource):
         return super().getChild(path, request)
 
 
-class _QuietSite(Site):
-    """A Site that writes no access-log line per request (logs are per event)."""
-
-    def log(self, request: Request) -> None:
-        """Not logged: scrapes of /metrics would fill the log."""
-
-
-def gatewaySite(service: GatewayService) -> _MeteredFactory:
+def gatewaySite(service: GatewayService) -> WebSocketSite:
     """The factory serving the gateway (before any TLS wrapping)."""
-    site = _QuietSite(_Root(service))
-    site.displayTracebacks = False
-    site.noisy = False
-    return _MeteredFactory(site, service.badInput)
+    return WebSocketSite(_Root(service))
 
 
 def listenGateway(

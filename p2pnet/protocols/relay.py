@@ -17,19 +17,18 @@ from google.protobuf.message import DecodeError
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
-from twisted.web.server import Site
-from twisted.web.websocket import WebSocketTransport
 from zope.interface import implementer
 
 from p2pnet.codecs import addrmangle
 from p2pnet.codecs.proto.rendezvous_pb2 import RendezvousMessage
 from p2pnet.codecs.rustdesk_frame import FrameDecoder, FrameError, encodeFrame
-from p2pnet.protocols.rendezvous import (
-    QuietSite,
-    boundWebSocketMessages,
-    closeWebSocket,
-    releaseHttpTimeout,
-    webSocketResource,
+from p2pnet.codecs.websocket_frame import WebSocketFrameError
+from p2pnet.protocols.rendezvous import STREAM_TIMEOUT
+from p2pnet.protocols.websocket import (
+    WebSocketConnection,
+    WebSocketSite,
+    WebSocketUpgrade,
+    writeThrough,
 )
 from p2pnet.services.relay import FIRST_MESSAGE_TIMEOUT, Pair
 
@@ -225,18 +224,10 @@ class RelayStreamProtocol(_LegBase, Protocol):
         Twisted's buffer copy and a reactor turn per chunk); what the kernel does not
         take is queued as usual, which engages back-pressure.
         """
-        transport = self.transport
-        if not self._raw:
-            transport.write(encodeFrame(data))
-            return
-        if getattr(transport, "_tempDataLen", None) == 0 and not transport.dataBuffer \
-                and not transport.disconnecting:
-            sent = transport.writeSomeData(data)
-            if isinstance(sent, int) and sent > 0:
-                if sent == len(data):
-                    return
-                data = data[sent:]
-        transport.write(data)
+        if self._raw:
+            writeThrough(self.transport, data)
+        else:
+            self.transport.write(encodeFrame(data))
 
     def registerProducer(self, producer: IPushProducer) -> None:
         """Let C{producer} (the partner's reading) be paused when our buffer is full."""
@@ -273,32 +264,32 @@ class RelayWebSocket(_LegBase):
     def __init__(self, service: Any, host: str) -> None:
         self._service = service
         self._host = host
-        self.transport: WebSocketTransport | None = None
+        self.transport: WebSocketConnection | None = None
         self._started = False
 
-    def negotiationStarted(self, transport: WebSocketTransport) -> None:
+    def negotiationStarted(self, transport: WebSocketConnection) -> None:
         self.transport = transport
-        boundWebSocketMessages(transport, RELAY_FRAME_MAX, self._oversize)
-        tcp = transport.transport  # type: ignore[attr-defined]
+        tcp = transport.transport
         self.gate = _ReadGate(tcp.pauseProducing, tcp.resumeProducing, tcp.loseConnection)
 
-    def _oversize(self) -> None:
+    def badInput(self, error: WebSocketFrameError) -> None:
+        """Counted; the connection closes itself (1009 for an oversized message)."""
         self._service.stats.add("bad_message")
 
     def negotiationFinished(self) -> None:
         self._started = True
         self._begin(self._service, self._host)
 
-    def bytesMessageReceived(self, data: bytes | bytearray) -> None:
+    def bytesMessageReceived(self, data: bytes) -> None:
         if self._done or not self._started:
             return
         if self.pair is not None:
-            self.pair.forward(self, bytes(data))
+            self.pair.forward(self, data)
         elif len(data) > FIRST_FRAME_MAX:
             self.service.stats.add("bad_first_message")
             self.close()
         else:
-            self._firstMessage(bytes(data))
+            self._firstMessage(data)
 
     def textMessageReceived(self, message: str) -> None:
         self.bytesMessageReceived(message.encode("utf-8", "surrogateescape"))
@@ -317,14 +308,12 @@ class RelayWebSocket(_LegBase):
     def registerProducer(self, producer: IPushProducer) -> None:
         """Let C{producer} be paused when the WebSocket's TCP buffer is full."""
         if self.transport is not None:
-            # twisted.web left the HTTP channel registered on the upgraded connection.
-            self.transport.detachProducer()
             self.transport.attachProducer(producer)
 
     def close(self) -> None:
         if not self._done and self.transport is not None:
             self._done = True
-            closeWebSocket(self.transport)
+            self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure) -> None:
         self._done = True
@@ -337,10 +326,10 @@ class _WebSocketFactory:
         self.service = service
 
     def buildProtocol(self, request: Any) -> RelayWebSocket:
-        releaseHttpTimeout(request)
         return RelayWebSocket(self.service, request.getClientAddress().host)
 
 
-def relayWebSocketSite(service: Any) -> Site:
-    """The WS 21119 listener's factory."""
-    return QuietSite(webSocketResource(_WebSocketFactory(service)), service.reactor)
+def relayWebSocketSite(service: Any) -> WebSocketSite:
+    """The WS 21119 listener's factory (30 s to complete the upgrade request)."""
+    return WebSocketSite(WebSocketUpgrade(_WebSocketFactory(service), RELAY_FRAME_MAX),
+                         STREAM_TIMEOUT, service.reactor)

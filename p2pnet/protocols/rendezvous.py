@@ -14,10 +14,6 @@ from nacl.public import PrivateKey
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import Site
-from twisted.web.websocket import WebSocketResource, WebSocketTransport
-from wsproto.utilities import LocalProtocolError
 
 from p2pnet.codecs import addrmangle
 from p2pnet.codecs.proto.rendezvous_pb2 import KeyExchange, RendezvousMessage
@@ -28,6 +24,8 @@ from p2pnet.codecs.rustdesk_crypto import (
     signedBoxKey,
 )
 from p2pnet.codecs.rustdesk_frame import FrameDecoder, FrameError, encodeFrame
+from p2pnet.codecs.websocket_frame import WebSocketFrameError
+from p2pnet.protocols.websocket import WebSocketConnection, WebSocketSite, WebSocketUpgrade
 
 __all__ = [
     "KEY_EXCHANGE_DELAY",
@@ -38,10 +36,6 @@ __all__ = [
     "RendezvousStreamProtocol",
     "RendezvousWebSocket",
     "STREAM_TIMEOUT",
-    "boundWebSocketMessages",
-    "closeWebSocket",
-    "releaseHttpTimeout",
-    "webSocketResource",
     "webSocketSite",
 ]
 
@@ -313,22 +307,22 @@ class RendezvousWebSocket(_LinkBase):
 
     def __init__(self, service: Any, peer: tuple[str, int]) -> None:
         self._setup(service, peer)
-        self.transport: WebSocketTransport | None = None
+        self.transport: WebSocketConnection | None = None
 
-    def negotiationStarted(self, transport: WebSocketTransport) -> None:
+    def negotiationStarted(self, transport: WebSocketConnection) -> None:
         self.transport = transport
-        boundWebSocketMessages(transport, MAX_MESSAGE, self._oversize)
 
-    def _oversize(self) -> None:
+    def badInput(self, error: WebSocketFrameError) -> None:
+        """Counted and logged; the connection closes itself (1009 for an oversized one)."""
         self.service.stats.add("bad_message")
-        self.service.badInput.warn("ws-size", "oversized WebSocket message from {host}",
-                                   host=self.peer[0])
+        self.service.badInput.warn("ws-frame", "bad WebSocket input from {host}: {error}",
+                                   host=self.peer[0], error=str(error))
 
     def negotiationFinished(self) -> None:
         self._opened()
 
-    def bytesMessageReceived(self, data: bytes | bytearray) -> None:
-        self._dispatch(bytes(data))
+    def bytesMessageReceived(self, data: bytes) -> None:
+        self._dispatch(data)
 
     def textMessageReceived(self, message: str) -> None:
         self.bytesMessageReceived(message.encode("utf-8", "surrogateescape"))
@@ -350,7 +344,7 @@ class RendezvousWebSocket(_LinkBase):
         """Close the WebSocket."""
         if not self._closed and self.transport is not None:
             self._closed = True
-            closeWebSocket(self.transport)
+            self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure) -> None:
         self._closed = True
@@ -362,94 +356,12 @@ class _WebSocketFactory:
         self.service = service
 
     def buildProtocol(self, request: Any) -> RendezvousWebSocket:
-        releaseHttpTimeout(request)
         peer = request.getClientAddress()
         return RendezvousWebSocket(self.service, (peer.host, peer.port))
 
 
-class QuietSite(Site):
-    """A C{Site} for a WebSocket port: no line per request, 30 s to upgrade.
-
-    A connection that has not completed its upgrade request within L{STREAM_TIMEOUT}
-    is closed; once upgraded, the WebSocket protocol's own timers apply
-    (L{releaseHttpTimeout}).
-    """
-
-    noisy = False
-
-    def __init__(self, resource: Resource, reactor: Any = None) -> None:
-        super().__init__(resource, timeout=STREAM_TIMEOUT, reactor=reactor)
-
-    def log(self, request: Any) -> None:
-        """Requests are counted by the service, not logged."""
-
-
-class _BoundedBuffer:
-    """Stands in for twisted.web's message reassembly buffer, with a size limit.
-
-    twisted.web joins a message's fragments without bound; past C{limit} this aborts the
-    connection and drops what was gathered.
-    """
-
-    def __init__(self, empty: Any, limit: int, transport: Any, onOversize: Any) -> None:
-        self._empty = empty
-        self.data = empty
-        self._limit = limit
-        self._transport = transport
-        self._onOversize = onOversize
-        self._failed = False
-
-    def add(self, new: Any) -> None:
-        if self._failed:
-            return
-        if len(self.data) + len(new) > self._limit:
-            self._failed = True
-            self.data = self._empty
-            self._onOversize()
-            self._transport.abortConnection()
-            return
-        self.data += new
-
-    def done(self) -> Any:
-        result, self.data = self.data, self._empty
-        return result
-
-
-def boundWebSocketMessages(transport: WebSocketTransport, limit: int, onOversize: Any) -> None:
-    """Make C{transport} (twisted.web's wire protocol) refuse messages above C{limit}."""
-    tcp = getattr(transport, "transport", None)
-    if tcp is None or not hasattr(transport, "_bytesBuffer"):
-        return
-    transport._bytesBuffer = _BoundedBuffer(b"", limit, tcp, onOversize)  # type: ignore[attr-defined]
-    transport._textBuffer = _BoundedBuffer("", limit, tcp, onOversize)  # type: ignore[attr-defined]
-
-
-def closeWebSocket(transport: WebSocketTransport) -> None:
-    """Close a WebSocket, also when the peer's close handshake already finished it."""
-    try:
-        transport.loseConnection()
-    except LocalProtocolError:
-        transport.transport.loseConnection()  # type: ignore[attr-defined]
-
-
-def releaseHttpTimeout(request: Any) -> None:
-    """Stop twisted.web's idle timer on a connection being upgraded to a WebSocket.
-
-    After the upgrade the HTTP channel no longer sees the traffic, so its timer would
-    close a busy WebSocket; the WebSocket protocols keep their own.
-    """
-    channel = getattr(request, "channel", None)
-    if channel is not None and hasattr(channel, "setTimeout"):
-        channel.setTimeout(None)
-
-
-def webSocketResource(factory: Any) -> Resource:
-    """A WebSocket resource answering on every path (C{/}, C{/ws/id}, C{/ws/relay})."""
-    resource = WebSocketResource(factory)
-    resource.isLeaf = True
-    return resource
-
-
-def webSocketSite(service: Any) -> Site:
-    """The WS 21118 listener's factory."""
-    return QuietSite(webSocketResource(_WebSocketFactory(service)), service.reactor)
+def webSocketSite(service: Any) -> WebSocketSite:
+    """The WS 21118 listener's factory: 30 s to complete the upgrade request, after
+    which the WebSocket protocol's own timers apply."""
+    return WebSocketSite(WebSocketUpgrade(_WebSocketFactory(service), MAX_MESSAGE),
+                         STREAM_TIMEOUT, service.reactor)

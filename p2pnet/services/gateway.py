@@ -1,11 +1,12 @@
 # -*- test-case-name: test.test_gateway_service -*-
-"""The control gateway: handshake, sessions, pairing, node registry and methods.
+"""The control gateway: handshake, sessions, pairing and methods.
 
 One L{GatewaySession} per WebSocket runs the handshake of the spec (challenge, connect
 checks in order, hello-ok) and then dispatches requests. L{GatewayService} owns what
 the sessions share: the rate limiters, the pre-auth budget, paired devices and tokens
-(through L{GatewayStore}), pending pairing requests, the node registry, pending
-invokes, presence, and the tick timer. The wire (HTTP, WebSocket, JSON text) is
+(through L{GatewayStore}), pending pairing requests, the node registry and pending
+invokes (a L{p2pnet.services.gateway_nodes.NodeRegistry}), presence, and the tick
+timer. The wire (HTTP, WebSocket, JSON text) is
 L{p2pnet.protocols.gateway_server}'s business; sessions see decoded frames and write
 frames to a L{FrameSink}.
 
@@ -25,11 +26,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from twisted.application.service import IServiceCollection, Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.application.service import IServiceCollection
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from p2pnet import __version__
@@ -51,6 +51,7 @@ from p2pnet.codecs.gateway_frames import (
     parseConnectParams,
 )
 from p2pnet.ratelog import RateLimitedLog
+from p2pnet.services.gateway_nodes import NodeRegistry
 from p2pnet.services.gateway_policy import (
     ADMIN,
     PAIRING,
@@ -73,6 +74,7 @@ from p2pnet.services.gateway_policy import (
     secretEqual,
     unauthorizedMessage,
 )
+from p2pnet.services.listening import ListeningService
 from p2pnet.stats import Stats
 from p2pnet.store.gateway import DeviceToken, GatewayStore, PairedDevice
 
@@ -104,8 +106,6 @@ MAX_UNAUTHORIZED_CALLS = 10
 #: Seconds over which disconnects are gathered into one C{presence} broadcast (each
 #: broadcast carries the whole list to every client, so churn must not multiply it).
 PRESENCE_COALESCE = 1.0
-#: Pending invokes one operator connection may have.
-MAX_INVOKES_PER_SESSION = 256
 
 #: Methods of this gateway, in C{hello-ok.features.methods}.
 METHODS = (
@@ -279,21 +279,21 @@ class PairingRequest:
 
 
 @dataclass
-class PendingInvoke:
-    """An operator's C{node.invoke} waiting for the node's result."""
+class _Connect:
+    """A C{connect} request through the checks so far, and how it authenticated.
 
-    id: str
-    nodeId: str
-    command: str
-    caller: GatewaySession
+    @ivar method: the auth method reported in hello-ok (C{device-token} once step 8
+        accepted one).
+    """
+
+    session: GatewaySession
     requestId: str
-    timer: IDelayedCall
-
-
-@dataclass
-class _Auth:
-    method: str
+    params: ConnectParams
+    protocol: int
+    role: str
+    scopes: tuple[str, ...]
     shared: AuthResult
+    method: str
 
 
 @dataclass(eq=False)
@@ -322,7 +322,6 @@ class GatewaySession:
     presenceKey: str | None = None
     timer: IDelayedCall | None = None
     denials: int = 0
-    invokes: set[str] = field(default_factory=set)
 
     # -- wire events -------------------------------------------------------------------
 
@@ -432,14 +431,14 @@ def _sessionsOf(
     ]
 
 
-class GatewayService(Service):
+class GatewayService(ListeningService):
     """The control gateway's state and policy; listeners come from C{listen}.
 
     @param listen: called with this service on start; returns the listening ports
         (see L{p2pnet.protocols.gateway_server.listenGateway}).
     """
 
-    log = Logger()
+    listeningName = "gateway"
 
     def __init__(
         self,
@@ -455,6 +454,7 @@ class GatewayService(Service):
         stateDir: str | None = None,
         newId: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
+        super().__init__()
         self.clock = clock
         self.store = store
         self.auth = auth
@@ -469,20 +469,18 @@ class GatewayService(Service):
         self.preauth = PreauthBudget()
         self.sessions: set[GatewaySession] = set()
         self.clients: dict[str, GatewaySession] = {}
-        self.nodes: dict[str, GatewaySession] = {}
         self.pairings: dict[str, PairingRequest] = {}
-        self.invokes: dict[str, PendingInvoke] = {}
         self.presence: dict[str, dict[str, Any]] = {}
         self.seq = 0
         self.presenceVersion = 0
         self._presenceCall: IDelayedCall | None = None
         self.healthVersion = 0
         self.startedAt = clock.seconds()
-        self.ports: list[IListeningPort] = []
         self.stats = Stats()
+        self.nodes: NodeRegistry[GatewaySession] = NodeRegistry(clock, self.stats)
         self.stats.gauge("connections_open", lambda: len(self.sessions))
         self.stats.gauge("clients_connected", lambda: len(self.clients))
-        self.stats.gauge("nodes_connected", lambda: len(self.nodes))
+        self.stats.gauge("nodes_connected", lambda: len(self.nodes.connected))
         self.stats.gauge("pairings_pending", lambda: len(self.pairings))
         self.stats.gauge("devices_paired", lambda: len(self.store.devices))
         self.badInput = RateLimitedLog(self.log, clock)
@@ -537,25 +535,20 @@ class GatewayService(Service):
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def privilegedStartService(self) -> None:
-        """Bind the listeners (they may need privileges)."""
-        if not self.ports and self._listen is not None:
-            self.ports = self._listen(self)
-        super().privilegedStartService()
+    def listen(self) -> None:
+        """The listeners C{listen} binds (none without it)."""
+        if self._listen is not None:
+            self.ports += self._listen(self)
 
     def startService(self) -> None:
         """Bind if not yet bound, start the tick and maintenance timers."""
-        if not self.ports and self._listen is not None:
-            self.ports = self._listen(self)
         super().startService()
         self._ticker.start(self.tickInterval, now=False)
         self._maintenance.start(60.0, now=False)
-        for port in self.ports:
-            self.log.info("Gateway listening on {address}", address=port.getHost())
 
     def stopService(self) -> Deferred[None]:
         """Tell clients, close them with 1012, stop listening, close the store."""
-        super().stopService()
+        closed = super().stopService()
         for timer in (self._ticker, self._maintenance):
             if timer.running:
                 timer.stop()
@@ -565,11 +558,7 @@ class GatewayService(Service):
         self.broadcast("shutdown", {"reason": "gateway stopping"})
         for session in list(self.sessions):
             session.close(CloseCode.SERVICE_RESTART, "service restart")
-        waits = [maybeDeferred(port.stopListening) for port in self.ports]
-        self.ports = []
-        done = gatherResults(waits)
-        done.addBoth(lambda _: self.store.close())
-        return done
+        return closed.addBoth(lambda _: self.store.close())
 
     def _maintain(self) -> None:
         self.limiter.prune()
@@ -614,21 +603,7 @@ class GatewayService(Service):
             self.preauth.release(session.info.clientIp)
             return
         self.clients.pop(session.connId, None)
-        for invokeId in list(session.invokes):
-            pending = self.invokes.pop(invokeId, None)
-            if pending is not None and pending.timer.active():
-                pending.timer.cancel()
-        if session.role == "node":
-            nodeId = self._nodeId(session)
-            if self.nodes.get(nodeId) is session:
-                del self.nodes[nodeId]
-                for pending in [p for p in self.invokes.values() if p.nodeId == nodeId]:
-                    self._finishInvoke(
-                        pending,
-                        error=errorShape(
-                            ErrorCode.UNAVAILABLE, f"node disconnected ({pending.command})"
-                        ),
-                    )
+        self.nodes.disconnected(session, self._nodeId(session) if session.role == "node" else None)
         if session.presenceKey is not None:
             self.presence.pop(session.presenceKey, None)
             self.presenceVersion += 1
@@ -714,7 +689,9 @@ class GatewayService(Service):
         shared = authorizeShared(
             self.auth, params.auth, info.remote, info.headers, limiter, rateIp, info.localDirect
         )
-        auth = _Auth(shared.method or "", shared)
+        connect = _Connect(
+            session, request.id, params, protocol, role, scopes, shared, shared.method or ""
+        )
         device = params.device
         if device is None:
             # 6. The missing-device decision table.
@@ -752,8 +729,8 @@ class GatewayService(Service):
                     "device-identity-required",
                 )
             if not decision.keepScopes:
-                scopes = ()
-            self._admit(session, request.id, params, protocol, role, scopes, auth, None)
+                connect.scopes = ()
+            self._admit(connect, None)
             return
         # 7. Device proof.
         signatureToken = (
@@ -782,9 +759,9 @@ class GatewayService(Service):
             raise _invalid(e.message, {"code": e.code, "reason": e.reason}, e.reason) from None
         # 8. Device-token auth when the shared secret did not authorise.
         if not shared.ok:
-            self._deviceTokenAuth(auth, params, device.id, role, scopes, info)
+            self._deviceTokenAuth(connect, device.id)
         # 9. Pairing (may complete later, after an approval is written).
-        self._pairing(session, request.id, params, protocol, role, scopes, auth, publicKey)
+        self._pairing(connect, publicKey)
 
     def _limiterFor(self, info: ConnectionInfo) -> tuple[RateLimiter, str | None]:
         """The limiter and key for a connection: browsers (an Origin) have their own."""
@@ -812,27 +789,22 @@ class GatewayService(Service):
             error["retryAfterMs"] = shared.retryAfterMs
         return _Reject(CloseCode.POLICY, message, error, reason or "auth-required")
 
-    def _deviceTokenAuth(
-        self,
-        auth: _Auth,
-        params: ConnectParams,
-        deviceId: str,
-        role: str,
-        scopes: tuple[str, ...],
-        info: ConnectionInfo,
-    ) -> None:
+    def _deviceTokenAuth(self, connect: _Connect, deviceId: str) -> None:
+        params = connect.params
         explicit = params.auth.get("deviceToken")
         candidate = explicit or params.auth.get("token")
-        shared = auth.shared
+        shared = connect.shared
         if candidate:
-            limiter, rateIp = self._limiterFor(info)
+            limiter, rateIp = self._limiterFor(connect.session.info)
             if not limiter.check(rateIp, Scope.DEVICE_TOKEN).allowed:
                 failure = "rate_limited"
             else:
-                failure = self._verifyDeviceToken(deviceId, role, scopes, candidate)
+                failure = self._verifyDeviceToken(
+                    deviceId, connect.role, connect.scopes, candidate
+                )
                 if failure is None:
                     limiter.reset(rateIp, Scope.DEVICE_TOKEN)
-                    auth.method = "device-token"
+                    connect.method = "device-token"
                     return
                 limiter.recordFailure(rateIp, Scope.DEVICE_TOKEN)
             if explicit:
@@ -862,17 +834,8 @@ class GatewayService(Service):
             return "scope-mismatch"
         return None
 
-    def _pairing(
-        self,
-        session: GatewaySession,
-        requestId: str,
-        params: ConnectParams,
-        protocol: int,
-        role: str,
-        scopes: tuple[str, ...],
-        auth: _Auth,
-        publicKey: str,
-    ) -> None:
+    def _pairing(self, connect: _Connect, publicKey: str) -> None:
+        session, params, role, scopes = connect.session, connect.params, connect.role, connect.scopes
         info = session.info
         client = params.client
         deviceId = params.device.id  # type: ignore[union-attr]
@@ -882,7 +845,7 @@ class GatewayService(Service):
             and info.localDirect
         ):
             # A local backend with a shared secret or device token needs no pairing.
-            self._admit(session, requestId, params, protocol, role, scopes, auth, deviceId)
+            self._admit(connect, deviceId)
             return
         paired = self.store.devices.get(deviceId)
         platform = (client.platform or "").strip()
@@ -897,7 +860,7 @@ class GatewayService(Service):
         elif not set(scopes) <= set(paired.scopes):
             reason = "scope-upgrade"
         if reason is None:
-            self._issueToken(session, requestId, params, protocol, role, scopes, auth, paired)
+            self._issueToken(connect, paired)
             return
         pairing = self._requestPairing(
             deviceId, publicKey, role, scopes, params, reason, info.clientIp
@@ -931,11 +894,9 @@ class GatewayService(Service):
             if session.closed:
                 return
             try:
-                self._issueToken(
-                    session, requestId, params, protocol, role, scopes, auth, device
-                )
+                self._issueToken(connect, device)
             except _Reject as reject:
-                session._reject(requestId, reject)
+                session._reject(connect.requestId, reject)
 
         approved.addCallback(continueAfterApproval)
         approved.addErrback(self._storeFailed, session)
@@ -945,32 +906,22 @@ class GatewayService(Service):
         self.log.failure("Gateway store write failed", failure)
         session.close(CloseCode.SERVICE_RESTART, "gateway storage error")
 
-    def _issueToken(
-        self,
-        session: GatewaySession,
-        requestId: str,
-        params: ConnectParams,
-        protocol: int,
-        role: str,
-        scopes: tuple[str, ...],
-        auth: _Auth,
-        paired: PairedDevice,
-    ) -> None:
-        existing = self.store.tokens.get((paired.deviceId, role))
+    def _issueToken(self, connect: _Connect, paired: PairedDevice) -> None:
+        session = connect.session
+        existing = self.store.tokens.get((paired.deviceId, connect.role))
         if (
             existing is not None
             and existing.revokedAtMs is None
-            and set(scopes) <= set(existing.scopes)
+            and set(connect.scopes) <= set(existing.scopes)
         ):
-            self._admit(session, requestId, params, protocol, role, scopes, auth,
-                        paired.deviceId, existing)
+            self._admit(connect, paired.deviceId, existing)
             return
         now = self.nowMs()
         token = DeviceToken(
             paired.deviceId,
-            role,
+            connect.role,
             b64urlEncode(secrets.token_bytes(32)),
-            scopes,
+            connect.scopes,
             createdAtMs=existing.createdAtMs if existing else now,
             rotatedAtMs=now if existing else None,
         )
@@ -981,25 +932,16 @@ class GatewayService(Service):
             session.busy = False
             if session.closed:
                 return
-            self._admit(session, requestId, params, protocol, role, scopes, auth,
-                        paired.deviceId, token)
+            self._admit(connect, paired.deviceId, token)
 
         saved.addCallback(admit)
         saved.addErrback(self._storeFailed, session)
 
     def _admit(
-        self,
-        session: GatewaySession,
-        requestId: str,
-        params: ConnectParams,
-        protocol: int,
-        role: str,
-        scopes: tuple[str, ...],
-        auth: _Auth,
-        deviceId: str | None,
-        token: DeviceToken | None = None,
+        self, connect: _Connect, deviceId: str | None, token: DeviceToken | None = None
     ) -> None:
         """Steps 13 to 15: presence, hello-ok, timer cleared, registered, sent."""
+        session, params, role, scopes = connect.session, connect.params, connect.role, connect.scopes
         session.role = role
         session.scopes = scopes
         session.deviceId = deviceId
@@ -1011,7 +953,7 @@ class GatewayService(Service):
             self.presence[key] = self._presenceEntry(session)
             self.presenceVersion += 1
         authPayload: dict[str, Any] = {
-            "method": auth.method,
+            "method": connect.method,
             "role": role,
             "scopes": list(scopes),
         }
@@ -1030,7 +972,7 @@ class GatewayService(Service):
                 snapshot["stateDir"] = self.stateDir
         hello = {
             "type": "hello-ok",
-            "protocol": protocol,
+            "protocol": connect.protocol,
             "server": {"version": __version__, "connId": session.connId},
             "features": {"methods": list(METHODS), "events": list(EVENTS)},
             "snapshot": snapshot,
@@ -1048,8 +990,8 @@ class GatewayService(Service):
         self.preauth.release(session.info.clientIp)
         self.clients[session.connId] = session
         if role == "node":
-            self.nodes[self._nodeId(session)] = session
-        session.respond(requestId, hello)
+            self.nodes.add(self._nodeId(session), session)
+        session.respond(connect.requestId, hello)
         self.stats.add("handshakes")
         self.log.info(
             "Gateway client {connId} connected: {clientId}/{mode} as {role} from {ip} "
@@ -1059,7 +1001,7 @@ class GatewayService(Service):
             mode=client.mode,
             role=role,
             ip=session.info.clientIp,
-            method=auth.method,
+            method=connect.method,
         )
 
     def _presenceEntry(self, session: GatewaySession) -> dict[str, Any]:
@@ -1374,7 +1316,7 @@ class GatewayService(Service):
     # nodes
 
     def _describeNode(self, nodeId: str) -> dict[str, Any] | None:
-        session = self.nodes.get(nodeId)
+        session = self.nodes.connected.get(nodeId)
         paired = self.store.devices.get(nodeId)
         if session is None:
             if paired is None or "node" not in paired.roles:
@@ -1405,7 +1347,8 @@ class GatewayService(Service):
 
     def _nodeList(self, session: GatewaySession, request: Request, params: Any) -> Any:
         ids = dict.fromkeys(
-            [*self.nodes, *(d for d, p in self.store.devices.items() if "node" in p.roles)]
+            [*self.nodes.connected,
+             *(d for d, p in self.store.devices.items() if "node" in p.roles)]
         )
         return {"nodes": [self._describeNode(nodeId) for nodeId in ids]}
 
@@ -1427,7 +1370,7 @@ class GatewayService(Service):
             timeout = min(timeoutMs / 1000, MAX_INVOKE_TIMEOUT)
         else:
             raise MethodError(ErrorCode.INVALID_REQUEST, "timeoutMs must be a positive integer")
-        node = self.nodes.get(nodeId)
+        node = self.nodes.connected.get(nodeId)
         if node is None:
             raise MethodError(
                 ErrorCode.UNAVAILABLE, "node not connected", {"code": "NOT_CONNECTED"}
@@ -1438,14 +1381,10 @@ class GatewayService(Service):
                 f"command not allowed: {command}",
                 {"code": "COMMAND_NOT_ALLOWED"},
             )
-        if len(session.invokes) >= MAX_INVOKES_PER_SESSION:
+        if not self.nodes.canInvoke(session):
             raise MethodError(ErrorCode.UNAVAILABLE, "too many pending invokes")
         invokeId = self.newId()
-        timer = self.clock.callLater(timeout, self._invokeTimedOut, invokeId)
-        pending = PendingInvoke(invokeId, nodeId, command, session, request.id, timer)
-        self.invokes[invokeId] = pending
-        session.invokes.add(invokeId)
-        self.stats.add("invokes")
+        self.nodes.invoke(invokeId, nodeId, command, session, request.id, timeout)
         payload: dict[str, Any] = {
             "id": invokeId,
             "nodeId": nodeId,
@@ -1457,21 +1396,6 @@ class GatewayService(Service):
         node.send(Event("node.invoke.request", payload))
         return _DEFERRED
 
-    def _invokeTimedOut(self, invokeId: str) -> None:
-        pending = self.invokes.get(invokeId)
-        if pending is not None:
-            self.stats.add("invoke_timeouts")
-            self._finishInvoke(pending, error=errorShape("TIMEOUT", "node invoke timed out"))
-
-    def _finishInvoke(
-        self, pending: PendingInvoke, payload: Any = None, error: dict | None = None
-    ) -> None:
-        self.invokes.pop(pending.id, None)
-        pending.caller.invokes.discard(pending.id)
-        if pending.timer.active():
-            pending.timer.cancel()
-        pending.caller.respond(pending.requestId, payload, error)
-
     def _nodeInvokeResult(self, session: GatewaySession, request: Request, params: Any) -> Any:
         invokeId = _param(params, "id", str)
         nodeId = _param(params, "nodeId", str)
@@ -1480,8 +1404,8 @@ class GatewayService(Service):
             raise MethodError(ErrorCode.INVALID_REQUEST, "ok must be a boolean")
         if nodeId != self._nodeId(session):
             raise MethodError(ErrorCode.INVALID_REQUEST, "nodeId mismatch")
-        pending = self.invokes.get(invokeId)
-        if pending is None or pending.nodeId != nodeId:
+        pending = self.nodes.awaiting(invokeId, nodeId)
+        if pending is None:
             return {"ok": True, "ignored": True}
         if ok:
             payloadJSON = params.get("payloadJSON")
@@ -1491,7 +1415,7 @@ class GatewayService(Service):
                     payload = json.loads(payloadJSON)
                 except ValueError:
                     payload = None
-            self._finishInvoke(
+            self.nodes.finish(
                 pending,
                 {
                     "ok": True,
@@ -1507,7 +1431,7 @@ class GatewayService(Service):
             nodeError = params.get("error") if isinstance(params.get("error"), dict) else {}
             code = nodeError.get("code")
             message = nodeError.get("message")
-            self._finishInvoke(
+            self.nodes.finish(
                 pending,
                 error=errorShape(
                     code if isinstance(code, str) and code else ErrorCode.UNAVAILABLE,

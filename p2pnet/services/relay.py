@@ -16,14 +16,14 @@ import os
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from twisted.application.service import Service
-from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from p2pnet.listen import bindAddresses, listenTCP
 from p2pnet.ratelog import RateLimitedLog
+from p2pnet.services.listening import ListeningService
 from p2pnet.stats import Stats
 
 __all__ = [
@@ -193,7 +193,7 @@ class Pair:
         self.b.close()
 
 
-class RelayService(Service):
+class RelayService(ListeningService):
     """hbbr: listeners on the relay port (TCP) and port + 2 (WebSocket), pairing, limits.
 
     @param reactor: time and, when started, sockets.
@@ -207,6 +207,7 @@ class RelayService(Service):
     """
 
     name = "relay"
+    listeningName = "relay server"
 
     def __init__(
         self,
@@ -225,6 +226,7 @@ class RelayService(Service):
         maxConnections: int = 10000,
         maxPendingPerIp: int = 64,
     ) -> None:
+        super().__init__()
         self.reactor = reactor
         self.clock = reactor
         self.key = key
@@ -247,7 +249,6 @@ class RelayService(Service):
         self.blacklist: frozenset[str] = frozenset()
         self.blocklist: frozenset[str] = frozenset()
         self._listStamps: dict[str, tuple[float, int] | None] = {}
-        self.ports: list[IListeningPort] = []
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = reactor
         self.badInput = RateLimitedLog(log, reactor)
@@ -282,43 +283,29 @@ class RelayService(Service):
 
     # -- listeners --------------------------------------------------------------------------
 
-    def _listen(self) -> None:
-        from p2pnet.listen import bindAddresses, listenTCP
+    def listen(self) -> None:
+        """TCP on the relay port (C{tcp}) and WebSocket on port + 2 (C{ws}), on every
+        listen address."""
         from p2pnet.protocols.relay import RelayStreamFactory, relayWebSocketSite
 
-        for host in bindAddresses(self.listenAddresses):
-            self.ports.append(listenTCP(self.reactor, RelayStreamFactory(self), host,
-                                        self.port, "relay-port"))
-            self.ports.append(listenTCP(self.reactor, relayWebSocketSite(self), host,
-                                        self.port + 2 if self.port else 0, "relay-port",
-                                        "WebSocket (relay-port + 2)"))
+        hosts = bindAddresses(self.listenAddresses)
+        self.listenEverywhere("tcp", hosts, self.port, lambda host, port: listenTCP(
+            self.reactor, RelayStreamFactory(self), host, port, "relay-port"))
+        self.listenEverywhere("ws", hosts, self.port + 2 if self.port else 0,
+                              lambda host, port: listenTCP(
+                                  self.reactor, relayWebSocketSite(self), host, port,
+                                  "relay-port", "WebSocket (relay-port + 2)"))
 
-    def privilegedStartService(self) -> None:
-        if not self.ports:
-            try:
-                self._listen()
-            except BaseException:
-                self._closePorts()
-                raise
-        super().privilegedStartService()
+    def listeningNote(self) -> str:
+        """Whether legs need the key, for the log line."""
+        return ", key required" if self.key else ""
 
     def startService(self) -> None:
-        from p2pnet.services.rendezvous import describePorts
-
-        if not self.ports:
-            self.privilegedStartService()
         super().startService()
         self._sweep.start(SWEEP_INTERVAL, now=False)
-        log.info("relay server listening on {ports}{keyed}",
-                 ports=describePorts(self.ports),
-                 keyed=", key required" if self.key else "")
-
-    def _closePorts(self) -> list[Deferred[None]]:
-        ports, self.ports = self.ports, []
-        return [defer.maybeDeferred(p.stopListening) for p in ports]
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
+        closed = super().stopService()
         if self._sweep.running:
             self._sweep.stop()
         for pair in list(self.pairs):
@@ -328,11 +315,7 @@ class RelayService(Service):
                 call.cancel()
             leg.close()
         self.waiting.clear()
-        return defer.DeferredList(self._closePorts())  # type: ignore[return-value]
-
-    def portFor(self, kind: str) -> int:
-        """The bound port of kind C{tcp} or C{ws} (first address)."""
-        return int(self.ports[{"tcp": 0, "ws": 1}[kind]].getHost().port)
+        return closed
 
     # -- lists --------------------------------------------------------------------------------
 

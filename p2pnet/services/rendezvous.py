@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.protocol import Factory
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -42,7 +42,9 @@ from p2pnet.codecs.proto.rendezvous_pb2 import (
     TestNatResponse,
 )
 from p2pnet.codecs.rustdesk_crypto import signIdPk
+from p2pnet.listen import bindAddresses, listenTCP, listenUDP
 from p2pnet.ratelog import RateLimitedLog
+from p2pnet.services.listening import ListeningService
 from p2pnet.services.rendezvous_keys import ServerKey
 from p2pnet.stats import Stats
 from p2pnet.store.peers import FILENAME as PEERS_FILE
@@ -239,7 +241,6 @@ class RelaySelector:
     def check(self) -> Deferred[None]:
         """Probe every configured server once and update L{active}."""
         from twisted.internet.endpoints import HostnameEndpoint
-        from twisted.internet.protocol import Factory
 
         def probe(entry: str) -> Deferred[bool]:
             host, port = _splitHostPort(entry, 21117)
@@ -259,7 +260,7 @@ class RelaySelector:
         return d
 
 
-class RendezvousService(Service):
+class RendezvousService(ListeningService):
     """hbbs: the peer table, punch-hole routing and the listeners that feed it.
 
     @param reactor: provides time (C{seconds}, C{callLater}) and, when the service is
@@ -273,11 +274,12 @@ class RendezvousService(Service):
         C{mask} is set.
     @param relayPort: the local relay's port, appended to C{localIp} unless 21117.
     @param keepAlive: seconds announced to TCP/WS-registered peers (§4.17).
-    @param listen: addresses to bind; C{port} the rendezvous port (0: ephemeral, and the
-        derived ports ephemeral too).
+    @param listen: addresses to bind; C{port} the rendezvous port (0: the kernel picks
+        each kind's port, the same number on every address; see C{boundPorts}).
     """
 
     name = "rendezvous"
+    listeningName = "rendezvous server"
 
     def __init__(
         self,
@@ -298,6 +300,7 @@ class RendezvousService(Service):
         udpRatePerIp: int = 0,
         softwareUrl: str = "",
     ) -> None:
+        super().__init__()
         self.reactor = reactor
         self.clock: IReactorTime = reactor
         self.store = store
@@ -325,7 +328,6 @@ class RendezvousService(Service):
         self._udp: dict[int, UDPSender] = {}
         self._connections: dict[str, int] = {}
         self._connectionCount = 0
-        self.ports: list[IListeningPort] = []
         self.badInput = RateLimitedLog(log, reactor)
         self.stats = Stats()
         self.stats.gauge("peers_in_memory", lambda: len(self.peers))
@@ -366,68 +368,58 @@ class RendezvousService(Service):
             softwareUrl=config.software_url,
         )
 
-    def _listen(self) -> None:
-        from p2pnet.listen import bindAddresses, listenTCP, listenUDP
+    def listen(self) -> None:
+        """UDP and TCP (C{udp}, C{tcp}) on the rendezvous port, TCP on port - 1 (C{nat},
+        the NAT test) and WebSocket on port + 2 (C{ws}), on every listen address."""
         from p2pnet.protocols.rendezvous import (
             RendezvousDatagramProtocol,
             RendezvousStreamFactory,
             webSocketSite,
         )
 
+        hosts = bindAddresses(self.listenAddresses)
         derived = (lambda d: self.port + d) if self.port else (lambda d: 0)
-        for host in bindAddresses(self.listenAddresses):
-            udp = RendezvousDatagramProtocol(self)
-            self.ports.append(listenUDP(self.reactor, udp, host, self.port, "rendezvous-port"))
-            self._udp[6 if ":" in host else 4] = udp
-            self.ports.append(listenTCP(self.reactor, RendezvousStreamFactory(self, False),
-                                        host, self.port, "rendezvous-port"))
-            self.ports.append(listenTCP(self.reactor, RendezvousStreamFactory(self, True),
-                                        host, derived(-1), "rendezvous-port",
-                                        "TCP (NAT test, rendezvous-port - 1)"))
-            self.ports.append(listenTCP(self.reactor, webSocketSite(self), host, derived(2),
-                                        "rendezvous-port", "WebSocket (rendezvous-port + 2)"))
+        key = "rendezvous-port"
 
-    def privilegedStartService(self) -> None:
-        if not self.ports:
-            try:
-                self._listen()
-            except BaseException:
-                self._closePorts()
-                raise
-        super().privilegedStartService()
+        def udp(host: str, port: int) -> IListeningPort:
+            protocol = RendezvousDatagramProtocol(self)
+            self.registerUDP(6 if ":" in host else 4, protocol)
+            return listenUDP(self.reactor, protocol, host, port, key)
+
+        def stream(factory: Callable[[], Factory], what: str
+                   ) -> Callable[[str, int], IListeningPort]:
+            # A factory of its own for each listener, as each has its own box key.
+            return lambda host, port: listenTCP(self.reactor, factory(), host, port, key, what)
+
+        self.listenEverywhere("udp", hosts, self.port, udp)
+        self.listenEverywhere("tcp", hosts, self.port, stream(
+            lambda: RendezvousStreamFactory(self, False), "TCP"))
+        self.listenEverywhere("nat", hosts, derived(-1), stream(
+            lambda: RendezvousStreamFactory(self, True), "TCP (NAT test, rendezvous-port - 1)"))
+        self.listenEverywhere("ws", hosts, derived(2), stream(
+            lambda: webSocketSite(self), "WebSocket (rendezvous-port + 2)"))
 
     def startService(self) -> None:
-        if not self.ports:
-            self.privilegedStartService()
         super().startService()
         self.relays.start()
+
+    def listeningNote(self) -> str:
+        """Which key clients need, for the log line."""
         key = self.key
         if key.enforced and key.publicKey:
-            keyText = f"clients need key {key.publicKey}"
-        elif key.enforced:
-            keyText = "clients need the configured licence key; pk fields unsigned"
-        else:
-            keyText = f"no key check; signing with {key.publicKey}"
-        log.info("rendezvous server listening on {ports}; {key}",
-                 ports=describePorts(self.ports), key=keyText)
+            return f"; clients need key {key.publicKey}"
+        if key.enforced:
+            return "; clients need the configured licence key; pk fields unsigned"
+        return f"; no key check; signing with {key.publicKey}"
 
-    def _closePorts(self) -> list[Deferred[None]]:
-        ports, self.ports = self.ports, []
+    def closePorts(self) -> Deferred[None]:
         self._udp.clear()
-        return [defer.maybeDeferred(p.stopListening) for p in ports]
+        return super().closePorts()
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
+        closed = super().stopService()
         self.relays.stop()
-        ds = self._closePorts()
-        d = defer.DeferredList(ds)
-        d.addCallback(lambda _: self.store.close())
-        return d  # type: ignore[return-value]
-
-    def portFor(self, kind: str) -> int:
-        """The bound port of kind C{udp}, C{tcp}, C{nat} or C{ws} (first address)."""
-        index = {"udp": 0, "tcp": 1, "nat": 2, "ws": 3}[kind]
-        return int(self.ports[index].getHost().port)
+        return closed.addBoth(lambda _: self.store.close())
 
     def registerUDP(self, family: int, sender: UDPSender) -> None:
         """Use C{sender} for datagrams to IPv4 (C{4}) or IPv6 (C{6}) peers."""
@@ -965,11 +957,6 @@ def versionFromUrl(url: str) -> str:
     except ValueError:
         return url[dash + 1 : dot]
     return after
-
-
-def describePorts(ports: Sequence[IListeningPort]) -> str:
-    """C{UDP 0.0.0.0:21116, TCP ...} for a log line."""
-    return ", ".join(f"{h.type} {h.host}:{h.port}" for h in (p.getHost() for p in ports))
 
 
 def detectLocalIp() -> str:

@@ -96,32 +96,27 @@ class GatewayStore:
         self._secrets: dict[str, str] = {}
         self._closed = False
         try:
-            self._load(path)
+            self.db.runSync(self._load)
         except (sqlite3.Error, ValueError) as e:
             self.close()
             raise ConfigError("data-dir", f"cannot read gateway state from {path}: {e}") from None
 
-    def _load(self, path: str) -> None:
-        conn = sqlite3.connect(path)
-        try:
-            self._secrets = dict(conn.execute("SELECT name, value FROM gateway_secrets"))
-            for row in conn.execute(
-                "SELECT device_id, public_key, roles, scopes, platform, device_family,"
-                " client_id, display_name, approved_ms FROM gateway_devices"
-            ):
-                device = PairedDevice(
-                    row[0], row[1], tuple(json.loads(row[2])), tuple(json.loads(row[3])),
-                    *row[4:],
-                )
-                self.devices[device.deviceId] = device
-            for row in conn.execute(
-                "SELECT device_id, role, token, scopes, created_ms, rotated_ms, revoked_ms"
-                " FROM gateway_device_tokens"
-            ):
-                token = DeviceToken(row[0], row[1], row[2], tuple(json.loads(row[3])), *row[4:])
-                self.tokens[(token.deviceId, token.role)] = token
-        finally:
-            conn.close()
+    def _load(self, cursor: sqlite3.Cursor) -> None:
+        self._secrets = dict(cursor.execute("SELECT name, value FROM gateway_secrets"))
+        for row in cursor.execute(
+            "SELECT device_id, public_key, roles, scopes, platform, device_family,"
+            " client_id, display_name, approved_ms FROM gateway_devices"
+        ):
+            device = PairedDevice(
+                row[0], row[1], tuple(json.loads(row[2])), tuple(json.loads(row[3])), *row[4:]
+            )
+            self.devices[device.deviceId] = device
+        for row in cursor.execute(
+            "SELECT device_id, role, token, scopes, created_ms, rotated_ms, revoked_ms"
+            " FROM gateway_device_tokens"
+        ):
+            token = DeviceToken(row[0], row[1], row[2], tuple(json.loads(row[3])), *row[4:])
+            self.tokens[(token.deviceId, token.role)] = token
 
     def close(self) -> None:
         """Stop the database thread (once; later calls do nothing)."""
@@ -137,17 +132,15 @@ class GatewayStore:
 
     def createSecret(self, name: str, value: str) -> None:
         """Store a secret synchronously; only for start-up, before anyone is served."""
-        conn = sqlite3.connect(self.db.path)
         try:
-            with conn:
-                conn.execute(
+            self.db.runSync(
+                lambda cursor: cursor.execute(
                     "INSERT OR REPLACE INTO gateway_secrets (name, value) VALUES (?, ?)",
                     (name, value),
                 )
+            )
         except sqlite3.Error as e:
             raise ConfigError("data-dir", f"cannot store {name} in {self.db.path}: {e}") from None
-        finally:
-            conn.close()
         self._secrets[name] = value
 
     # -- devices -------------------------------------------------------------------------

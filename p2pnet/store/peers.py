@@ -18,7 +18,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from p2pnet.codecs.addrmangle import unmapV4
-from p2pnet.store.sqlite import Database
+from p2pnet.store.sqlite import Database, connect
 
 __all__ = ["FILENAME", "PeerRecord", "PeerStore", "SCHEMA", "importHbbs", "listPeers",
            "selectPeer", "upsertPeer", "countPeers"]
@@ -146,13 +146,7 @@ def importHbbs(cursor: Any, hbbsPath: str) -> int:
 
 def openSync(path: str) -> sqlite3.Connection:
     """A synchronous connection with the schema in place (for the command line)."""
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    with conn:
-        for statement in SCHEMA:
-            conn.execute(statement)
-    return conn
+    return connect(path, SCHEMA)
 
 
 class PeerStore:

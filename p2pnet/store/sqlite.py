@@ -4,6 +4,10 @@
 One connection in a one-thread pool: SQLite serialises writers anyway, and a single
 thread keeps every statement ordered. C{synchronous=FULL} makes an acknowledged write
 survive C{kill -9} and power loss alike.
+
+Start-up (reading small tables into memory, storing a generated secret) and the
+command line work synchronously instead: L{Database.runSync} and L{connect}, with the
+same connection settings.
 """
 
 from __future__ import annotations
@@ -17,20 +21,34 @@ from twisted.internet.defer import Deferred
 
 from p2pnet.errors import ConfigError
 
-__all__ = ["Database"]
+__all__ = ["Database", "connect"]
 
 T = TypeVar("T")
 
 
-def _prepare(path: str, schema: Sequence[str]) -> None:
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+
+
+def connect(path: str, schema: Sequence[str] = ()) -> sqlite3.Connection:
+    """A synchronous connection configured like the pool's, with C{schema} in place.
+
+    For work that must not wait for the reactor: start-up and the command line.
+
+    @raise sqlite3.Error: the file cannot be opened or the schema not applied.
+    """
     conn = sqlite3.connect(path)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        _configure(conn)
         with conn:
             for statement in schema:
                 conn.execute(statement)
-    finally:
+    except BaseException:
         conn.close()
+        raise
+    return conn
 
 
 class Database:
@@ -45,7 +63,7 @@ class Database:
     def __init__(self, path: str, schema: Sequence[str] = (), key: str = "data-dir") -> None:
         self.path = path
         try:
-            _prepare(path, schema)
+            connect(path, schema).close()
         except sqlite3.Error as e:
             raise ConfigError(key, f"cannot open database {path}: {e}") from None
         self._pool = adbapi.ConnectionPool(
@@ -54,15 +72,9 @@ class Database:
             check_same_thread=False,
             cp_min=1,
             cp_max=1,
-            cp_openfun=self._onOpen,
+            cp_openfun=_configure,
             cp_reconnect=True,
         )
-
-    @staticmethod
-    def _onOpen(conn: sqlite3.Connection) -> None:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
 
     def runQuery(self, sql: str, args: Sequence[Any] = ()) -> Deferred[list[tuple[Any, ...]]]:
         """Rows of one C{SELECT}."""
@@ -75,6 +87,24 @@ class Database:
     def runInteraction(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
         """C{work(cursor, *args)} in one transaction, committed before the Deferred fires."""
         return self._pool.runInteraction(work, *args)
+
+    def runSync(self, work: Callable[..., T], *args: Any) -> T:
+        """C{work(cursor, *args)} on this thread in one transaction, committed on return.
+
+        Only for start-up, before the reactor serves anyone (like the schema, which is
+        applied the same way): reading small tables into memory, storing a generated
+        secret. It blocks the calling thread on the disk; once the service runs, use
+        L{runInteraction}. A fresh connection is used, so the pool's is never touched
+        from two threads.
+
+        @raise sqlite3.Error: as raised by SQLite (the transaction is rolled back).
+        """
+        conn = connect(self.path)
+        try:
+            with conn:
+                return work(conn.cursor(), *args)
+        finally:
+            conn.close()
 
     def close(self) -> None:
         """Stop the pool's thread and close the connection."""
