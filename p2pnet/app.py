@@ -28,6 +28,8 @@ class AppContext:
     def __init__(self, config: Config, reactor: IReactorCore) -> None:
         self.config = config
         self.reactor = reactor
+        #: Services built so far, by name (TURN finds the STUN service here).
+        self.built: dict[str, IService] = {}
 
     @cached_property
     def dataDir(self) -> str:
@@ -59,6 +61,12 @@ def _buildStun(context: AppContext) -> IService:
     return StunService.fromConfig(context)
 
 
+def _buildTurn(context: AppContext) -> IService:
+    from p2pnet.services.turn import TurnService
+
+    return TurnService.fromConfig(context)
+
+
 def _buildRendezvous(context: AppContext) -> IService:
     from p2pnet.services.rendezvous import RendezvousService
 
@@ -80,6 +88,7 @@ def _buildGateway(context: AppContext) -> IService:
 #: Service name to a function making that service from the shared context.
 BUILDERS: dict[str, Callable[[AppContext], IService]] = {
     "stun": _buildStun,
+    "turn": _buildTurn,
     "rendezvous": _buildRendezvous,
     "relay": _buildRelay,
     "gateway": _buildGateway,
@@ -102,9 +111,13 @@ def buildService(config: Config, reactor: IReactorCore | None = None) -> MultiSe
     config.check()
     context = AppContext(config, reactor)  # type: ignore[arg-type]
     root = MultiService()
+    wanted = set(config.services)
+    if "turn" in wanted:
+        wanted.add("stun")  # TURN answers on the STUN service's sockets
     for name in SERVICES:
-        if name in config.services:
+        if name in wanted:
             child = BUILDERS[name](context)
             child.setName(name)
             child.setServiceParent(root)
+            context.built[name] = child
     return root

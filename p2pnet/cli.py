@@ -17,6 +17,8 @@ __all__ = ["COMMANDS", "main"]
 #: Modules that each add sub-commands, in the order C{p2pnet --help} lists them.
 COMMANDS: tuple[str, ...] = (
     "p2pnet.commands.stun",
+    "p2pnet.commands.turn",
+    "p2pnet.commands.users",
     "p2pnet.commands.keygen",
     "p2pnet.commands.peers",
     "p2pnet.commands.gateway",

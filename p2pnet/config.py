@@ -23,7 +23,7 @@ from p2pnet.errors import ConfigError
 __all__ = ["Config", "ConfigError", "SERVICES", "Setting", "loadConfig", "settings"]
 
 #: Every service the appliance knows, in start-up order.
-SERVICES: tuple[str, ...] = ("stun", "rendezvous", "relay", "gateway")
+SERVICES: tuple[str, ...] = ("stun", "turn", "rendezvous", "relay", "gateway")
 
 
 # -- value parsers: one string (from a flag, or a TOML scalar) to a typed value ------------
@@ -164,6 +164,25 @@ def parseHeaderName(text: str) -> str:
     return name
 
 
+def parsePortRange(text: str) -> tuple[int, int]:
+    """C{MIN-MAX}, two ports from 1 to 65535 with MIN <= MAX."""
+    low, sep, high = text.strip().partition("-")
+    if not sep:
+        raise ValueError("expected MIN-MAX")
+    lowPort, highPort = parsePort(low), parsePort(high)
+    if not 1 <= lowPort <= highPort:
+        raise ValueError("expected 1 <= MIN <= MAX")
+    return lowPort, highPort
+
+
+def parseCount(text: str) -> int:
+    """A whole number of at least 0 (0 means no limit where the setting says so)."""
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
 # -- the settings ---------------------------------------------------------------------------
 
 
@@ -285,6 +304,62 @@ class Config:
     )
     idle_timeout: float = _setting(
         300.0, "Seconds before a silent STUN TCP/TLS connection is closed.", parseSeconds
+    )
+
+    # turn
+    auth_secret: str = _setting(
+        "",
+        "TURN REST API shared secret: usernames EXPIRY[:NAME], password "
+        "base64(HMAC-SHA1(secret, username)) (coturn's static-auth-secret).",
+        secret=True,
+    )
+    relay_ports: tuple[int, int] = _setting(
+        (49152, 65535), "MIN-MAX range relayed ports are chosen from.", parsePortRange
+    )
+    relay_ip: tuple[str, ...] = _setting(
+        (),
+        "Address relayed sockets bind to and announce, one per family "
+        "(default: the address the client reached).",
+        parseAddress,
+        repeatable=True,
+    )
+    allow_loopback_peers: bool = _setting(
+        False, "Relay to 127.0.0.0/8 and ::1 peers (refused by default).", switch=True
+    )
+    allow_peer: tuple[str, ...] = _setting(
+        (),
+        "Peer address or CIDR to relay to even inside a refused range; repeatable.",
+        parseNetwork,
+        repeatable=True,
+    )
+    deny_peer: tuple[str, ...] = _setting(
+        (), "Peer address or CIDR never relayed to; repeatable.", parseNetwork,
+        repeatable=True,
+    )
+    max_allocations: int = _setting(
+        10000, "Most TURN allocations at once (508 beyond).", parsePositiveInt
+    )
+    user_quota: int = _setting(
+        0, "Most TURN allocations per user (486 beyond; 0: no limit).", parseCount
+    )
+    ip_quota: int = _setting(
+        64, "Most TURN allocations per client address (486 beyond).", parsePositiveInt
+    )
+    max_bps: int = _setting(
+        0, "Bytes per second per allocation, each direction (0: no limit).", parseCount
+    )
+    bps_capacity: int = _setting(
+        0, "Bytes per second for all allocations, each direction (0: no limit).", parseCount
+    )
+    max_lifetime: int = _setting(
+        3600, "Longest allocation LIFETIME granted, in seconds (at least 600).",
+        parsePositiveInt,
+    )
+    max_permissions: int = _setting(
+        100, "Most permissions per allocation (508 beyond).", parsePositiveInt
+    )
+    max_channels: int = _setting(
+        100, "Most channel bindings per allocation (508 beyond).", parsePositiveInt
     )
 
     # rendezvous / relay (RustDesk)
@@ -455,7 +530,7 @@ class Config:
             rustdesk["rendezvous-port"] = (p - 1, p, p + 2)
         if "relay" in self.services and self.relay_port:
             rustdesk["relay-port"] = (self.relay_port, self.relay_port + 2)
-        taken = dict(seen) if "stun" in self.services else {}
+        taken = dict(seen) if {"stun", "turn"} & set(self.services) else {}
         for key, group in rustdesk.items():
             for port in group:
                 if port in taken and taken[port] != key:
@@ -485,9 +560,24 @@ class Config:
                 raise ConfigError("alt-listen", f"{alt} is the --listen address itself")
         if not self.realm:
             raise ConfigError("realm", "must not be empty")
+        if "turn" in self.services:
+            self._checkTurn()
         if "gateway" in self.services:
             self._checkGateway()
         return self
+
+    def _checkTurn(self) -> None:
+        families = [ipaddress.ip_address(a).version for a in self.relay_ip]
+        if len(set(families)) != len(families):
+            raise ConfigError("relay-ip", "give at most one address per address family")
+        for address in self.relay_ip:
+            if ipaddress.ip_address(address).is_unspecified:
+                raise ConfigError("relay-ip", f"{address} is not a specific address")
+        if self.max_lifetime < 600:
+            raise ConfigError("max-lifetime", "must be at least 600 (the RFC 8656 default)")
+        low, high = self.relay_ports
+        if self.stun_port and low <= self.stun_port <= high:
+            raise ConfigError("relay-ports", f"the range holds stun-port {self.stun_port}")
 
     def _checkGateway(self) -> None:
         mode = self.gateway_auth or ("password" if self.gateway_password else "token")

@@ -659,3 +659,116 @@ class StreamDecoder:
         return data
 
 
+# -- TURN attribute values (RFC 8656, RFC 6062, RFC 6156) ------------------------------------
+
+#: REQUESTED-TRANSPORT protocol numbers (IANA protocol numbers).
+PROTOCOL_TCP = 6
+PROTOCOL_UDP = 17
+
+#: RFC 8656 section 12: the ChannelData header before the application data.
+CHANNEL_HEADER_LENGTH = 4
+
+
+def _oneByteThenPadding(value: bytes, name: str) -> int:
+    if len(value) != 4:
+        raise StunDecodeError(f"{name} must be 4 bytes")
+    return value[0]
+
+
+def encodeRequestedTransport(protocol: int) -> bytes:
+    """REQUESTED-TRANSPORT (RFC 8656 section 18.11): a protocol number and RFFU."""
+    return struct.pack("!B3x", protocol)
+
+
+def decodeRequestedTransport(value: bytes) -> int:
+    """The protocol number of a REQUESTED-TRANSPORT value."""
+    return _oneByteThenPadding(value, "REQUESTED-TRANSPORT")
+
+
+def encodeAddressFamily(family: int) -> bytes:
+    """REQUESTED-ADDRESS-FAMILY / ADDITIONAL-ADDRESS-FAMILY (RFC 8656 sections 18.10,
+    18.12): C{FAMILY_IPV4} or C{FAMILY_IPV6} and three bytes of RFFU."""
+    return struct.pack("!B3x", family)
+
+
+def decodeAddressFamily(value: bytes) -> int:
+    """The family number of a *-ADDRESS-FAMILY value (not checked against the known ones)."""
+    return _oneByteThenPadding(value, "ADDRESS-FAMILY")
+
+
+def encodeChannelNumber(channel: int) -> bytes:
+    """CHANNEL-NUMBER (RFC 8656 section 18.1): the number and two bytes of RFFU."""
+    return struct.pack("!HH", channel, 0)
+
+
+def decodeChannelNumber(value: bytes) -> int:
+    """The channel of a CHANNEL-NUMBER value (range not checked: the caller says 400)."""
+    if len(value) != 4:
+        raise StunDecodeError("CHANNEL-NUMBER must be 4 bytes")
+    return struct.unpack("!H", value[:2])[0]
+
+
+def encodeEvenPort(reserve: bool) -> bytes:
+    """EVEN-PORT (RFC 8656 section 18.8): the R bit asks to reserve the next port."""
+    return bytes([0x80 if reserve else 0])
+
+
+def decodeEvenPort(value: bytes) -> bool:
+    """Whether an EVEN-PORT value has its R (reserve the next higher port) bit set."""
+    if len(value) != 1:
+        raise StunDecodeError("EVEN-PORT must be 1 byte")
+    return bool(value[0] & 0x80)
+
+
+def encodeAddressErrorCode(family: int, code: int, reason: str | None = None) -> bytes:
+    """ADDRESS-ERROR-CODE (RFC 8656 section 18.13): a family, then ERROR-CODE's layout."""
+    if reason is None:
+        reason = REASONS.get(code, "")
+    return struct.pack("!BBBB", family, 0, code // 100, code % 100) + reason.encode()[:763]
+
+
+def decodeAddressErrorCode(value: bytes) -> tuple[int, int, str]:
+    """C{(family, code, reason)} from an ADDRESS-ERROR-CODE value."""
+    if len(value) < 4:
+        raise StunDecodeError("ADDRESS-ERROR-CODE too short")
+    return value[0], (value[2] & 0x07) * 100 + value[3], value[4:].decode("utf-8", "replace")
+
+
+def encodeReservationToken(token: bytes) -> bytes:
+    """RESERVATION-TOKEN (RFC 8656 section 18.9): 8 opaque bytes."""
+    if len(token) != 8:
+        raise ValueError("a reservation token is 8 bytes")
+    return token
+
+
+def decodeReservationToken(value: bytes) -> bytes:
+    """The 8 bytes of a RESERVATION-TOKEN value."""
+    if len(value) != 8:
+        raise StunDecodeError("RESERVATION-TOKEN must be 8 bytes")
+    return value
+
+
+_CHANNEL_HEADER = struct.Struct("!HH")
+
+
+def splitChannelData(data: bytes, channelMax: int = CHANNEL_MAX) -> tuple[int, bytes]:
+    """C{(channel, application data)} of a ChannelData frame without building an object
+    (the relay hot path); the same checks as L{decodeChannelData}, with channels up to
+    C{channelMax}."""
+    if len(data) < CHANNEL_HEADER_LENGTH:
+        raise StunDecodeError("ChannelData shorter than its header")
+    channel, length = _CHANNEL_HEADER.unpack_from(data)
+    if not CHANNEL_MIN <= channel <= channelMax:
+        raise StunDecodeError(f"0x{channel:04x} is not a channel number")
+    if CHANNEL_HEADER_LENGTH + length > len(data):
+        raise StunDecodeError("ChannelData shorter than its length field")
+    return channel, data[CHANNEL_HEADER_LENGTH : CHANNEL_HEADER_LENGTH + length]
+
+
+def encodeChannelData(channel: int, data: bytes, pad: bool = False) -> bytes:
+    """A ChannelData frame; C{pad} rounds it to a multiple of 4 as streams require
+    (RFC 8656 section 12.5). The function form of L{ChannelData.encode}."""
+    out = _CHANNEL_HEADER.pack(channel, len(data)) + data
+    if pad and len(data) & 3:
+        out += b"\0" * (4 - (len(data) & 3))
+    return out

@@ -1,0 +1,295 @@
+# -*- test-case-name: test.test_protocols_turn -*-
+"""TURN server transports on the relay side: the relayed UDP sockets (RFC 8656) and the
+relayed TCP listeners and peer connections (RFC 6062).
+
+Thin: a relayed socket hands each datagram to its L{RelayHandler} (the TURN service)
+with the allocation it belongs to; it holds no policy. Sockets are made and bound here
+(C{bindRelaySocket}) and adopted by the reactor, so the service can hold a reserved
+port (EVEN-PORT's R bit) as a bound but unread socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+from typing import Any
+from typing import Protocol as TypingProtocol
+
+from twisted.internet import base, udp
+from twisted.internet.interfaces import IListeningPort, IReactorSocket
+from twisted.internet.posixbase import PosixReactorBase
+from twisted.internet.protocol import (
+    ClientFactory,
+    DatagramProtocol,
+    Factory,
+    Protocol,
+    connectionDone,
+)
+from twisted.python.failure import Failure
+
+__all__ = [
+    "ConnectFactory",
+    "PeerConnection",
+    "PeerConnectionHandler",
+    "PeerListenerFactory",
+    "RelayDatagramProtocol",
+    "RelayHandler",
+    "bindRelaySocket",
+    "adoptRelaySocket",
+    "portInUse",
+    "setDontFragment",
+]
+
+#: Linux socket options for the DF bit (RFC 8656 DONT-FRAGMENT); CPython before 3.12
+#: does not name them, so Linux's numbers (<linux/in.h>, <linux/in6.h>) are the fallback.
+_LINUX = sys.platform.startswith("linux")
+_IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10 if _LINUX else None)
+_IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2 if _LINUX else None)
+_IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23 if _LINUX else None)
+_IPV6_PMTUDISC_DO = getattr(socket, "IPV6_PMTUDISC_DO", 2 if _LINUX else None)
+
+#: Whether this platform can send UDP with the DF bit set.
+DONT_FRAGMENT_SUPPORTED = _IP_MTU_DISCOVER is not None and _IP_PMTUDISC_DO is not None
+
+
+class RelayHandler(TypingProtocol):
+    """What a relayed socket reports to (implemented by the TURN service)."""
+
+    def peerDatagramReceived(self, allocation: Any, data: bytes,
+                             peer: tuple[str, int]) -> None:
+        """A UDP datagram from C{peer} arrived at C{allocation}'s relayed address."""
+
+    def relayError(self, failure: Failure) -> None:
+        """Handling input on a relayed socket raised."""
+
+
+def portInUse(error: OSError) -> bool:
+    """Whether C{error} from L{bindRelaySocket} means "try another port"."""
+    return error.errno in (errno.EADDRINUSE, errno.EACCES)
+
+
+def bindRelaySocket(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to C{(host, port)}; raises C{OSError}."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def setDontFragment(sock: socket.socket) -> None:
+    """Ask the kernel to send with the DF bit set (no fragmentation; EMSGSIZE instead)."""
+    if sock.family == socket.AF_INET6 and _IPV6_MTU_DISCOVER is not None:
+        sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, _IPV6_PMTUDISC_DO)
+    elif _IP_MTU_DISCOVER is not None:
+        sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_DO)
+
+
+class _QuietPort(udp.Port):
+    """Twisted's UDP port without its two log lines per socket ("... starting on N",
+    "(UDP Port N Closed)"): a relayed socket opens and closes with each allocation, and
+    the TURN service logs that itself, with the user and the 5-tuple."""
+
+    def _bindSocket(self) -> None:
+        sock = self._preexistingSocket
+        self._preexistingSocket = None
+        self._realPortNumber = sock.getsockname()[1]
+        self.connected = 1
+        self.socket = sock
+        self.fileno = sock.fileno
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._realPortNumber = None
+        self.maxThroughput = -1
+        base.BasePort.connectionLost(self, reason)
+        self.protocol.doStop()
+        self.socket.close()
+        del self.socket
+        del self.fileno
+        if hasattr(self, "d"):
+            self.d.callback(None)
+            del self.d
+
+
+def adoptRelaySocket(reactor: IReactorSocket, sock: socket.socket,
+                     protocol: RelayDatagramProtocol, dontFragment: bool = False
+                     ) -> IListeningPort:
+    """Hand a socket from L{bindRelaySocket} to the reactor, served by C{protocol}.
+
+    On Twisted's POSIX reactors the port is a L{_QuietPort}; other reactors (test fakes)
+    adopt it their own way. The socket object is closed (the reactor keeps its own
+    descriptor).
+    """
+    try:
+        if dontFragment:
+            setDontFragment(sock)
+        if isinstance(reactor, PosixReactorBase):
+            port = _QuietPort._fromListeningDescriptor(
+                reactor, sock.fileno(), sock.family, protocol, maxPacketSize=65535)
+            port.startListening()
+            return port
+        return reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol, 65535)
+    finally:
+        sock.close()
+
+
+class RelayDatagramProtocol(DatagramProtocol):
+    """One relayed UDP socket of one allocation."""
+
+    noisy = False
+
+    def __init__(self, handler: RelayHandler, allocation: Any) -> None:
+        self.handler = handler
+        self.allocation = allocation
+        self.sendto: Any = None
+
+    def startProtocol(self) -> None:
+        """Pick the send function: the socket's own C{sendto} when there is a socket
+        (Twisted's C{write} validates the address text again on every datagram, a
+        measurable part of relaying one; errors then raise C{OSError} to the caller),
+        else the transport's C{write} (test fakes)."""
+        sock = getattr(self.transport, "socket", None)
+        self.sendto = sock.sendto if sock is not None else self.transport.write  # type: ignore[union-attr]
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        try:
+            self.handler.peerDatagramReceived(self.allocation, data, (addr[0], addr[1]))
+        except Exception:
+            self.handler.relayError(Failure())
+
+    def send(self, data: bytes, peer: tuple[str, int]) -> None:
+        """Send one datagram to C{peer} from the relayed address (may raise C{OSError})."""
+        self.sendto(data, peer)
+
+
+# -- RFC 6062 TCP relays ----------------------------------------------------------------------
+
+#: Bytes a peer data connection holds before its ConnectionBind; then reading pauses.
+PENDING_LIMIT = 64 * 1024
+
+
+class PeerConnectionHandler(TypingProtocol):
+    """What a peer data connection reports to (implemented by the TURN service)."""
+
+    def peerConnectionMade(self, connection: PeerConnection) -> None:
+        """A peer connected in to a relayed TCP address, or our connect succeeded."""
+
+    def peerConnectionLost(self, connection: PeerConnection) -> None:
+        """The peer data connection closed."""
+
+    def peerConnectFailed(self, context: Any) -> None:
+        """The connection a Connect request asked for could not be made."""
+
+    def acceptPeer(self, allocation: Any, host: str) -> bool:
+        """Whether a peer at C{host} may connect in to C{allocation}'s relayed address."""
+
+
+class PeerConnection(Protocol):
+    """One RFC 6062 peer data connection: buffered until spliced to a client data
+    connection, then a byte pipe both ways with producer/consumer back-pressure.
+
+    @ivar allocation: the allocation whose relayed address this connection uses.
+    @ivar connectionId: the CONNECTION-ID the client binds with (set by the service).
+    @ivar client: the client data connection once spliced.
+    """
+
+    def __init__(self, handler: PeerConnectionHandler, allocation: Any) -> None:
+        self.handler = handler
+        self.allocation = allocation
+        self.connectionId = 0
+        self.peer: tuple[str, int] = ("", 0)
+        self.client: Any = None
+        self.timer: Any = None
+        #: The Connect request this outgoing connection answers (C{None}: incoming).
+        self.context: Any = None
+        self._pending: list[bytes] = []
+        self._pendingSize = 0
+        self._paused = False
+
+    def connectionMade(self) -> None:
+        address = self.transport.getPeer()  # type: ignore[union-attr]
+        self.peer = (address.host, address.port)
+        self.handler.peerConnectionMade(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.client is not None:
+            self.client.transport.write(data)
+            return
+        # RFC 6062 5.3: "The server MUST buffer any data received from the peer."
+        self._pending.append(data)
+        self._pendingSize += len(data)
+        if self._pendingSize >= PENDING_LIMIT and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def splice(self, client: Any) -> None:
+        """Join this connection to the client data connection C{client} (a STUN stream
+        protocol switched to raw bytes): flush what was buffered and make each
+        transport the other's producer, so a slow side pauses the fast one."""
+        self.client = client
+        if self._pending:
+            client.transport.write(b"".join(self._pending))
+            self._pending.clear()
+            self._pendingSize = 0
+        client.startRaw(self.transport.write)  # type: ignore[union-attr]
+        client.transport.registerProducer(self.transport, True)
+        self.transport.registerProducer(client.transport, True)  # type: ignore[union-attr]
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        """Close this connection (and, through the service, its client side)."""
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.handler.peerConnectionLost(self)
+
+
+class PeerListenerFactory(Factory):
+    """Accepts peers connecting in to one TCP allocation's relayed address.
+
+    C{acceptPeer(allocation, host)} on the handler decides (permission and limits); a
+    refused connection is closed at once, as RFC 6062 section 5.3 requires.
+    """
+
+    noisy = False
+
+    def __init__(self, handler: PeerConnectionHandler, allocation: Any) -> None:
+        self.handler = handler
+        self.allocation = allocation
+
+    def buildProtocol(self, addr: Any) -> PeerConnection | None:
+        if not self.handler.acceptPeer(self.allocation, getattr(addr, "host", "")):
+            return None
+        return PeerConnection(self.handler, self.allocation)
+
+
+class ConnectFactory(ClientFactory):
+    """The server's outgoing connection for one RFC 6062 Connect request.
+
+    @ivar context: the service's record of the request, handed back on success (as the
+        connection's C{context}) or failure (C{handler.peerConnectFailed(context)}).
+    """
+
+    noisy = False
+
+    def __init__(self, handler: Any, allocation: Any, context: Any) -> None:
+        self.handler = handler
+        self.allocation = allocation
+        self.context = context
+
+    def buildProtocol(self, addr: Any) -> PeerConnection:
+        connection = PeerConnection(self.handler, self.allocation)
+        connection.context = self.context
+        return connection
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.handler.peerConnectFailed(self.context)
