@@ -21,10 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.interfaces import IListeningPort, IReactorTime
-from twisted.logger import Logger
+from twisted.internet.interfaces import IReactorTime
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
@@ -47,6 +45,7 @@ from p2pnet.listen import bindAddresses, listenTCP, listenUDP
 from p2pnet.protocols.stun import StunDatagramProtocol, StunLink, StunStreamFactory
 from p2pnet.ratelog import RateLimitedLog
 from p2pnet.services.auth import AuthResult, Credentials, LongTermAuth, StaticUsers
+from p2pnet.services.listening import ListeningService
 from p2pnet.stats import Stats
 
 __all__ = ["StunService"]
@@ -78,7 +77,7 @@ def _unmapped(host: str) -> str:
     return host.partition("%")[0]
 
 
-class StunService(Service):
+class StunService(ListeningService):
     """STUN server over UDP, TCP and TLS on every listen address.
 
     @param reactor: provides time, UDP/TCP socket adoption; tests pass a fake.
@@ -94,7 +93,7 @@ class StunService(Service):
     @param alternateServers: C{(host, port)} per family to answer 300 Try Alternate with.
     """
 
-    log = Logger()
+    listeningName = "STUN"
 
     def __init__(
         self,
@@ -116,6 +115,7 @@ class StunService(Service):
         maxConnectionsPerIp: int = 64,
         idleTimeout: float = 300.0,
     ) -> None:
+        super().__init__()
         self.reactor = reactor
         self.clock: IReactorTime = reactor
         self.listenAddresses = bindAddresses(listen)
@@ -140,10 +140,6 @@ class StunService(Service):
         #: Highest ChannelData channel recognised on the sockets (TURN raises it).
         self.channelMax = CHANNEL_MAX
         self.streamClosedHandlers: list[StreamClosedHandler] = []
-        self.ports: list[IListeningPort] = []
-        #: The port number each kind of listener got ("udp", "tcp", "tls", "alt"), once
-        #: bound: with port 0 in the settings this is where to find the real ones.
-        self.boundPorts: dict[str, int] = {}
         self.streamFactories: list[StunStreamFactory] = []
         #: RFC 5780 matrix: family -> {(addressIndex, portIndex): UDP protocol}
         self.matrix: dict[int, dict[tuple[int, int], StunDatagramProtocol]] = {}
@@ -187,28 +183,6 @@ class StunService(Service):
 
     # -- listeners ------------------------------------------------------------------------
 
-    def privilegedStartService(self) -> None:
-        self._bind()
-        super().privilegedStartService()
-
-    def startService(self) -> None:
-        if not self.ports:
-            self._bind()
-        super().startService()
-
-    def _bind(self) -> None:
-        try:
-            self._bindAll()
-        except BaseException:
-            for port in self.ports:
-                port.stopListening()
-            self.ports.clear()
-            raise
-        where = ", ".join(
-            f"{a.type.lower()} {a.host}:{a.port}" for a in (p.getHost() for p in self.ports)
-        )
-        self.log.info("STUN listening on {where}", where=where)
-
     def _bindUDP(self, host: str, port: int, key: str, a: int = 0, p: int = 0) -> int:
         protocol = StunDatagramProtocol(self, a, p)
         listening = listenUDP(self.reactor, protocol, host, port, key)
@@ -228,7 +202,7 @@ class StunService(Service):
         self.ports.append(listening)
         return listening.getHost().port
 
-    def _bindAll(self) -> None:
+    def listen(self) -> None:
         udpPort = self.port
         tcpPort = self.port
         tlsPort = self.tlsPort
@@ -259,19 +233,19 @@ class StunService(Service):
         if tlsPort is not None and self._tlsOptions is not None:
             self.boundPorts["tls"] = tlsPort
 
-    def stopService(self) -> defer.Deferred[None]:
-        super().stopService()
-        ports, self.ports = self.ports, []
-        self.boundPorts.clear()
+    def closePorts(self) -> defer.Deferred[None]:
         self.matrix.clear()
         self.rfc5780.clear()
         self.rfc5780Tcp.clear()
+        return super().closePorts()
+
+    def stopService(self) -> defer.Deferred[None]:
+        closed = super().stopService()
         for factory in self.streamFactories:
             for connection in list(factory.connections):
                 connection.transport.abortConnection()  # type: ignore[union-attr]
         self.streamFactories.clear()
-        results = [defer.maybeDeferred(p.stopListening) for p in ports]
-        return defer.gatherResults(results).addCallback(lambda _: None)
+        return closed
 
     # -- admission (StunStreamHandler) ----------------------------------------------------
 
