@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from p2pnet.cli import buildParser
-from p2pnet.services.auth import userhash
+from p2pnet.codecs.stun import longTermKey, userhash
 from p2pnet.services.turn_credentials import StoredUsers
 from p2pnet.store.users import FILENAME, UserStore
 
@@ -42,6 +42,9 @@ class UsersCommandTests(unittest.TestCase):
         self.assertEqual([line.split("\t")[0] for line in out.splitlines()[1:]],
                          ["alice", "bob"])
         self.assertNotIn("s3cret", out)
+        self.assertEqual(out.splitlines()[1].split("\t")[1], "p2pnet")
+        with open(os.path.join(self.dataDir, FILENAME), "rb") as f:
+            self.assertNotIn(b"s3cret", f.read())  # only keys are stored
         self.assertEqual(runUsers(self.dataDir, "del", "alice"), (0, "deleted alice\n"))
         self.assertEqual(runUsers(self.dataDir, "del", "alice")[0], 1)
         path = os.path.join(self.dataDir, FILENAME)
@@ -53,6 +56,7 @@ class UsersCommandTests(unittest.TestCase):
         self.assertEqual(runUsers(self.dataDir, "list"), (0, "0 users\n"))
         self.assertEqual(runUsers(self.dataDir, "add", "a:b", "--password", "x")[0], 2)
         self.assertEqual(runUsers(self.dataDir, "add", "a", stdin="\n")[0], 2)
+        self.assertEqual(runUsers(self.dataDir, "add", "a", "--password", "\u0007")[0], 2)
 
 
 class StoredUsersTests(unittest.TestCase):
@@ -67,12 +71,16 @@ class StoredUsersTests(unittest.TestCase):
         users = StoredUsers(UserStore(os.path.join(dataDir, FILENAME)), clock, interval=10)
         self.addCleanup(users.stop)
         yield users.start()
-        self.assertEqual(users.password("alice"), "one")
-        self.assertEqual(users.userFromHash(userhash("alice", "r"), "r"), "alice")
-        self.assertIsNone(users.password("bob"))
+        self.assertEqual(users.key("alice", "p2pnet", 1), longTermKey("alice", "p2pnet", "one"))
+        self.assertEqual(users.key("alice", "p2pnet", 2),
+                         longTermKey("alice", "p2pnet", "one", 2))
+        self.assertIsNone(users.key("alice", "another realm", 1))
+        self.assertEqual(users.userFromHash(userhash("alice", "p2pnet"), "p2pnet"), "alice")
+        self.assertIsNone(users.key("bob", "p2pnet", 1))
         runUsers(dataDir, "add", "bob", "--password", "two")
         runUsers(dataDir, "del", "alice")
         yield users.reload()
-        self.assertEqual((users.password("alice"), users.password("bob")), (None, "two"))
-        self.assertIsNone(users.userFromHash(userhash("alice", "r"), "r"))
+        self.assertEqual((users.key("alice", "p2pnet", 1), users.key("bob", "p2pnet", 1)),
+                         (None, longTermKey("bob", "p2pnet", "two")))
+        self.assertIsNone(users.userFromHash(userhash("alice", "p2pnet"), "p2pnet"))
         self.assertEqual(len(users), 1)

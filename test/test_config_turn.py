@@ -11,6 +11,7 @@ from twisted.persisted.sob import loadValueFromFile
 from twisted.trial.unittest import TestCase
 
 from p2pnet.app import buildService
+from p2pnet.codecs.stun import longTermKey
 from p2pnet.config import SERVICES, Config, ConfigError, loadConfig
 from p2pnet.services.auth import StaticUsers
 from p2pnet.services.turn_credentials import ChainedCredentials, RestCredentials
@@ -104,9 +105,10 @@ class WiringTests(TestCase):
         with open(path) as f:
             name, _, password = f.read().strip().partition(":")
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
-        self.assertEqual(turn.credentials.password(name), password)
+        key = longTermKey(name, "p2pnet", password)
+        self.assertEqual(turn.credentials.key(name, "p2pnet", 1), key)
         again = buildService(config, UDPMemoryReactor()).getServiceNamed("turn")
-        self.assertEqual(again.credentials.password(name), password)
+        self.assertEqual(again.credentials.key(name, "p2pnet", 1), key)
 
 
 class TacTests(TestCase):
@@ -125,5 +127,6 @@ class TacTests(TestCase):
         (appliance,) = list(IService(application))
         self.assertEqual([s.name for s in appliance], ["stun", "turn"])
         turn = appliance.getServiceNamed("turn")
-        self.assertEqual(turn.credentials.password("alice"), "pw")
+        self.assertEqual(turn.credentials.key("alice", "example.org", 1),
+                         longTermKey("alice", "example.org", "pw"))
         self.assertEqual(turn.stun.auth.realm, "example.org")

@@ -10,9 +10,9 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pnet.codecs import stun
-from p2pnet.codecs.stun import Attr, Message, Method, StunClass, decode
+from p2pnet.codecs.stun import Attr, Message, Method, StunClass, decode, userhash
 from p2pnet.errors import ConfigError
-from p2pnet.services.auth import PASSWORD_ALGORITHMS, StaticUsers, userhash
+from p2pnet.services.auth import PASSWORD_ALGORITHMS, StaticUsers
 from p2pnet.services.stun import StunService
 from p2pnet.testing import UDPMemoryReactor
 

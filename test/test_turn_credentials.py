@@ -9,8 +9,8 @@ import hmac
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pnet.codecs.stun import Attr, Message, Method, StunClass, decode, longTermKey
-from p2pnet.services.auth import LongTermAuth, StaticUsers, userhash
+from p2pnet.codecs.stun import Attr, Message, Method, StunClass, decode, longTermKey, userhash
+from p2pnet.services.auth import LongTermAuth, StaticUsers
 from p2pnet.services.turn_credentials import ChainedCredentials, RestCredentials, restPassword
 
 
@@ -21,18 +21,22 @@ class RestCredentialsTests(SynchronousTestCase):
         self.rest = RestCredentials("north", self.clock)
 
     def test_password(self) -> None:
-        """base64(HMAC-SHA1(secret, username)), the coturn/WebRTC convention."""
+        """base64(HMAC-SHA1(secret, username)), the coturn/WebRTC convention, is the
+        password the keys are made from."""
         name = "1700000100:alice"
         expected = base64.b64encode(hmac.new(b"north", name.encode(), hashlib.sha1).digest())
-        self.assertEqual(self.rest.password(name), expected.decode())
         self.assertEqual(restPassword("north", name), expected.decode())
-        self.assertEqual(self.rest.password("1700000100"), restPassword("north", "1700000100"))
+        for algorithm in (1, 2):
+            self.assertEqual(self.rest.key(name, "r", algorithm),
+                             longTermKey(name, "r", expected.decode(), algorithm))
+        self.assertEqual(self.rest.key("1700000100", "r", 1),
+                         longTermKey("1700000100", "r", restPassword("north", "1700000100")))
 
     def test_expired(self) -> None:
-        """A username whose time has come, or with no time, has no password."""
-        self.assertIsNone(self.rest.password("1700000000:alice"))
-        self.assertIsNone(self.rest.password("alice"))
-        self.assertIsNone(self.rest.password(":alice"))
+        """A username whose time has come, or with no time, has no key."""
+        self.assertIsNone(self.rest.key("1700000000:alice", "r", 1))
+        self.assertIsNone(self.rest.key("alice", "r", 1))
+        self.assertIsNone(self.rest.key(":alice", "r", 1))
         self.assertIsNone(self.rest.userFromHash(userhash("1700000100", "r"), "r"))
 
     def test_throughAuth(self) -> None:
@@ -58,7 +62,7 @@ class ChainedCredentialsTests(SynchronousTestCase):
     def test_order(self) -> None:
         """The first source that knows a user answers."""
         chain = ChainedCredentials([StaticUsers({"a": "1"}), StaticUsers({"a": "2", "b": "3"})])
-        self.assertEqual((chain.password("a"), chain.password("b"), chain.password("c")),
-                         ("1", "3", None))
+        self.assertEqual([chain.key(name, "r", 1) for name in "abc"],
+                         [longTermKey("a", "r", "1"), longTermKey("b", "r", "3"), None])
         self.assertEqual(chain.userFromHash(userhash("b", "r"), "r"), "b")
         self.assertIsNone(chain.userFromHash(userhash("c", "r"), "r"))

@@ -37,6 +37,7 @@ __all__ = [
     "isStun",
     "longTermKey",
     "newTransactionId",
+    "userhash",
 ]
 
 MAGIC_COOKIE = 0x2112A442
@@ -191,6 +192,12 @@ def longTermKey(username: str, realm: str, password: str, algorithm: int = 1) ->
     if algorithm == PASSWORD_ALGORITHM_SHA256:
         return hashlib.sha256(text).digest()
     return hashlib.md5(text).digest()
+
+
+def userhash(username: str, realm: str) -> bytes:
+    """USERHASH (RFC 8489 section 14.4): SHA-256 of C{username ":" realm}, both prepared
+    with L{saslprep}."""
+    return hashlib.sha256(f"{saslprep(username)}:{saslprep(realm)}".encode()).digest()
 
 
 def saslprep(text: str) -> str:

@@ -4,7 +4,8 @@
 Works on C{DATA_DIR/users.sqlite3} directly (SQLite WAL lets it run while the server
 is up; the server re-reads the table within ten seconds). The password of C{add} is
 read from standard input (one line) unless C{--password} gives it, so it need not
-appear in the process list or shell history.
+appear in the process list or shell history. Only keys are stored, and they depend on
+the realm: C{--realm} must be the server's C{realm} setting.
 """
 
 from __future__ import annotations
@@ -51,7 +52,11 @@ def run(args: argparse.Namespace) -> int:
         with conn:
             cursor = conn.cursor()
             if args.users_command == "add":
-                new = addUser(cursor, args.name, password)
+                try:
+                    new = addUser(cursor, args.name, password, args.realm)
+                except ValueError as e:
+                    sys.stderr.write(f"p2pnet: {e}\n")
+                    return 2
                 out.write(f"{'added' if new else 'changed password of'} {args.name}\n")
                 return 0
             if args.users_command == "del":
@@ -62,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
                 return 0
             users = listUsers(cursor)
             out.write(f"{len(users)} users\n")
-            for name, created in users:
+            for name, realm, created in users:
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(created))
-                out.write(f"{name}\t{stamp}\n")
+                out.write(f"{name}\t{realm}\t{stamp}\n")
             return 0
     except sqlite3.Error as e:
         sys.stderr.write(f"p2pnet: {path}: {e}\n")
@@ -83,7 +88,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add.add_argument("name")
     add.add_argument("--password", default=None,
                      help="the password (default: one line read from standard input)")
+    add.add_argument("--realm", default="p2pnet",
+                     help="the server's realm setting (default: p2pnet); the stored keys "
+                          "are valid in that realm only")
     remove = sub.add_parser("del", help="delete a user")
     remove.add_argument("name")
-    sub.add_parser("list", help="user names and when they were added")
+    sub.add_parser("list", help="user names, their realm and when they were added")
     parser.set_defaults(run=run, out=None, stdin=None)

@@ -30,25 +30,29 @@ from p2pnet.codecs.stun import (
     decodePasswordAlgorithms,
     encodePasswordAlgorithms,
     longTermKey,
-    saslprep,
+    userhash,
 )
 
-__all__ = ["AuthResult", "Credentials", "LongTermAuth", "StaticUsers", "userhash"]
+__all__ = ["AuthResult", "Credentials", "LongTermAuth", "StaticUsers"]
 
 
 class Credentials(Protocol):
-    """Where L{LongTermAuth} finds passwords (configured users, a store, REST secrets)."""
+    """Where L{LongTermAuth} finds users (configured users, the user table, REST secrets).
 
-    def password(self, username: str) -> str | None:
-        """The password of C{username}, or C{None} when there is no such user."""
+    A source gives the long-term key, never the password: RFC 8489 section 9.2.2 needs
+    only the key, so a durable store can keep keys (as coturn's does) and no password
+    has to be stored anywhere.
+    """
+
+    def key(self, username: str, realm: str, algorithm: int) -> bytes | None:
+        """The key of C{username} in C{realm} for PASSWORD-ALGORITHM C{algorithm}
+        (L{longTermKey}), or C{None} when there is no such user.
+
+        @raise ValueError: the password or realm is not a valid prepared string.
+        """
 
     def userFromHash(self, userhash: bytes, realm: str) -> str | None:
         """The username whose L{userhash} in C{realm} is C{userhash}, or C{None}."""
-
-
-def userhash(username: str, realm: str) -> bytes:
-    """USERHASH of RFC 8489 section 14.4: SHA-256 of C{username ":" realm}."""
-    return hashlib.sha256(f"{saslprep(username)}:{saslprep(realm)}".encode()).digest()
 
 
 class StaticUsers:
@@ -61,8 +65,11 @@ class StaticUsers:
     def __len__(self) -> int:
         return len(self._users)
 
-    def password(self, username: str) -> str | None:
-        return self._users.get(username)
+    def key(self, username: str, realm: str, algorithm: int) -> bytes | None:
+        password = self._users.get(username)
+        if password is None:
+            return None
+        return longTermKey(username, realm, password, algorithm)
 
     def userFromHash(self, userhash_: bytes, realm: str) -> str | None:
         if not self._hashes:
@@ -203,15 +210,14 @@ class LongTermAuth:
             name: str | None = username.decode("utf-8", "replace")
         else:
             name = self.credentials.userFromHash(hashed, self.realm)  # type: ignore[arg-type]
-        password = None
+        key = None
         if name is not None and realm == self._realmBytes:
-            password = self.credentials.password(name)
-        if password is None:
+            try:
+                key = self.credentials.key(name, self.realm, algorithm)
+            except ValueError:  # not a valid prepared string (RFC 4013)
+                return AuthResult(error=self._error(request, 400))
+        if key is None:
             return AuthResult(error=self.challenge(request, client))
-        try:
-            key = longTermKey(name, self.realm, password, algorithm)  # type: ignore[arg-type]
-        except ValueError:
-            return AuthResult(error=self._error(request, 400))
         if not request.checkIntegrity(key):
             return AuthResult(error=self.challenge(request, client))
         return AuthResult(key=key, sha256=sha256, username=name)  # type: ignore[arg-type]

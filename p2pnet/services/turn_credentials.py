@@ -1,5 +1,5 @@
 # -*- test-case-name: test.test_turn_credentials -*-
-"""Where TURN passwords come from, as L{p2pnet.services.auth.Credentials}.
+"""Where TURN users come from, as L{p2pnet.services.auth.Credentials}.
 
 L{RestCredentials} is the TURN REST API convention (draft-uberti-behave-turn-rest, what
 coturn's C{use-auth-secret} and WebRTC services use): the username is C{EXPIRY[:USER]}
@@ -22,8 +22,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from p2pnet.services.auth import Credentials, userhash
-from p2pnet.store.users import RELOAD_INTERVAL, UserStore
+from p2pnet.codecs.stun import longTermKey
+from p2pnet.services.auth import Credentials
+from p2pnet.store.users import RELOAD_INTERVAL, StoredUser, UserStore
 
 __all__ = ["ChainedCredentials", "RestCredentials", "StoredUsers", "restPassword"]
 
@@ -45,12 +46,12 @@ class RestCredentials:
         self._secret = secret
         self._clock = clock
 
-    def password(self, username: str) -> str | None:
-        """The password for an unexpired C{EXPIRY[:USER]} username, else C{None}."""
+    def key(self, username: str, realm: str, algorithm: int) -> bytes | None:
+        """The key of an unexpired C{EXPIRY[:USER]} username, else C{None}."""
         stamp = username.partition(":")[0]
         if not stamp.isdigit() or int(stamp) <= self._clock.seconds():
             return None
-        return restPassword(self._secret, username)
+        return longTermKey(username, realm, restPassword(self._secret, username), algorithm)
 
     def userFromHash(self, userhash: bytes, realm: str) -> str | None:
         """Never: a REST username cannot be recovered from its hash."""
@@ -63,9 +64,9 @@ class ChainedCredentials:
     def __init__(self, sources: Sequence[Credentials]) -> None:
         self.sources = list(sources)
 
-    def password(self, username: str) -> str | None:
+    def key(self, username: str, realm: str, algorithm: int) -> bytes | None:
         for source in self.sources:
-            found = source.password(username)
+            found = source.key(username, realm, algorithm)
             if found is not None:
                 return found
         return None
@@ -92,7 +93,7 @@ class StoredUsers:
     def __init__(self, store: UserStore, clock: IReactorTime,
                  interval: float = RELOAD_INTERVAL) -> None:
         self.store = store
-        self._users: dict[str, str] = {}
+        self._users: dict[str, StoredUser] = {}
         self._hashes: dict[tuple[bytes, str], str] = {}
         self._loop = LoopingCall(self.reload)
         self._loop.clock = clock
@@ -115,10 +116,9 @@ class StoredUsers:
 
     def reload(self) -> Deferred[None]:
         """Read the table again; a failed read keeps the previous users and is logged."""
-        def loaded(users: dict[str, str]) -> None:
-            if users != self._users:
-                self._users = users
-                self._hashes = {}
+        def loaded(users: dict[str, StoredUser]) -> None:
+            self._users = users
+            self._hashes = {(user.userhash, user.realm): name for name, user in users.items()}
 
         def failed(failure: Any) -> None:
             self.log.warn("cannot read the TURN user table: {error}",
@@ -126,10 +126,11 @@ class StoredUsers:
 
         return self.store.all().addCallbacks(loaded, failed)
 
-    def password(self, username: str) -> str | None:
-        return self._users.get(username)
+    def key(self, username: str, realm: str, algorithm: int) -> bytes | None:
+        user = self._users.get(username)
+        if user is None or user.realm != realm:
+            return None
+        return user.key(algorithm)
 
-    def userFromHash(self, userhash_: bytes, realm: str) -> str | None:
-        if not self._hashes:
-            self._hashes = {(userhash(name, realm), realm): name for name in self._users}
-        return self._hashes.get((userhash_, realm))
+    def userFromHash(self, userhash: bytes, realm: str) -> str | None:
+        return self._hashes.get((userhash, realm))

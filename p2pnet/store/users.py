@@ -4,8 +4,13 @@
 Managed by C{p2pnet users add|del|list} (synchronously, through L{openSync}) while the
 server runs: SQLite WAL lets both use the file, and the running server reloads the
 table (L{p2pnet.services.turn_credentials.StoredUsers}) every L{RELOAD_INTERVAL}
-seconds, so a user added or deleted takes effect within that time without a restart. The long-term mechanism needs the password itself (or a key
-per algorithm), so the file is created mode 0600 inside the 0700 data directory.
+seconds, so a user added or deleted takes effect within that time without a restart.
+
+No password is stored: a row holds the long-term keys of RFC 8489 section 9.2.2 (MD5
+and SHA-256 of C{name:realm:password}) and the USERHASH, all of which depend on the
+realm, so a row serves only the realm it was added for (coturn's C{turnadmin -r}
+works the same way). The keys still let anyone who reads them authenticate, so the
+file is created mode 0600 inside the 0700 data directory.
 """
 
 from __future__ import annotations
@@ -13,14 +18,20 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet.defer import Deferred
 
-from p2pnet.store.sqlite import Database
+from p2pnet.codecs.stun import (
+    PASSWORD_ALGORITHM_MD5,
+    PASSWORD_ALGORITHM_SHA256,
+    longTermKey,
+    userhash,
+)
+from p2pnet.store.sqlite import Database, connect
 
-__all__ = ["FILENAME", "RELOAD_INTERVAL", "SCHEMA", "UserStore", "addUser", "allUsers",
-           "deleteUser", "listUsers", "openSync"]
+__all__ = ["FILENAME", "RELOAD_INTERVAL", "SCHEMA", "StoredUser", "UserStore", "addUser",
+           "allUsers", "deleteUser", "listUsers", "openSync"]
 
 #: The table's file name inside the data directory.
 FILENAME = "users.sqlite3"
@@ -30,10 +41,26 @@ RELOAD_INTERVAL = 10.0
 SCHEMA: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS turn_user (
         name TEXT PRIMARY KEY NOT NULL,
-        password TEXT NOT NULL,
+        realm TEXT NOT NULL,
+        key_md5 BLOB NOT NULL,
+        key_sha256 BLOB NOT NULL,
+        userhash BLOB NOT NULL,
         created_at INTEGER NOT NULL
     ) WITHOUT ROWID""",
 )
+
+
+class StoredUser(NamedTuple):
+    """One row as the server uses it: the realm and what authenticates in it."""
+
+    realm: str
+    keyMd5: bytes
+    keySha256: bytes
+    userhash: bytes
+
+    def key(self, algorithm: int) -> bytes:
+        """The key for PASSWORD-ALGORITHM C{algorithm} (MD5 or SHA-256)."""
+        return self.keySha256 if algorithm == PASSWORD_ALGORITHM_SHA256 else self.keyMd5
 
 
 def _private(path: str) -> None:
@@ -44,23 +71,28 @@ def _private(path: str) -> None:
 def openSync(path: str) -> sqlite3.Connection:
     """A synchronous connection with the schema in place (for the command line)."""
     _private(path)
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    with conn:
-        for statement in SCHEMA:
-            conn.execute(statement)
-    return conn
+    return connect(path, SCHEMA)
 
 
-def addUser(cursor: Any, name: str, password: str) -> bool:
-    """Add C{name} or change its password; C{True} when the user is new."""
+def addUser(cursor: Any, name: str, password: str, realm: str) -> bool:
+    """Add C{name} for C{realm} or change its password; C{True} when the user is new.
+
+    @raise ValueError: the name, password or realm is not a valid prepared string.
+    """
+    row = (
+        realm,
+        longTermKey(name, realm, password, PASSWORD_ALGORITHM_MD5),
+        longTermKey(name, realm, password, PASSWORD_ALGORITHM_SHA256),
+        userhash(name, realm),
+    )
     cursor.execute("SELECT 1 FROM turn_user WHERE name = ?", (name,))
     new = cursor.fetchone() is None
     cursor.execute(
-        "INSERT INTO turn_user (name, password, created_at) VALUES (?, ?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET password = excluded.password",
-        (name, password, int(time.time())),
+        "INSERT INTO turn_user (name, realm, key_md5, key_sha256, userhash, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET realm = excluded.realm, "
+        "key_md5 = excluded.key_md5, key_sha256 = excluded.key_sha256, "
+        "userhash = excluded.userhash",
+        (name, *row, int(time.time())),
     )
     return new
 
@@ -71,16 +103,19 @@ def deleteUser(cursor: Any, name: str) -> bool:
     return bool(cursor.rowcount)
 
 
-def listUsers(cursor: Any) -> list[tuple[str, int]]:
-    """C{(name, created UNIX time)} of every user, by name (never the passwords)."""
-    cursor.execute("SELECT name, created_at FROM turn_user ORDER BY name")
-    return [(str(name), int(created)) for name, created in cursor.fetchall()]
+def listUsers(cursor: Any) -> list[tuple[str, str, int]]:
+    """C{(name, realm, created UNIX time)} of every user, by name (never the keys)."""
+    cursor.execute("SELECT name, realm, created_at FROM turn_user ORDER BY name")
+    return [(str(name), str(realm), int(created)) for name, realm, created in cursor.fetchall()]
 
 
-def allUsers(cursor: Any) -> dict[str, str]:
-    """Every user's password, by name (for the running server's credentials)."""
-    cursor.execute("SELECT name, password FROM turn_user")
-    return {str(name): str(password) for name, password in cursor.fetchall()}
+def allUsers(cursor: Any) -> dict[str, StoredUser]:
+    """Every user, by name (for the running server's credentials)."""
+    cursor.execute("SELECT name, realm, key_md5, key_sha256, userhash FROM turn_user")
+    return {
+        str(name): StoredUser(str(realm), bytes(md5), bytes(sha256), bytes(hashed))
+        for name, realm, md5, sha256, hashed in cursor.fetchall()
+    }
 
 
 class UserStore:
@@ -93,8 +128,8 @@ class UserStore:
         _private(path)
         self._db = Database(path, SCHEMA, key)
 
-    def all(self) -> Deferred[dict[str, str]]:
-        """Every user's password, by name."""
+    def all(self) -> Deferred[dict[str, StoredUser]]:
+        """Every user, by name."""
         return self._db.runInteraction(allUsers)
 
     def close(self) -> None:
