@@ -69,6 +69,7 @@ __all__ = [
     "addressAttribute",
     "connectStream",
     "mappedAddress",
+    "normalAddress",
 ]
 
 Address = tuple[str, int]
@@ -282,7 +283,7 @@ class _Pending:
     anySource: bool
 
 
-def _normalAddress(addr: tuple[Any, ...]) -> Address:
+def normalAddress(addr: tuple[Any, ...]) -> Address:
     """C{(ip, port)} with the IP address in its normal written form.
 
     @raise ValueError: when the host is not an IP address.
@@ -462,7 +463,7 @@ class StunClientProtocol(_TransactionOwner, DatagramProtocol):
             L{StunErrorResponse} or L{StunTimeout}. Cancelling it stops retransmission.
         @raise ValueError: when the host in C{addr} is not an IP address.
         """
-        destination = _normalAddress(addr)
+        destination = normalAddress(addr)
 
         def send(m: Message, data: bytes, k: bytes | None) -> Deferred[Message]:
             return self._begin(m, data, k, destination, reliable=False, anySource=anySource)
@@ -485,7 +486,7 @@ class StunClientProtocol(_TransactionOwner, DatagramProtocol):
             return
         try:
             message = decode(datagram)
-            source = _normalAddress(addr)
+            source = normalAddress(addr)
         except (StunDecodeError, ValueError):
             return
         self._messageReceived(message, source)

@@ -59,7 +59,7 @@ from p2pnet.protocols.stun_client import (
     StunClientProtocol,
     StunErrorResponse,
     StunStreamClientProtocol,
-    _normalAddress,
+    normalAddress,
 )
 
 __all__ = [
@@ -119,7 +119,7 @@ class TurnClientProtocol(StunClientProtocol):
     def __init__(self, server: Address, username: str, password: str,
                  reactor: IReactorTime | None = None, **transactionArgs: Any) -> None:
         super().__init__(reactor, **transactionArgs)
-        self.server = _normalAddress(server)
+        self.server = normalAddress(server)
         self.credentials = LongTermCredentials(username, password)
         self.onData: Callable[[Address, bytes], None] | None = None
         self.allocation: TurnAllocation | None = None
@@ -202,7 +202,7 @@ class TurnClientProtocol(StunClientProtocol):
 
     def channelBind(self, peer: Address) -> Deferred[int]:
         """Bind (or refresh) a channel to C{peer}; fires with the channel number."""
-        peer = _normalAddress(peer)
+        peer = normalAddress(peer)
         channel = self.channels.get(peer)
         if channel is None:
             if self._nextChannel > CHANNEL_MAX:
@@ -230,7 +230,7 @@ class TurnClientProtocol(StunClientProtocol):
     def send(self, peer: Address, data: bytes) -> None:
         """Relay C{data} to C{peer}: as ChannelData when a channel is bound, else in a
         Send indication (section 11.1)."""
-        peer = _normalAddress(peer)
+        peer = normalAddress(peer)
         channel = self.channels.get(peer)
         if channel is not None:
             self.transport.write(encodeChannelData(channel, data), self.server)  # type: ignore[union-attr]
