@@ -42,6 +42,9 @@ lint: $(STAMP)
 
 bench: $(STAMP) system-deps
 	$(PY) bench/stun_bench.py
+	$(PY) bench/turn_bench.py
+	$(PY) bench/rendezvous_bench.py
+	$(PY) bench/gateway_bench.py
 
 clean:
 	rm -rf $(VENV) _trial_temp* build *.egg-info

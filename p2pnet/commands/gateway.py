@@ -30,7 +30,8 @@ DEFAULT_URL = "ws://127.0.0.1:18789/"
 def register(subparsers: Any) -> None:
     """Add C{p2pnet gateway ...} to the C{p2pnet} command."""
     parser = subparsers.add_parser(
-        "gateway", help="talk to the control gateway", description=__doc__.split("\n\n")[0]
+        "gateway", help="talk to the control gateway",
+        description="Call the control gateway as an operator, or print the token it generated.",
     )
     commands = parser.add_subparsers(dest="gatewayCommand", required=True, metavar="ACTION")
     callParser = commands.add_parser(
