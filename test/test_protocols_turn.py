@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pnet.protocols.turn import (
     DONT_FRAGMENT_SUPPORTED,
@@ -16,6 +16,8 @@ from p2pnet.protocols.turn import (
     PeerListenerFactory,
     RelayDatagramProtocol,
     bindRelaySocket,
+    connectFromRelay,
+    listenRelayTCP,
     setDontFragment,
 )
 from p2pnet.testing import FakeDatagramTransport
@@ -128,3 +130,44 @@ class PeerConnectionTests(SynchronousTestCase):
             IPv4Address("TCP", "192.0.2.5", 1)))
         self.assertIsInstance(PeerListenerFactory(Recorder(), "a").buildProtocol(
             IPv4Address("TCP", "192.0.2.5", 1)), PeerConnection)
+
+
+class RelayedAddressTests(TestCase):
+    """RFC 6062 section 5.2: a connection to a peer leaves from the relayed transport
+    address, the same address and port peers connect in to."""
+
+    def test_connectFromTheListeningAddress(self):  # noqa: ANN201
+        from twisted.internet import defer, reactor
+        from twisted.internet.protocol import ClientFactory, Factory, Protocol
+
+        relayed = listenRelayTCP(reactor, Factory.forProtocol(Protocol), "127.0.0.1", 0)
+        self.addCleanup(relayed.stopListening)
+        relayedAddress = ("127.0.0.1", relayed.getHost().port)
+
+        accepted: defer.Deferred = defer.Deferred()
+
+        class Peer(Protocol):
+            def connectionMade(self) -> None:
+                peer = self.transport.getPeer()
+                accepted.callback((peer.host, peer.port))
+                self.transport.loseConnection()
+
+        peer = reactor.listenTCP(0, Factory.forProtocol(Peer), interface="127.0.0.1")
+        self.addCleanup(peer.stopListening)
+        connector = connectFromRelay(reactor, "127.0.0.1", peer.getHost().port,
+                                     ClientFactory.forProtocol(Protocol), 5, relayedAddress)
+        self.addCleanup(connector.disconnect)
+        return accepted.addCallback(self.assertEqual, relayedAddress)
+
+    def test_addressTaken(self) -> None:
+        """A relayed address already taken by another listener cannot be listened on."""
+        from twisted.internet import reactor
+        from twisted.internet.error import CannotListenError
+        from twisted.internet.protocol import Factory
+
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        self.addCleanup(taken.close)
+        self.assertRaises(CannotListenError, listenRelayTCP, reactor, Factory(), "127.0.0.1",
+                          taken.getsockname()[1])

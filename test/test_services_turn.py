@@ -778,14 +778,14 @@ class TcpRelayTests(TurnMixin, SynchronousTestCase):
         self.assertEqual(errorCode(reply), 400)
 
     def test_connectAndBind(self) -> None:
-        """Connect opens a connection from the relayed IP; its CONNECTION-ID binds a new
+        """Connect opens a connection from the relayed address; its CONNECTION-ID binds a new
         client connection; then bytes flow both ways, buffered ones first."""
         self.startTurn()
         control, reply = self.control()
         relayed = self.relayed(reply)
         control[0].dataReceived(self.sign(self.connectRequest(control)))
         host, port, factory, timeout, bindAddress = self.reactor.tcpClients[-1]
-        self.assertEqual(((host, port), timeout, bindAddress), (PEER, 30, (relayed[0], 0)))
+        self.assertEqual(((host, port), timeout, bindAddress), (PEER, 30, relayed))
         peer, peerTransport = self.peerUp(factory)
         reply = decode(control[1].value())
         control[1].clear()

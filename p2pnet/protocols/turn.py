@@ -16,8 +16,9 @@ import sys
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-from twisted.internet import base, udp
-from twisted.internet.interfaces import IListeningPort, IReactorSocket
+from twisted.internet import base, tcp, udp
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IConnector, IListeningPort, IReactorSocket
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import (
     ClientFactory,
@@ -37,6 +38,8 @@ __all__ = [
     "RelayHandler",
     "bindRelaySocket",
     "adoptRelaySocket",
+    "connectFromRelay",
+    "listenRelayTCP",
     "portInUse",
     "setDontFragment",
 ]
@@ -138,6 +141,66 @@ def adoptRelaySocket(reactor: IReactorSocket, sock: socket.socket,
         return reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol, 65535)
     finally:
         sock.close()
+
+
+def _shareAddress(sock: socket.socket) -> None:
+    # A connecting socket may bind the address:port a listening socket holds only when
+    # both set SO_REUSEPORT (Linux; same user). That is how an RFC 6062 connection to
+    # a peer leaves from the relayed transport address while peers can still connect in.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+
+
+def listenRelayTCP(reactor: Any, factory: Factory, host: str, port: int) -> IListeningPort:
+    """Listen for peers on a TCP allocation's relayed address (RFC 6062 section 5.3).
+
+    On Twisted's POSIX reactors the socket shares its address (SO_REUSEPORT) so that
+    L{connectFromRelay} can connect out from it; test fakes get a plain C{listenTCP}.
+
+    @raise twisted.internet.error.CannotListenError: the address is taken.
+    """
+    if not isinstance(reactor, PosixReactorBase):
+        return reactor.listenTCP(port, factory, interface=host)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        _shareAddress(sock)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+        return reactor.adoptStreamPort(sock.fileno(), family, factory)
+    except OSError as e:
+        raise CannotListenError(host, port, e) from None
+    finally:
+        sock.close()
+
+
+class _SharedAddressClient(tcp.Client):
+    """A TCP client whose socket may bind an address a relayed listener holds."""
+
+    def createInternetSocket(self) -> socket.socket:
+        sock = super().createInternetSocket()
+        _shareAddress(sock)
+        return sock
+
+
+class _SharedAddressConnector(tcp.Connector):
+    def _makeTransport(self) -> _SharedAddressClient:
+        return _SharedAddressClient(self.host, self.port, self.bindAddress, self, self.reactor)
+
+
+def connectFromRelay(reactor: Any, host: str, port: int, factory: ClientFactory,
+                     timeout: float, relayed: tuple[str, int]) -> IConnector:
+    """Connect to a peer from the relayed transport address C{relayed}: RFC 6062
+    section 5.2, "The local endpoint is the relayed transport address associated with
+    the allocation". Test fakes get a plain C{connectTCP} with that bind address."""
+    if not isinstance(reactor, PosixReactorBase):
+        return reactor.connectTCP(host, port, factory, timeout=timeout, bindAddress=relayed)
+    connector = _SharedAddressConnector(host, port, factory, timeout, relayed, reactor)
+    connector.connect()
+    return connector
 
 
 class RelayDatagramProtocol(DatagramProtocol):

@@ -63,6 +63,8 @@ from p2pnet.protocols.turn import (
     RelayDatagramProtocol,
     adoptRelaySocket,
     bindRelaySocket,
+    connectFromRelay,
+    listenRelayTCP,
     portInUse,
     setDontFragment,
 )
@@ -747,7 +749,7 @@ class TurnService(Service):
             if (host, port) in self._usedPorts:
                 continue
             try:
-                listening = self.reactor.listenTCP(port, factory, interface=host)
+                listening = listenRelayTCP(self.reactor, factory, host, port)
             except netError.CannotListenError:
                 continue
             allocation.relays[family] = factory
@@ -1185,13 +1187,11 @@ class TurnService(Service):
             return
         # "Otherwise, the server MUST initiate an outgoing TCP connection. The local
         # endpoint is the relayed transport address associated with the allocation."
-        # (Bound to the relayed IP; the port is the kernel's, as the relayed port itself
-        # is the listening socket.) "The timeout value MUST be at least 30 seconds."
+        # "The timeout value MUST be at least 30 seconds."
         allocation.connections[peer] = None
         context = (request, link, source, auth, peer)
-        self.reactor.connectTCP(
-            peer[0], peer[1], ConnectFactory(self, allocation, context),
-            timeout=CONNECT_TIMEOUT, bindAddress=(allocation.relayed[family][0], 0))
+        connectFromRelay(self.reactor, peer[0], peer[1], ConnectFactory(self, allocation, context),
+                         CONNECT_TIMEOUT, allocation.relayed[family])
 
     def peerConnectFailed(self, context: Any) -> None:
         """'If the connection attempt fails or times out, the server MUST return a 447
