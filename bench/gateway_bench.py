@@ -44,6 +44,18 @@ import tempfile
 import time
 from typing import Any
 
+from processes import (
+    LOOPBACK,
+    cpuSeconds,
+    freePort,
+    rssBytes,
+    splitCpus,
+    startP2pnet,
+    stop,
+    tcpListening,
+    waitUntil,
+)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
@@ -56,9 +68,7 @@ from p2pnet.codecs.device_auth import (  # noqa: E402
 )
 from p2pnet.codecs.websocket_frame import OP_TEXT, MessageDecoder, encodeFrame  # noqa: E402
 
-LOOPBACK = "127.0.0.1"
 TOKEN = "bench-token"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MAX_SECONDS = 120.0
 #: Handshakes a worker keeps in flight (two workers stay under the gateway's 32 per IP).
 PREAUTH_PER_WORKER = 15
@@ -270,52 +280,13 @@ def requestWorker(port: int, clients: int, seconds: float, ready: Any, go: Any,
 # -- the server -----------------------------------------------------------------------------
 
 
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
-
-
-def cpuSeconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def rssBytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def pinTo(cpus: tuple[int, ...]) -> Any:
-    """A C{preexec_fn} restricting the child (and every thread it makes) to C{cpus}."""
-    if not cpus:
-        return None
-    return lambda: os.sched_setaffinity(0, cpus)
-
-
 def startServer(port: int, dataDir: str, cpus: tuple[int, ...]) -> subprocess.Popen[bytes]:
-    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-    server = subprocess.Popen(
-        [twistd, "-n", "--pidfile", os.path.join(dataDir, "twistd.pid"),
-         "-l", os.path.join(dataDir, "twistd.log"), "p2pnet",
-         "--services", "gateway", "--listen", LOOPBACK, "--gateway-port", str(port),
-         "--data-dir", dataDir, "--gateway-token", TOKEN],
-        cwd=REPO,
-        preexec_fn=pinTo(cpus),
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((LOOPBACK, port), timeout=1).close()
-            return server
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("gateway did not start")
+    """The gateway on 127.0.0.1:C{port}, once it accepts connections."""
+    server, log = startP2pnet(dataDir, [
+        "--services", "gateway", "--listen", LOOPBACK, "--gateway-port", str(port),
+        "--data-dir", dataDir, "--gateway-token", TOKEN], cpus)
+    waitUntil(tcpListening(port), server, log, what="the gateway")
+    return server
 
 
 def phase(target: Any, port: int, workers: int, perWorker: int, seconds: float,
@@ -360,13 +331,11 @@ def main() -> int:
     args = parser.parse_args()
     seconds = min(args.seconds, MAX_SECONDS)
     port = freePort()
-    cpus = sorted(os.sched_getaffinity(0))
-    serverCpus: tuple[int, ...] = ()
-    if args.pin and len(cpus) >= 2:
-        serverCpus = (cpus[0],)
-        os.sched_setaffinity(0, cpus[1:])  # the load generators fork from this process
-        print(f"pinned: server on CPU {cpus[0]}, load generators on CPU "
-              f"{','.join(map(str, cpus[1:]))}")
+    serverCpus, loadCpus = splitCpus(args.pin)
+    if serverCpus:
+        os.sched_setaffinity(0, loadCpus)  # the load generators fork from this process
+        print(f"pinned: server on CPU {serverCpus[0]}, load generators on CPU "
+              f"{','.join(map(str, loadCpus))}")
     else:
         print("not pinned: server and load generators share every CPU")
     with tempfile.TemporaryDirectory() as dataDir:
@@ -389,8 +358,7 @@ def main() -> int:
                                   seconds, server.pid)
             print(f"signed handshakes ({count} in {seconds:g} s): " + rates(count, seconds, cpu, 0))
         finally:
-            server.terminate()
-            server.wait(timeout=20)
+            stop(server)
     return 0
 
 

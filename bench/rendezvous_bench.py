@@ -29,6 +29,9 @@ import threading
 import time
 from typing import Any
 
+from processes import cpuSeconds, pinSelf, splitCpus
+from processes import stop as stopProcess
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
@@ -44,20 +47,9 @@ from p2pnet.codecs.proto.rendezvous_pb2 import (  # noqa: E402
 from p2pnet.codecs.rustdesk_frame import FrameDecoder, encodeFrame  # noqa: E402
 
 PEERS = 1000
-
-
-def cpuSeconds(pid: int) -> float:
-    """User + system CPU time of process C{pid} so far (Linux C{/proc})."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pin(cpu: int) -> None:
-    try:
-        os.sched_setaffinity(0, {cpu % (os.cpu_count() or 1)})
-    except (AttributeError, OSError):
-        pass
+#: The server's CPU and the load generators' (the first CPU this process may use, and the
+#: others; neither pinned on a single CPU).
+SERVER_CPUS, LOAD_CPUS = splitCpus()
 
 
 # -- the server process ----------------------------------------------------------------------
@@ -65,7 +57,7 @@ def pin(cpu: int) -> None:
 
 def serve(dataDir: str) -> None:
     """Run rendezvous + relay on 127.0.0.1 (ephemeral ports), print them, serve forever."""
-    pin(0)
+    pinSelf(SERVER_CPUS)
     from twisted.internet import reactor
 
     from p2pnet.services.relay import RelayService
@@ -96,7 +88,7 @@ def serve(dataDir: str) -> None:
 
 def benchRegister(ports: dict[str, int], seconds: float) -> float:
     """RegisterPeer answered per second with a window of datagrams in flight."""
-    pin(1)
+    pinSelf(LOAD_CPUS)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
     sock.connect(("127.0.0.1", ports["udp"]))
@@ -136,7 +128,7 @@ def _recvMessage(sock: socket.socket, decoder: FrameDecoder, pending: list[bytes
 
 def benchPunch(ports: dict[str, int], seconds: float, concurrency: int = 16) -> float:
     """Punch-hole round trips per second with C{concurrency} controllers in parallel."""
-    pin(1)
+    pinSelf(LOAD_CPUS)
     count = [0]
     stop = time.perf_counter() + seconds
     lock = threading.Lock()
@@ -202,7 +194,7 @@ def benchPunch(ports: dict[str, int], seconds: float, concurrency: int = 16) -> 
 
 def benchRelay(ports: dict[str, int], seconds: float, pairs: int) -> float:
     """MB/s received through C{pairs} relay pairs, one writer and one reader each."""
-    pin(1)
+    pinSelf(LOAD_CPUS)
     total = [0]
     lock = threading.Lock()
     stop = [0.0]
@@ -354,8 +346,7 @@ def main() -> None:
                     results[f"  server CPU seconds per GB relayed, {label}"] = \
                         f"{cpu / (rate * seconds / 1000):,.2f}"
         finally:
-            server.terminate()
-            server.wait()
+            stopProcess(server)
     if "memory" in args.only:
         heap, resident = benchMemory()
         results["memory per online peer at 100,000 peers (Python heap, bytes)"] = f"{heap:,.0f}"

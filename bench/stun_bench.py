@@ -35,8 +35,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from processes import (
+    LOOPBACK,
+    coturnVersion,
+    cpuTimes,
+    freePort,
+    splitCpus,
+    startCoturn,
+    startP2pnet,
+    stop,
+    threadCount,
+    waitUntil,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -50,8 +64,6 @@ from p2pnet.codecs.stun import (  # noqa: E402
     decodeXorAddress,
 )
 
-LOOPBACK = "127.0.0.1"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: Binding success response type and the magic cookie, for the fast path check.
 SUCCESS_TYPE = struct.pack("!H", 0x0101)
 MAX_SECONDS = 120.0
@@ -240,14 +252,14 @@ def runLoad(load: Load, workers: int, pid: int) -> tuple[Counts, float, tuple[fl
         p.start()
         procs.append(p)
     time.sleep(0.3)  # sockets made
-    cpu0 = cpuSeconds(pid)
+    cpu0 = cpuTimes(pid)
     t0 = time.monotonic()
     start.set()
     total = Counts()
     for _ in procs:
         total.add(results.get(timeout=load.seconds + load.lostAfter + 30))
     elapsed = time.monotonic() - t0
-    cpu1 = cpuSeconds(pid)
+    cpu1 = cpuTimes(pid)
     for p in procs:
         p.join(10)
     return total, elapsed, (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
@@ -256,119 +268,47 @@ def runLoad(load: Load, workers: int, pid: int) -> tuple[Counts, float, tuple[fl
 # -- servers ---------------------------------------------------------------------------------
 
 
-def cpuSeconds(pid: int) -> tuple[float, float]:
-    """C{(user, system)} CPU seconds of process C{pid}, all threads, from C{/proc/<pid>/stat}."""
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(")") + 2:].split()
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
-
-
-def threadCount(pid: int) -> int:
-    """Threads of process C{pid}."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    return 1
-
-
-def freePort() -> int:
-    """A port number free on 127.0.0.1 for both UDP and TCP."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((LOOPBACK, 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((LOOPBACK, port))
-                except OSError:
-                    continue
-                return port
-
-
-def waitForBinding(server: tuple[str, int], proc: subprocess.Popen[bytes], log: str,
-                   timeout: float = 20.0) -> None:
-    """Send Binding requests until one is answered; exit with the log if none is."""
+def bindingAnswered(server: tuple[str, int]) -> Callable[[], bool]:
+    """A C{ready} for L{processes.waitUntil}: C{server} answers a Binding request."""
     request = requestTemplate(20)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(0.2)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if proc.poll() is not None:
-                break
+
+    def ready() -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.2)
             s.sendto(request, server)
             try:
                 s.recvfrom(2048)
-                return
+                return True
             except (TimeoutError, ConnectionRefusedError):
-                continue
-    stop(proc)
-    with open(log, errors="replace") as f:
-        sys.exit(f"server did not answer on {server}; its log:\n{f.read()[-4000:]}")
+                return False
+
+    return ready
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 10 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def twistdCommand() -> list[str]:
-    """This Python's twistd (the venv's when run with .venv/bin/python)."""
-    script = os.path.join(os.path.dirname(sys.executable), "twistd")
-    if os.path.exists(script):
-        return [sys.executable, script]
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-
-
-def pinTo(cpus: tuple[int, ...]) -> Any:
-    """A C{preexec_fn} restricting the child (and every thread it makes) to C{cpus}."""
-    if not cpus:
-        return None
-    return lambda: os.sched_setaffinity(0, cpus)
-
-
-def startP2pnet(tmp: str, cpus: tuple[int, ...]
-                ) -> tuple[subprocess.Popen[bytes], tuple[str, int], str, str]:
+def startStunP2pnet(tmp: str, cpus: tuple[int, ...]
+                    ) -> tuple[subprocess.Popen[bytes], tuple[str, int], str, str]:
     """p2pnet's STUN service on 127.0.0.1; C{(process, address, log, description)}."""
     port = freePort()
-    log = os.path.join(tmp, "p2pnet.log")
-    argv = [*twistdCommand(), "-n", "--pidfile=", f"--logfile={log}", "p2pnet",
-            "--services", "stun", "--listen", LOOPBACK, "--stun-port", str(port),
-            "--tls-port", "0", "--data-dir", os.path.join(tmp, "p2pnet-data")]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, cwd=tmp, preexec_fn=pinTo(cpus))
-    waitForBinding((LOOPBACK, port), proc, log)
+    proc, log = startP2pnet(tmp, ["--services", "stun", "--listen", LOOPBACK,
+                                  "--stun-port", str(port), "--tls-port", "0",
+                                  "--data-dir", os.path.join(tmp, "p2pnet-data")], cpus)
+    waitUntil(bindingAnswered((LOOPBACK, port)), proc, log, what=f"p2pnet on port {port}")
     description = f"twistd -n p2pnet --services stun (CPython {platform.python_version()})"
     return proc, (LOOPBACK, port), log, description
 
 
-def startCoturn(tmp: str, turnserver: str, relayThreads: int | None, cpus: tuple[int, ...]
-                ) -> tuple[subprocess.Popen[bytes], tuple[str, int], str, str]:
-    """coturn's turnserver, STUN only, on 127.0.0.1; as L{startP2pnet}."""
+def startStunCoturn(tmp: str, turnserver: str, relayThreads: int | None,
+                    cpus: tuple[int, ...]
+                    ) -> tuple[subprocess.Popen[bytes], tuple[str, int], str, str]:
+    """coturn's turnserver, STUN only, on 127.0.0.1; as L{startStunP2pnet}."""
     port = freePort()
-    log = os.path.join(tmp, "coturn.log")
-    argv = [turnserver, "-n", "--listening-ip", LOOPBACK, "--relay-ip", LOOPBACK,
-            "--listening-port", str(port), "--stun-only", "--no-auth", "--no-tls",
-            "--no-dtls", "--no-cli", "--log-file", log, "--simple-log",
-            "--pidfile", os.path.join(tmp, "coturn.pid"),
-            "--userdb", os.path.join(tmp, "turndb")]
+    options = ["--stun-only", "--no-auth"]
     if relayThreads is not None:
-        argv += ["--relay-threads", str(relayThreads)]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, cwd=tmp, preexec_fn=pinTo(cpus))
-    waitForBinding((LOOPBACK, port), proc, log)
-    version = subprocess.run([turnserver, "--version"], capture_output=True, text=True,
-                             timeout=10).stdout.strip()
+        options += ["--relay-threads", str(relayThreads)]
+    proc, log = startCoturn(tmp, turnserver, port, options, cpus)
+    waitUntil(bindingAnswered((LOOPBACK, port)), proc, log, what=f"coturn on port {port}")
     threads = "default relay threads" if relayThreads is None else f"--relay-threads {relayThreads}"
-    description = f"turnserver {version} --stun-only, {threads}"
+    description = f"turnserver {coturnVersion(turnserver)} --stun-only, {threads}"
     return proc, (LOOPBACK, port), log, description
 
 
@@ -517,21 +457,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.clients < 1 or args.window < 1 or args.max_requests < 1:
         parser.error("--clients, --window and --max-requests must be at least 1")
 
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if args.pin and len(cpus) >= 2:
-        args.serverCpus, args.loadCpus = (cpus[0],), tuple(cpus[1:])
-    else:
-        args.serverCpus = args.loadCpus = ()
+    args.serverCpus, args.loadCpus = splitCpus(args.pin)
 
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="stun-bench-") as tmp:
-        results.append(measure("p2pnet", startP2pnet(tmp, args.serverCpus), args))
+        results.append(measure("p2pnet", startStunP2pnet(tmp, args.serverCpus), args))
         turnserver = shutil.which("turnserver")
         if args.coturn and turnserver is None:
             print("coturn's turnserver is not on PATH: measuring p2pnet only "
                   "(Debian package coturn; `make system-deps`)")
         elif args.coturn and turnserver is not None:
-            started = startCoturn(tmp, turnserver, args.relay_threads, args.serverCpus)
+            started = startStunCoturn(tmp, turnserver, args.relay_threads, args.serverCpus)
             results.append(measure("coturn", started, args))
     report(results, args)
     return 0

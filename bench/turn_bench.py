@@ -34,7 +34,6 @@ import multiprocessing
 import os
 import platform
 import re
-import resource
 import shutil
 import socket
 import struct
@@ -43,6 +42,18 @@ import sys
 import tempfile
 import time
 from typing import Any
+
+from processes import (
+    LOOPBACK,
+    coturnVersion,
+    cpuSeconds,
+    freePort,
+    raiseFileLimit,
+    rssKiB,
+    startCoturn,
+    startP2pnet,
+    stop,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -62,95 +73,37 @@ from p2pnet.codecs.stun import (  # noqa: E402
     longTermKey,
 )
 
-LOOPBACK = "127.0.0.1"
 USER, PASSWORD, REALM = "bench", "bench-password", "p2pnet"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MAX_SECONDS = 60.0
+#: Open files for the bench and each server: 10,000 allocations need 10,000 sockets each side.
 FILES = 65536
+#: Relayed ports are taken from 10000-32000; the servers' own ports lie above.
+RELAY_PORTS = (10000, 32000)
 
 
 # -- processes -------------------------------------------------------------------------------
 
 
-def cpuSeconds(pid: int) -> float:
-    """User + system CPU seconds of process C{pid}, every thread."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def rssKiB(pid: int) -> int:
-    """Resident set size of C{pid} in KiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def freePort() -> int:
-    """A port free for both UDP and TCP on loopback a moment ago, above the relay range."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind((LOOPBACK, 0))
-            port = u.getsockname()[1]
-            if port <= 32000:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind((LOOPBACK, port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
-
-
-def moreFiles() -> None:
-    """Raise the open-file limit (10,000 allocations need 10,000 sockets each side)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = FILES if hard == resource.RLIM_INFINITY else min(FILES, hard)
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-
-def startP2pnet(tmp: str, port: int) -> tuple[subprocess.Popen[bytes], str]:
-    """p2pnet STUN+TURN on 127.0.0.1:C{port}."""
-    log = os.path.join(tmp, "p2pnet.log")
-    script = os.path.join(os.path.dirname(sys.executable), "twistd")
-    argv = [script, "-n", "--pidfile=", f"--logfile={log}", "p2pnet",
-            "--services", "stun,turn", "--listen", LOOPBACK, "--stun-port", str(port),
-            "--tls-port", str(freePort()), "--data-dir", os.path.join(tmp, "p2pnet-data"),
-            "--user", f"{USER}:{PASSWORD}", "--realm", REALM, "--allow-loopback-peers",
-            "--relay-ports", "10000-32000", "--max-allocations", "20000",
-            "--ip-quota", "20000", "--max-connections-per-ip", "1000"]
-    proc = subprocess.Popen(argv, preexec_fn=moreFiles, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def startTurnP2pnet(tmp: str, port: int) -> tuple[subprocess.Popen[bytes], str]:
+    """p2pnet STUN+TURN on 127.0.0.1:C{port}; C{(process, description)}."""
+    proc, _log = startP2pnet(tmp, [
+        "--services", "stun,turn", "--listen", LOOPBACK, "--stun-port", str(port),
+        "--tls-port", str(freePort(RELAY_PORTS[1])),
+        "--data-dir", os.path.join(tmp, "p2pnet-data"),
+        "--user", f"{USER}:{PASSWORD}", "--realm", REALM, "--allow-loopback-peers",
+        "--relay-ports", f"{RELAY_PORTS[0]}-{RELAY_PORTS[1]}", "--max-allocations", "20000",
+        "--ip-quota", "20000", "--max-connections-per-ip", "1000"], files=FILES)
     return proc, f"p2pnet (twistd, CPython {platform.python_version()})"
 
 
-def startCoturn(tmp: str, port: int, turnserver: str) -> tuple[subprocess.Popen[bytes], str]:
+def startTurnCoturn(tmp: str, port: int, turnserver: str) -> tuple[subprocess.Popen[bytes], str]:
     """coturn's turnserver, long-term credentials, no TLS/DTLS/CLI, on 127.0.0.1."""
-    argv = [turnserver, "-n", "--listening-ip", LOOPBACK, "--relay-ip", LOOPBACK,
-            "--listening-port", str(port), "--lt-cred-mech", "--user", f"{USER}:{PASSWORD}",
-            "--realm", REALM, "--allow-loopback-peers", "--no-cli", "--no-tls", "--no-dtls",
-            "--min-port", "10000", "--max-port", "32000", "--total-quota", "20000",
-            "--log-file", os.path.join(tmp, "coturn.log"), "--simple-log",
-            "--no-stun-backward-compatibility"]
-    proc = subprocess.Popen(argv, preexec_fn=moreFiles, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    version = subprocess.run([turnserver, "--version"], capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-    return proc, f"coturn turnserver {version}"
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate C{proc}, killing it if it lingers."""
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
+    proc, _log = startCoturn(tmp, turnserver, port, [
+        "--lt-cred-mech", "--user", f"{USER}:{PASSWORD}", "--realm", REALM,
+        "--allow-loopback-peers", "--min-port", str(RELAY_PORTS[0]),
+        "--max-port", str(RELAY_PORTS[1]), "--total-quota", "20000",
+        "--no-stun-backward-compatibility"], files=FILES)
+    return proc, f"coturn turnserver {coturnVersion(turnserver)}"
 
 
 # -- a minimal synchronous TURN client ------------------------------------------------------
@@ -301,7 +254,7 @@ def generate(sessions: list[Session], size: int, rate: float, seconds: float) ->
 def ownLoad(server: tuple[str, int], pid: int, allocations: int, size: int, rate: float,
             seconds: float) -> dict[str, float]:
     """One run of the own load generator; figures."""
-    peerPort = freePort()
+    peerPort = freePort(RELAY_PORTS[1])
     ready, stopAt = multiprocessing.Event(), multiprocessing.Event()
     counted = multiprocessing.Value("q", 0)
     peer = multiprocessing.Process(target=sink, args=(peerPort, ready, stopAt, counted))
@@ -343,7 +296,7 @@ def ownLoad(server: tuple[str, int], pid: int, allocations: int, size: int, rate
 def uclientLoad(uclient: str, peerTool: str, server: tuple[str, int], pid: int,
                 allocations: int, size: int, messages: int) -> dict[str, float]:
     """One run of turnutils_uclient against the server, echoed by turnutils_peer."""
-    peerPort = freePort()
+    peerPort = freePort(RELAY_PORTS[1])
     peer = subprocess.Popen([peerTool, "-L", LOOPBACK, "-p", str(peerPort)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -370,7 +323,7 @@ def uclientLoad(uclient: str, peerTool: str, server: tuple[str, int], pid: int,
 
 def idleMemory(server: tuple[str, int], pid: int, count: int) -> float:
     """KiB of resident memory per idle allocation at C{count} allocations."""
-    moreFiles()
+    raiseFileLimit(FILES)
     before = rssKiB(pid)
     sessions = []
     try:
@@ -407,7 +360,7 @@ def benchServer(name: str, start: Any, args: argparse.Namespace) -> dict[str, An
     """Every measurement on one server (started afresh for the memory figure)."""
     results: dict[str, Any] = {"name": name, "own": {}, "max": {}, "uclient": {}}
     with tempfile.TemporaryDirectory(prefix="turn-bench-") as tmp:
-        port = freePort()
+        port = freePort(RELAY_PORTS[1])
         proc, description = start(tmp, port)
         results["description"] = description
         server = (LOOPBACK, port)
@@ -428,7 +381,7 @@ def benchServer(name: str, start: Any, args: argparse.Namespace) -> dict[str, An
         finally:
             stop(proc)
             closeRetired()
-        port = freePort()
+        port = freePort(RELAY_PORTS[1])
         proc, _ = start(tmp, port)
         try:
             waitUp((LOOPBACK, port), proc)
@@ -489,12 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     args.peer = shutil.which("turnutils_peer")
     if args.peer is None:
         args.uclient = None
-    moreFiles()
-    results = [benchServer("p2pnet", startP2pnet, args)]
+    raiseFileLimit(FILES)
+    results = [benchServer("p2pnet", startTurnP2pnet, args)]
     turnserver = shutil.which("turnserver")
     if args.coturn and turnserver is not None:
         results.append(benchServer(
-            "coturn", lambda tmp, port: startCoturn(tmp, port, turnserver), args))
+            "coturn", lambda tmp, port: startTurnCoturn(tmp, port, turnserver), args))
     elif args.coturn:
         print("coturn's turnserver is not on PATH: measuring p2pnet only", file=sys.stderr)
     report(results, args)

@@ -17,9 +17,9 @@ import sys
 from typing import Any
 
 from OpenSSL import crypto
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.task import react
+from twisted.internet.defer import Deferred
 
+from p2pnet.commands import reactMain
 from p2pnet.config import parseSeconds
 
 __all__ = ["call", "register"]
@@ -125,7 +125,11 @@ async def call(
 
 
 def runCall(args: argparse.Namespace) -> int:
-    """Run C{p2pnet gateway call}; print the payload, or the error and status 1."""
+    """Run C{p2pnet gateway call}; print the payload, or the error and status 1.
+
+    Returns 2 for bad arguments; otherwise runs on the global reactor and exits the
+    process with the call's status (L{p2pnet.commands.reactMain}).
+    """
     from p2pnet.protocols.gateway_client import (
         OPERATOR_SCOPES,
         ClientOptions,
@@ -161,9 +165,8 @@ def runCall(args: argparse.Namespace) -> int:
         except (OSError, ValueError, crypto.Error) as e:
             sys.stderr.write(f"p2pnet: cannot use --ca-cert {args.ca_cert}: {e}\n")
             return 2
-    status: list[int] = []
 
-    async def main(reactor: Any) -> None:
+    async def main(reactor: Any, args: argparse.Namespace) -> int:
         try:
             payload = await call(
                 reactor, args.url, args.method, params, options, args.timeout, tlsPolicy
@@ -171,17 +174,11 @@ def runCall(args: argparse.Namespace) -> int:
         except GatewayError as e:
             detail = f" [{e.detailCode}]" if e.detailCode else ""
             sys.stderr.write(f"p2pnet: {e.code}: {e.message}{detail}\n")
-            status.append(1)
-            return
+            return 1
         except Exception as e:  # connection refused, timeout, TLS: one line, status 1
             sys.stderr.write(f"p2pnet: cannot reach {args.url}: {e}\n")
-            status.append(1)
-            return
+            return 1
         sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-        status.append(0)
+        return 0
 
-    try:
-        react(lambda reactor: ensureDeferred(main(reactor)))
-    except SystemExit:
-        pass
-    return status[0] if status else 1
+    reactMain(main, args)

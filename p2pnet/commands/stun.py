@@ -18,10 +18,10 @@ from OpenSSL import SSL
 from twisted.internet import ssl
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.error import ConnectError
-from twisted.internet.task import react
 from twisted.internet.threads import deferToThreadPool
 
 from p2pnet.codecs.stun import Attr, StunDecodeError, decodeAddress
+from p2pnet.commands import reactMain
 from p2pnet.config import parseSeconds
 from p2pnet.protocols.nat_discovery import (
     NatBehaviour,
@@ -141,13 +141,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> NoReturn:
     """Run the command on the global reactor; exits the process with its status."""
-
-    async def main(reactor: Any) -> None:
-        status = await stunMain(reactor, args)
-        if status:
-            raise SystemExit(status)
-
-    react(main)
+    reactMain(stunMain, args)
 
 
 async def stunMain(

@@ -18,8 +18,9 @@ from typing import IO, Any, NoReturn
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import DatagramProtocol
-from twisted.internet.task import deferLater, react
+from twisted.internet.task import deferLater
 
+from p2pnet.commands import reactMain
 from p2pnet.protocols.stun_client import StunErrorResponse, StunTimeout
 from p2pnet.protocols.turn_client import TurnClientProtocol
 
@@ -64,13 +65,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> NoReturn:
     """Run the command on the global reactor; exits the process with its status."""
-
-    async def main(reactor: Any) -> None:
-        status = await turnMain(reactor, args)
-        if status:
-            raise SystemExit(status)
-
-    react(main)
+    reactMain(turnMain, args)
 
 
 async def turnMain(reactor: Any, args: argparse.Namespace, out: IO[str] | None = None,
