@@ -71,12 +71,6 @@ __all__ = [
 CLIENT_VERSION = "1.4.5"
 
 
-def _tm() -> int:
-    import time
-
-    return addrmangle.timestampFor(time.time())
-
-
 class MessageDatagram(DatagramProtocol):
     """UDP to the rendezvous port: one message per datagram, replies queued."""
 
@@ -430,7 +424,8 @@ class ControlledPeer:
                                      self.bindAddress)
         local = self.answeredFrom = stream.localAddress
         stream.send(RendezvousMessage(local_addr=LocalAddr(
-            socket_addr=fla.socket_addr, local_addr=addrmangle.encode(local[0], local[1], _tm()),
+            socket_addr=fla.socket_addr, local_addr=addrmangle.encode(
+                local[0], local[1], addrmangle.timestampFor(self.reactor.seconds())),
             relay_server=fla.relay_server, id=self.id, version=CLIENT_VERSION)))
         stream.transport.loseConnection()
         yield stream.closed
