@@ -115,3 +115,23 @@ def connectParams(role: str = "operator", scopes: list[str] | None = None,
 
 def request(requestId: str, method: str, params: Any = None) -> Request:
     return Request(requestId, method, params)
+
+
+def until(predicate: Any, timeout: float = 5.0) -> Deferred[None]:
+    """Poll C{predicate} on the real reactor until it is true (bounded: C{timeout}
+    seconds, then an C{AssertionError})."""
+    from twisted.internet import reactor
+
+    d: Deferred[None] = Deferred()
+    deadline = reactor.seconds() + timeout
+
+    def check() -> None:
+        if predicate():
+            d.callback(None)
+        elif reactor.seconds() > deadline:
+            d.errback(AssertionError("condition not met in time"))
+        else:
+            reactor.callLater(0.01, check)
+
+    check()
+    return d

@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from p2pnet.codecs.gateway_frames import Event
@@ -26,25 +26,11 @@ from p2pnet.protocols.gateway_server import listenGateway
 from p2pnet.services.gateway import GatewayService
 from p2pnet.services.gateway_policy import AuthConfig
 from p2pnet.store.gateway import GatewayStore
+from test.gateway_helpers import until
 
 TOKEN = "e2e-token"
 
 
-def until(predicate: Any, timeout: float = 5.0) -> Deferred[None]:
-    """Poll C{predicate} on the reactor (bounded: C{timeout} seconds)."""
-    d: Deferred[None] = Deferred()
-    deadline = reactor.seconds() + timeout
-
-    def check() -> None:
-        if predicate():
-            d.callback(None)
-        elif reactor.seconds() > deadline:
-            d.errback(AssertionError("condition not met in time"))
-        else:
-            reactor.callLater(0.01, check)
-
-    check()
-    return d
 
 
 class EndToEndTests(TestCase):

@@ -30,7 +30,7 @@ from p2pnet.protocols.websocket import WebSocketConnection
 from p2pnet.services.gateway import MAX_BUFFERED_BYTES, GatewayService
 from p2pnet.services.gateway_policy import AuthConfig
 from p2pnet.stats import Stats
-from test.gateway_helpers import MemoryStore
+from test.gateway_helpers import MemoryStore, until
 
 TOKEN = "wire-token"
 
@@ -218,20 +218,6 @@ class TLSTests(TestCase):
         self.assertIn(b'"ok": true', response)
 
 
-def until(predicate: Any, timeout: float = 5.0) -> Deferred[None]:
-    d: Deferred[None] = Deferred()
-    deadline = reactor.seconds() + timeout
-
-    def check() -> None:
-        if predicate():
-            d.callback(None)
-        elif reactor.seconds() > deadline:
-            d.errback(AssertionError("condition not met in time"))
-        else:
-            reactor.callLater(0.01, check)
-
-    check()
-    return d
 
 
 class FakeSession:
