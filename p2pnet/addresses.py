@@ -1,0 +1,105 @@
+# -*- test-case-name: test.unit.test_addresses -*-
+"""Address helpers every layer shares: families, normal forms, source keys, routes.
+
+Sans-IO except L{defaultRouteAddress}, which asks the kernel's routing table through a
+connected (never sending) UDP socket.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+__all__ = [
+    "IPAddress",
+    "defaultRouteAddress",
+    "family",
+    "isLoopback",
+    "normalizeIp",
+    "parseIp",
+    "socketFamily",
+    "sourceKey",
+    "unmapped",
+]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: Documentation addresses (RFC 5737, RFC 3849) a connected UDP socket is pointed at to
+#: learn the source address of the default route; no packet is sent.
+_ROUTE_PROBES = {4: ("192.0.2.1", 9), 6: ("2001:db8::1", 9)}
+
+
+def family(host: str) -> int:
+    """4 or 6 for a textual address as the socket layer gives it (already valid)."""
+    return 6 if ":" in host else 4
+
+
+def socketFamily(host: str) -> socket.AddressFamily:
+    """C{AF_INET} or C{AF_INET6} for a textual address."""
+    return socket.AF_INET6 if family(host) == 6 else socket.AF_INET
+
+
+def unmapped(host: str) -> str:
+    """An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as plain IPv4, without a scope
+    (fe80::1%eth0 is fe80::1 on the wire); any other address unchanged."""
+    host = host.partition("%")[0]
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
+
+
+def parseIp(text: str | None) -> IPAddress | None:
+    """An address from text that may carry a port, brackets or a scope; IPv4-mapped
+    addresses as IPv4. C{None} when it is no address."""
+    if not text:
+        return None
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    text = text.partition("%")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def normalizeIp(text: str | None) -> str | None:
+    """An address in normal form (ports and brackets dropped, IPv4-mapped as IPv4)."""
+    address = parseIp(text)
+    return None if address is None else str(address)
+
+
+def isLoopback(text: str | None) -> bool:
+    """Whether C{text} is a loopback address (127/8, ::1, or IPv4-mapped loopback)."""
+    address = parseIp(text)
+    return address is not None and address.is_loopback
+
+
+def sourceKey(text: str, ipv6Prefix: int = 64) -> str:
+    """The key one source is limited by: an IPv4 address itself, an IPv6 address's
+    C{/ipv6Prefix} network (one subscriber usually holds a whole /64, so limiting by
+    /128 would give one customer unlimited attempts). Unparseable text is its own key."""
+    address = parseIp(text)
+    if address is None:
+        return text
+    if address.version == 4:
+        return str(address)
+    return str(ipaddress.IPv6Network((address, ipv6Prefix), strict=False))
+
+
+def defaultRouteAddress(addressFamily: int) -> str | None:
+    """This host's source address towards the Internet for family 4 or 6 (the address a
+    wildcard listener's clients see), or C{None} when there is no such route."""
+    target = _ROUTE_PROBES[6 if addressFamily == 6 else 4]
+    kind = socket.AF_INET6 if addressFamily == 6 else socket.AF_INET
+    try:
+        with socket.socket(kind, socket.SOCK_DGRAM) as sock:
+            sock.connect(target)
+            return str(sock.getsockname()[0])
+    except OSError:
+        return None
