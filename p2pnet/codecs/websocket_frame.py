@@ -168,17 +168,37 @@ class MessageDecoder:
     def __init__(self, maxMessage: int, masked: bool = True) -> None:
         self.maxMessage = maxMessage
         self.masked = masked
-        self._buffer = b""
+        #: Bytes received but not yet decoded, kept as the chunks they came in; joined
+        #: only once L{_need} bytes are there, so a frame trickling in a byte at a time
+        #: is copied a bounded number of times, not once per read.
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        #: Bytes needed before the next frame (or its header) can be decoded.
+        self._need = 0
         self._fragments: list[bytes] = []
         self._fragmentsLength = 0
         self._fragmentOpcode: int | None = None
 
     def feed(self, data: bytes) -> list[tuple[int, bytes | str]]:
-        """Everything complete in what was received so far."""
-        buffer = self._buffer + data if self._buffer else data
+        """Everything complete in what was received so far.
+
+        Linear in the bytes received: while the frame being received is incomplete,
+        reads are only appended to a list (no copy of what came before).
+        """
+        if self._chunks:
+            self._chunks.append(data)
+            self._buffered += len(data)
+            if self._buffered < self._need:
+                return []
+            buffer = b"".join(self._chunks)
+            self._chunks = []
+            self._buffered = 0
+        else:
+            buffer = data
         out: list[tuple[int, bytes | str]] = []
         size = len(buffer)
         pos = 0
+        need = 2
         while size - pos >= 2:
             first = buffer[pos]
             second = buffer[pos + 1]
@@ -194,6 +214,7 @@ class MessageDecoder:
             start = pos + 2
             if length == 126:
                 if size - start < 2:
+                    need = 4
                     break
                 length = int.from_bytes(buffer[start : start + 2], "big")
                 if length < 126:
@@ -201,6 +222,7 @@ class MessageDecoder:
                 start += 2
             elif length == 127:
                 if size - start < 8:
+                    need = 10
                     break
                 length = int.from_bytes(buffer[start : start + 8], "big")
                 if length >> 63:
@@ -211,16 +233,22 @@ class MessageDecoder:
             self._check(opcode, fin, length)
             end = start + (4 if self.masked else 0) + length
             if end > size:
+                need = end - pos
                 break
             if self.masked:
                 payload = applyMask(buffer[start + 4 : end], buffer[start : start + 4])
             else:
                 payload = buffer[start:end]
             pos = end
+            need = 2
             message = self._frame(opcode, fin, payload)
             if message is not None:
                 out.append(message)
-        self._buffer = buffer[pos:] if pos < size else b""
+        if pos < size:
+            rest = buffer[pos:] if pos else buffer
+            self._chunks = [rest]
+            self._buffered = len(rest)
+            self._need = need
         return out
 
     def _check(self, opcode: int, fin: int, length: int) -> None:

@@ -34,8 +34,8 @@ Twisted 26.10's C{twisted.web.websocket} has these gaps:
    bytes of one read goes out in one write, straight to the socket when nothing is
    queued before it (L{writeThrough}).
 
-Also L{WebSocketSite}: a twisted.web C{Site} that writes no access-log line and offers
-ALPN C{http/1.1}, because Twisted 26.10's TLS wrapper (C{TLSMemoryBIOFactory}) always
+Also L{WebSocketSite}: a twisted.web C{Site} that refuses request bodies (see
+L{BoundedHTTPChannel}), writes no access-log line and offers ALPN C{http/1.1}, because Twisted 26.10's TLS wrapper (C{TLSMemoryBIOFactory}) always
 installs an ALPN callback and fails the TLS handshake of a client that offers ALPN when
 the wrapped factory names no protocol.
 """
@@ -48,6 +48,7 @@ from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IProtocol, IProtocolNegotiationFactory, IPushProducer
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from twisted.web.websocket import WebSocketResource, WebSocketServerFactory
@@ -72,6 +73,7 @@ from p2pnet.codecs.websocket_frame import (
 )
 
 __all__ = [
+    "BoundedHTTPChannel",
     "BoundedWebSocketProtocol",
     "WebSocketClosed",
     "WebSocketConnection",
@@ -369,20 +371,81 @@ class WebSocketUpgrade(WebSocketResource):
         return NOT_DONE_YET
 
 
+#: The answer to a request whose body is refused (RFC 9110 §15.5.14).
+TOO_LARGE = (
+    b"HTTP/1.1 413 Content Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+)
+
+
+class BoundedHTTPChannel(HTTPChannel):
+    """An C{HTTPChannel} that never buffers a request body above L{maxBody} bytes.
+
+    twisted.web reads any body a client announces and spools one above 100 kB (or of
+    unknown length: chunked) to a temporary file before a resource sees the request, so
+    a C{POST /} of 200 MB, or a C{GET} carrying a body, fills the disk at the sender's
+    speed (issue 14 item 12). Here the decision is taken once the headers are in, before
+    a byte of body is stored: a body longer than L{maxBody}, or chunked, gets C{413} and
+    the connection is closed; whatever the client still sends is dropped unread.
+
+    @ivar maxBody: most bytes of request body accepted (0: none, the default of every
+        p2pnet port, which serves only C{GET}); at most 65,536, so what is accepted is
+        held in memory, never in a file.
+    @ivar refused: a request was refused; the channel reads nothing more.
+    """
+
+    maxBody = 0
+    refused = False
+
+    def allHeadersReceived(self) -> None:
+        """Refuse a body that is too long or of unknown length; else go on as usual."""
+        length = self.length  # None: chunked, so unbounded
+        if length is None or length > min(self.maxBody, 65536):
+            self.refused = True
+            self.transport.write(TOO_LARGE)
+            self.loseConnection()
+            return
+        super().allHeadersReceived()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        """The body (or the next request); dropped once a request was refused."""
+        if not self.refused:
+            super().rawDataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        """A request or header line; dropped once a request was refused."""
+        if not self.refused:
+            super().lineReceived(line)
+
+    def allContentReceived(self) -> None:
+        """Hand the request to the site, unless it was refused."""
+        if not self.refused:
+            super().allContentReceived()
+
+
 @implementer(IProtocolNegotiationFactory)
 class WebSocketSite(Site):
-    """A C{Site} for a WebSocket port: no access-log line per request, ALPN C{http/1.1}.
+    """A C{Site} for a WebSocket port: request bodies refused (L{BoundedHTTPChannel}),
+    no access-log line per request, ALPN C{http/1.1}.
 
     Connections are counted and logged by the services, per event.
+
+    @ivar maxBody: the L{BoundedHTTPChannel.maxBody} of its connections (0: no body).
     """
 
     noisy = False
+    maxBody = 0
 
     def __init__(
         self, resource: Resource, timeout: float = 60 * 60 * 12, reactor: Any = None
     ) -> None:
         super().__init__(resource, timeout=timeout, reactor=reactor)
         self.displayTracebacks = False
+
+    def protocol(self) -> _GenericHTTPChannelProtocol:  # type: ignore[override]
+        """A connection's protocol: twisted.web's, around a L{BoundedHTTPChannel}."""
+        channel = BoundedHTTPChannel()
+        channel.maxBody = self.maxBody
+        return _GenericHTTPChannelProtocol(channel)
 
     def log(self, request: Request) -> None:
         """Not logged (scrapes of C{/metrics} would fill the log)."""

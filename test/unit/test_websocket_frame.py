@@ -120,6 +120,22 @@ class StreamTests(SynchronousTestCase):
             out += decoder.feed(self.stream[i : i + 1])
         self.assertEqual(out, self.expected)
 
+    def test_trickleIsNotRecopied(self) -> None:
+        """A frame arriving in small reads is joined once, when complete: every read
+        before that is only appended (issue 14 item 18: re-copying the buffer on each
+        read made a slow trickle cost quadratic time)."""
+        frame = encodeFrame(OP_BINARY, b"\x02" * 70000, mask=MASK)
+        decoder = server()
+        self.assertEqual(decoder.feed(frame[:20]), [])
+        pieces = 1
+        for i in range(20, len(frame) - 100, 100):
+            self.assertEqual(decoder.feed(frame[i : i + 100]), [])
+            pieces += 1
+            # Nothing was joined: the reads are kept as they came.
+            self.assertEqual(len(decoder._chunks), pieces)
+        self.assertEqual(decoder.feed(frame[i + 100 :]), [(OP_BINARY, b"\x02" * 70000)])
+        self.assertEqual(decoder._chunks, [])
+
     def test_trailingBytesKept(self) -> None:
         decoder = server()
         partial = SINGLE_MASKED_TEXT[:4]

@@ -155,6 +155,60 @@ class UpgradeTests(SynchronousTestCase):
         self.assertEqual(site.acceptableProtocols(), [b"http/1.1"])
 
 
+class RequestBodyTests(SynchronousTestCase):
+    """No request body is read or stored: issue 14 item 12 (a 200 MB C{POST /} was
+    spooled to a temporary file before any resource saw it)."""
+
+    def setUp(self) -> None:
+        import twisted.web.http as http
+
+        self.spooled: list[object] = []
+        real = http.tempfile.TemporaryFile
+
+        def recording(*args: Any, **kwargs: Any) -> Any:
+            self.spooled.append(args)
+            return real(*args, **kwargs)
+
+        self.patch(http.tempfile, "TemporaryFile", recording)
+        self.factory = Factory()
+        site = WebSocketSite(WebSocketUpgrade(self.factory, 100), 30, Clock())
+        self.channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        self.transport = StringTransport()
+        self.channel.makeConnection(self.transport)
+
+    def assertRefused(self, head: bytes) -> None:
+        self.channel.dataReceived(head)
+        for _ in range(64):  # 4 MiB of body after the headers
+            self.channel.dataReceived(b"\0" * 65536)
+        self.assertTrue(
+            self.transport.value().startswith(b"HTTP/1.1 413 "), self.transport.value()
+        )
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.spooled, [])
+        self.assertEqual(self.factory.built, [])
+
+    def test_largePost(self) -> None:
+        self.assertRefused(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 200000000\r\n\r\n")
+
+    def test_getWithBody(self) -> None:
+        self.assertRefused(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+
+    def test_chunked(self) -> None:
+        self.assertRefused(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"10000\r\n"
+        )
+
+    def test_upgradeWithBody(self) -> None:
+        """A body announced on the upgrade request itself is refused too."""
+        self.assertRefused(UPGRADE[:-2] + b"Content-Length: 100000\r\n\r\n")
+
+    def test_noBodyServed(self) -> None:
+        """A request without a body goes on as before (here: 400, not an upgrade)."""
+        self.channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        self.assertTrue(self.transport.value().startswith(b"HTTP/1.1 400 "))
+
+
 class MessageTests(SynchronousTestCase):
     def test_messagesDelivered(self) -> None:
         c = Upgraded()
