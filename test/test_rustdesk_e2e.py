@@ -304,10 +304,10 @@ class EndToEndTests(TestCase):
         clock.advance(1)
         self.assertEqual(loop.sent[-1], "register_peer")
         for _ in range(100):  # the reply arrives over real UDP
-            if loop._outstandingSince is None:
+            if loop.state.outstandingSince is None:
                 break
             yield deferLater(reactor, 0.02, lambda: None)
-        self.assertIsNone(loop._outstandingSince)
+        self.assertIsNone(loop.state.outstandingSince)
         self.assertTrue(self.rendezvous.peers[newId].online(reactor.seconds()))
         served = b.serveOnce(loop)
         stream, reply = yield withTimeout(self.controller().punchHole(newId))

@@ -17,7 +17,6 @@ L{RelayLegClient}) deliver every decoded message to a queue read with C{receive(
 from __future__ import annotations
 
 import os
-import secrets
 import uuid as uuidlib
 from typing import Any
 
@@ -38,7 +37,6 @@ from p2pnet.codecs.proto.rendezvous_pb2 import (
     PunchHoleSent,
     RegisterPeer,
     RegisterPk,
-    RegisterPkResponse,
     RelayResponse,
     RendezvousMessage,
     RequestRelay,
@@ -51,6 +49,12 @@ from p2pnet.codecs.rustdesk_crypto import (
     verifySignedIdPk,
 )
 from p2pnet.codecs.rustdesk_frame import FrameDecoder, encodeFrame
+from p2pnet.codecs.rustdesk_register import (
+    REG_INTERVAL,
+    REG_TIMEOUT,
+    TIMER,
+    RegistrationState,
+)
 
 __all__ = [
     "CLIENT_VERSION",
@@ -444,34 +448,33 @@ class ControlledPeer:
 class UDPRegistration:
     """RustDesk's UDP registration loop (spec §6.1) for a L{ControlledPeer}.
 
-    Every L{TIMER} seconds: when nothing is outstanding and the last reply is
-    L{REG_INTERVAL} seconds old (or there was none), or an outstanding registration has
-    waited L{REG_TIMEOUT} seconds, send C{RegisterPk} while the key is not confirmed,
-    else C{RegisterPeer}. C{RegisterPeerResponse.request_pk} sends C{RegisterPk} at once;
-    C{RegisterPkResponse} OK confirms the key, C{UUID_MISMATCH} makes the peer take a new
-    random ten-digit id and register again. Every other message (PunchHole,
-    FetchLocalAddr, RequestRelay, ConfigUpdate) is queued in C{requests}, which
-    L{ControlledPeer.serveOnce} accepts as its source.
+    The rules are L{RegistrationState}'s; this class owns the timer (every C{TIMER}
+    seconds on C{clock}) and the peer's UDP socket. Every message that is not a
+    registration reply (PunchHole, FetchLocalAddr, RequestRelay, ConfigUpdate) is queued
+    in C{requests}, which L{ControlledPeer.serveOnce} accepts as its source.
 
     @param clock: drives the timer (the UDP socket runs on the peer's reactor).
     """
 
-    TIMER = 1.0
-    REG_INTERVAL = 15.0
-    REG_TIMEOUT = 3.0
+    TIMER = TIMER
+    REG_INTERVAL = REG_INTERVAL
+    REG_TIMEOUT = REG_TIMEOUT
 
     def __init__(self, peer: ControlledPeer, clock: Any) -> None:
         self.peer = peer
         self.clock = clock
         self.udp = peer.udp or peer.openUDP()
+        self.state = RegistrationState(peer.id, peer.uuid, peer.pk)
         self.requests: DeferredQueue[RendezvousMessage] = DeferredQueue()
-        self.keyConfirmed = False
         self.sent: list[str] = []
-        self._lastReply: float | None = None
-        self._outstandingSince: float | None = None
         self._confirmWaiters: list[Deferred[str]] = []
         self._loop: Any = None
         self._reading: Deferred[RendezvousMessage] | None = None
+
+    @property
+    def keyConfirmed(self) -> bool:
+        """The server acknowledged our key."""
+        return self.state.keyConfirmed
 
     def start(self) -> None:
         """Start the timer and the reader."""
@@ -502,21 +505,13 @@ class UDPRegistration:
 
     def tick(self) -> None:
         """One timer tick (§6.1 step 2)."""
-        now = self.clock.seconds()
-        expired = self._lastReply is None or now - self._lastReply >= self.REG_INTERVAL
-        outstanding = self._outstandingSince is not None
-        timedOut = outstanding and now - self._outstandingSince >= self.REG_TIMEOUT
-        if timedOut or (not outstanding and expired):
-            self._register()
+        message = self.state.due(self.clock.seconds())
+        if message is not None:
+            self._send(message)
 
-    def _register(self) -> None:
-        if self.keyConfirmed:
-            self.sent.append("register_peer")
-            self.udp.send(RendezvousMessage(register_peer=RegisterPeer(id=self.peer.id)))
-        else:
-            self.sent.append("register_pk")
-            self.udp.send(self.peer.registerPkMessage())
-        self._outstandingSince = self.clock.seconds()
+    def _send(self, message: RendezvousMessage) -> None:
+        self.sent.append(message.WhichOneof("union") or "")
+        self.udp.send(message)
 
     def _read(self) -> None:
         self._reading = self.udp.receive()
@@ -524,26 +519,16 @@ class UDPRegistration:
 
     def _received(self, message: RendezvousMessage) -> None:
         self._reading = None
+        outcome = self.state.received(message, self.clock.seconds())
+        self.peer.id = self.state.peerId
+        for reply in outcome.send:
+            self._send(reply)
+        if outcome.confirmed:
+            waiters, self._confirmWaiters = self._confirmWaiters, []
+            for d in waiters:
+                d.callback(self.peer.id)
         kind = message.WhichOneof("union")
-        if kind in ("register_peer_response", "register_pk_response"):
-            self._lastReply = self.clock.seconds()
-            self._outstandingSince = None
-        if kind == "register_peer_response":
-            if message.register_peer_response.request_pk:
-                self.keyConfirmed = False
-                self._register()
-        elif kind == "register_pk_response":
-            result = message.register_pk_response.result
-            if result == RegisterPkResponse.OK:
-                self.keyConfirmed = True
-                waiters, self._confirmWaiters = self._confirmWaiters, []
-                for d in waiters:
-                    d.callback(self.peer.id)
-            elif result == RegisterPkResponse.UUID_MISMATCH:
-                self.peer.id = str(1_000_000_000 + secrets.randbelow(1_000_000_000))
-                self.keyConfirmed = False
-                self._register()
-        else:
+        if kind not in ("register_peer_response", "register_pk_response"):
             self.requests.put(message)
         if self._loop is not None and self._loop.running:
             self._read()
