@@ -7,6 +7,7 @@ import ipaddress
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pnet.addresses import normalizeIp
 from p2pnet.services.gateway_policy import (
     BROWSER_FALLBACK_IP,
     AuthConfig,
@@ -22,7 +23,6 @@ from p2pnet.services.gateway_policy import (
     isLocalDirect,
     missingDeviceDecision,
     nextStep,
-    normalizeIp,
     resolveClientIp,
     secretEqual,
 )

@@ -10,6 +10,7 @@ handshake's C{connect} parameters field by field. Nothing here reads a clock or 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,7 @@ class CloseCode:
     PROTOCOL_MISMATCH = 1002
     POLICY = 1008
     TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
     TICK_TIMEOUT = 4000
     AUTH_CHANGED = 4001
@@ -173,12 +175,40 @@ def _checkError(error: Any) -> dict[str, Any]:
     return error
 
 
+#: Compact JSON, built once (C{json.dumps} with options builds an encoder per call).
+_encodeJson = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+#: A JSON escape of a UTF-16 surrogate (C{\\ud800} to C{\\udfff}): only text holding one
+#: can decode to a string that is not valid Unicode (a lone surrogate).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _validUnicode(obj: Any) -> bool:
+    """Whether every string in C{obj} (keys included) can be sent back as UTF-8."""
+    try:
+        _encodeJson(obj).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def decodeFrame(text: str | bytes) -> Frame:
-    """One frame from a WebSocket message, or L{FrameError}."""
+    """One frame from a WebSocket message, or L{FrameError}.
+
+    JSON lets a string escape a lone UTF-16 surrogate (C{"\\ud800"}), which is no Unicode
+    character and cannot be written back as UTF-8 (in an echoed C{id}, an error message
+    naming a key, a close reason): such a frame is refused here, as not valid text
+    (gateway.md §1.5), so nothing later holds a string it cannot send.
+    """
     try:
         obj = json.loads(text)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise FrameError(f"not JSON: {e}", badJson=True) from None
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if _SURROGATE_ESCAPE.search(text) is not None and not _validUnicode(obj):
+        raise FrameError("a string holds a lone UTF-16 surrogate")
     if not isinstance(obj, dict):
         raise FrameError("a frame is a JSON object")
     rawId = obj.get("id")
@@ -218,10 +248,6 @@ def decodeFrame(text: str | bytes) -> Frame:
         ):
             raise FrameError("stateVersion must be {presence, health} integers >= 0")
     return Event(_nonEmpty(obj, "event", None), obj.get("payload"), seq, version)
-
-
-#: Compact JSON, built once (C{json.dumps} with options builds an encoder per call).
-_encodeJson = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def encodeFrame(frame: Frame) -> str:
@@ -269,9 +295,9 @@ def errorShape(
 
 def truncateReason(text: str, limit: int = 120) -> str:
     """C{text} cut to at most C{limit} UTF-8 bytes without splitting a character."""
-    raw = text.encode("utf-8")
+    raw = text.encode("utf-8", "replace")
     if len(raw) <= limit:
-        return text
+        return raw.decode("utf-8")
     return raw[:limit].decode("utf-8", "ignore")
 
 
@@ -386,7 +412,7 @@ def parseConnectParams(params: Any) -> ConnectParams:
         if name in params:
             s.integer(params[name], f"/{name}", 1)
     client = params.get("client")
-    if client is not None and s.obj(
+    if "client" in params and s.obj(
         client, "/client", {"id", "version", "platform", "mode"}, _CLIENT_FIELDS
     ):
         if "id" in client:
@@ -406,7 +432,7 @@ def parseConnectParams(params: Any) -> ConnectParams:
         if name in params:
             s.string(params[name], f"/{name}")
     permissions = params.get("permissions")
-    if permissions is not None:
+    if "permissions" in params:
         if not isinstance(permissions, dict):
             s.fail("/permissions", "must be object")
         else:
@@ -414,14 +440,14 @@ def parseConnectParams(params: Any) -> ConnectParams:
                 if not isinstance(value, bool):
                     s.fail(f"/permissions/{key}", "must be boolean")
     device = params.get("device")
-    if device is not None and s.obj(device, "/device", _DEVICE_FIELDS, _DEVICE_FIELDS):
+    if "device" in params and s.obj(device, "/device", _DEVICE_FIELDS, _DEVICE_FIELDS):
         for name in ("id", "publicKey", "signature", "nonce"):
             if name in device:
                 s.string(device[name], f"/device/{name}")
         if "signedAt" in device:
             s.integer(device["signedAt"], "/device/signedAt", 0)
     auth = params.get("auth")
-    if auth is not None and s.obj(auth, "/auth", set(), _AUTH_FIELDS):
+    if "auth" in params and s.obj(auth, "/auth", set(), _AUTH_FIELDS):
         for name, value in auth.items():
             if name in _AUTH_FIELDS:
                 s.string(value, f"/auth/{name}")

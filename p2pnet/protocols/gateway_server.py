@@ -21,7 +21,14 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from p2pnet.codecs.gateway_frames import CloseCode, Frame, FrameError, decodeFrame, encodeFrame
+from p2pnet.codecs.gateway_frames import (
+    CloseCode,
+    Frame,
+    FrameError,
+    decodeFrame,
+    encodeFrame,
+    truncateReason,
+)
 from p2pnet.codecs.websocket_frame import MessageTooBig, WebSocketFrameError
 from p2pnet.listen import bindAddresses, listenTCP
 from p2pnet.protocols.websocket import WebSocketConnection, WebSocketSite, WebSocketUpgrade
@@ -40,11 +47,20 @@ __all__ = ["GatewayWebSocket", "gatewaySite", "listenGateway", "renderMetrics"]
 
 
 def _headers(request: Request, wanted: frozenset[str]) -> dict[str, str]:
+    """The C{wanted} headers by lowercase name, every line of each joined with C{", "}.
+
+    RFC 9110 §5.3: a recipient may combine the field lines of one name, in order, into
+    one comma-separated value. Reading only the first line of X-Forwarded-For would let
+    a client choose its address behind a proxy that appends its own line (HAProxy
+    C{option forwardfor}); a singleton header sent twice becomes a value no check
+    accepts, which fails closed.
+    """
     found: dict[str, str] = {}
     for name, values in request.requestHeaders.getAllRawHeaders():
         key = name.decode("latin-1").lower()
-        if key in wanted and values and key not in found:
-            found[key] = values[0].decode("latin-1")
+        if key in wanted and values:
+            joined = ", ".join(v.decode("latin-1") for v in values)
+            found[key] = f"{found[key]}, {joined}" if key in found else joined
     return found
 
 
@@ -77,14 +93,30 @@ class GatewayWebSocket:
             return
         session = self.session
         try:
-            frame = decodeFrame(message)
-        except FrameError as e:
-            session.badFrame(e)
-        else:
-            session.frameReceived(frame)
+            try:
+                frame = decodeFrame(message)
+            except FrameError as e:
+                session.badFrame(e)
+            else:
+                session.frameReceived(frame)
+        except Exception as e:
+            # Nothing a peer sends may raise out of here (a traceback per connection is
+            # a log flood): one rate-limited line, then the close frame 1011.
+            self._failed(e)
+            return
         if session.authenticated and not self.raised:
             self.raised = True
             self.transport.maxMessage = MAX_PAYLOAD
+
+    def _failed(self, error: Exception) -> None:
+        self.service.stats.add("handler_errors")
+        self.service.badInput.warn(
+            "gateway-internal",
+            "Gateway connection from {peer} closed: handling its frame failed: {error}",
+            peer=self.info.remote,
+            error=f"{type(error).__name__}: {error!r}"[:200],
+        )
+        self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     def bytesMessageReceived(self, data: bytes) -> None:
         try:
@@ -133,10 +165,11 @@ class GatewayWebSocket:
         transport.sendTextMessage(encodeFrame(frame) if text is None else text)
 
     def close(self, code: int, reason: str = "") -> None:
-        """Send a close frame and drop the connection."""
+        """Send a close frame (the reason cut to 120 UTF-8 bytes, gateway.md §1.5) and
+        drop the connection."""
         if not self.closing:
             self.closing = True
-            self.transport.loseConnection(code, reason)
+            self.transport.loseConnection(code, truncateReason(reason))
 
 
 class _WebSocketEntry(WebSocketUpgrade):

@@ -12,11 +12,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from twisted.internet.interfaces import IReactorTime
+
+from p2pnet.addresses import isLoopback, normalizeIp, parseIp, sourceKey
+from p2pnet.boundedmap import BoundedMap
 
 __all__ = [
     "AuthConfig",
@@ -32,7 +36,6 @@ __all__ = [
     "hasForwardingHeaders",
     "isLocalDirect",
     "missingDeviceDecision",
-    "normalizeIp",
     "resolveClientIp",
     "secretEqual",
 ]
@@ -61,41 +64,11 @@ def secretEqual(given: str, expected: str) -> bool:
 # -- addresses ----------------------------------------------------------------------------
 
 
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    text = text.strip()
-    if text.startswith("["):
-        text = text[1:].partition("]")[0]
-    elif text.count(":") == 1:
-        text = text.partition(":")[0]
-    text = text.partition("%")[0]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def normalizeIp(text: str | None) -> str | None:
-    """An address in normal form (ports and brackets dropped, IPv4-mapped as IPv4)."""
-    if not text:
-        return None
-    address = _address(text)
-    return None if address is None else str(address)
-
-
-def isLoopback(ip: str | None) -> bool:
-    """Whether C{ip} is a loopback address (127/8, ::1, or IPv4-mapped loopback)."""
-    address = _address(ip) if ip else None
-    return address is not None and address.is_loopback
-
-
 Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
 
 
 def _trusted(ip: str, proxies: Networks) -> bool:
-    address = _address(ip)
+    address = parseIp(ip)
     return address is not None and any(address in net for net in proxies)
 
 
@@ -119,7 +92,10 @@ def resolveClientIp(
 
     An untrusted peer is the client whatever its headers say. Through a trusted proxy,
     X-Forwarded-For is walked right to left past loopback and trusted hops; the proxy's
-    own address is never used.
+    own address is never used (gateway.md §4.2). C{headers["x-forwarded-for"]} must hold
+    every line of the header joined with commas, as RFC 9110 §5.3 combines them: a proxy
+    that appends its own line (HAProxy C{option forwardfor}) puts the address it saw
+    last, so a line the client wrote itself, first, is never the one read.
     """
     if not _trusted(remote, proxies):
         return normalizeIp(remote)
@@ -186,7 +162,7 @@ class Scope:
 
 @dataclass
 class _Entry:
-    failures: list[float] = field(default_factory=list)
+    failures: deque[float] = field(default_factory=deque)
     lockedUntil: float = 0.0
 
 
@@ -200,12 +176,14 @@ class RateLimitCheck:
 
 
 class RateLimiter:
-    """Sliding-window failed-auth limiter keyed by scope and address.
+    """Sliding-window failed-auth limiter keyed by scope and source (gateway.md §3.3).
 
     C{maxAttempts} failures within C{window} seconds lock the key out for C{lockout}
     seconds; failures during a lockout do not extend it; a success resets only its
-    scope. The table holds at most C{maxEntries} keys: expired ones are pruned first,
-    then the oldest is forgotten.
+    scope. A source is an IPv4 address or an IPv6 /64 (L{p2pnet.addresses.sourceKey}:
+    one subscriber holds a whole /64, so counting per /128 would give it unlimited
+    attempts). The table is a L{BoundedMap} of at most C{maxEntries} keys: when it is
+    full the least recently failing key is forgotten.
     """
 
     def __init__(
@@ -223,22 +201,28 @@ class RateLimiter:
         self.lockout = lockout
         self.exemptLoopback = exemptLoopback
         self.maxEntries = maxEntries
-        self._entries: dict[str, _Entry] = {}
+        self._entries: BoundedMap[str, _Entry] = BoundedMap(maxEntries)
 
     def _key(self, ip: str | None, scope: str) -> str | None:
-        address = normalizeIp(ip) or (ip.strip() if ip and ip.strip() else UNKNOWN_IP)
-        if self.exemptLoopback and isLoopback(address):
+        address = normalizeIp(ip)
+        if address is None:
+            address = ip.strip() if ip and ip.strip() else UNKNOWN_IP
+        elif self.exemptLoopback and isLoopback(address):
             return None
+        else:
+            address = sourceKey(address)
         return f"{scope}:{address}"
 
     def _slide(self, entry: _Entry, now: float) -> None:
         start = now - self.window
-        entry.failures = [t for t in entry.failures if t > start]
+        failures = entry.failures
+        while failures and failures[0] <= start:
+            failures.popleft()
 
     def check(self, ip: str | None, scope: str = Scope.DEFAULT) -> RateLimitCheck:
         """May C{ip} try to authenticate in C{scope} now?"""
         key = self._key(ip, scope)
-        entry = self._entries.get(key) if key is not None else None
+        entry = self._entries.peek(key) if key is not None else None
         if entry is None:
             return RateLimitCheck(True, self.maxAttempts)
         now = self._clock.seconds()
@@ -255,10 +239,6 @@ class RateLimiter:
         now = self._clock.seconds()
         entry = self._entries.get(key)
         if entry is None:
-            if len(self._entries) >= self.maxEntries:
-                self.prune()
-                if len(self._entries) >= self.maxEntries:
-                    del self._entries[next(iter(self._entries))]
             entry = self._entries[key] = _Entry()
         if entry.lockedUntil > now:
             return
@@ -276,7 +256,9 @@ class RateLimiter:
     def prune(self) -> None:
         """Drop keys with no recent failure and no running lockout."""
         now = self._clock.seconds()
-        for key, entry in list(self._entries.items()):
+        for key in list(self._entries):
+            entry = self._entries.peek(key)
+            assert entry is not None
             self._slide(entry, now)
             if not entry.failures and entry.lockedUntil <= now:
                 del self._entries[key]
@@ -297,11 +279,16 @@ def browserLimiterKey(clientIp: str | None, origin: str) -> str:
     return f"browser-origin:{parsed[0]}" if parsed else BROWSER_FALLBACK_IP
 
 
-class PreauthBudget:
-    """At most C{limit} unauthenticated sockets per client address.
+def _budgetKey(ip: str | None) -> str:
+    return sourceKey(ip) if ip else UNKNOWN_IP
 
-    Entries vanish when their count drops to zero, so the table holds only addresses
-    with sockets open; unresolvable addresses share one bucket.
+
+class PreauthBudget:
+    """At most C{limit} unauthenticated sockets per source (an IPv4 address or an IPv6
+    /64, L{p2pnet.addresses.sourceKey}).
+
+    Entries vanish when their count drops to zero, so the table holds only sources
+    with sockets open; unresolvable addresses share one bucket (gateway.md §3.3).
     """
 
     def __init__(self, limit: int = 32) -> None:
@@ -310,7 +297,7 @@ class PreauthBudget:
 
     def acquire(self, ip: str | None) -> bool:
         """Take a slot for C{ip}; C{False} when its budget is spent."""
-        key = ip or UNKNOWN_IP
+        key = _budgetKey(ip)
         count = self._open.get(key, 0)
         if count >= self.limit:
             return False
@@ -319,7 +306,7 @@ class PreauthBudget:
 
     def release(self, ip: str | None) -> None:
         """Give back a slot taken by L{acquire}."""
-        key = ip or UNKNOWN_IP
+        key = _budgetKey(ip)
         count = self._open.get(key, 0) - 1
         if count > 0:
             self._open[key] = count
@@ -328,7 +315,7 @@ class PreauthBudget:
 
     def count(self, ip: str | None) -> int:
         """Slots in use by C{ip}."""
-        return self._open.get(ip or UNKNOWN_IP, 0)
+        return self._open.get(_budgetKey(ip), 0)
 
 
 # -- shared-secret auth --------------------------------------------------------------------
