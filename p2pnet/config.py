@@ -340,10 +340,17 @@ class Config:
         10000, "Most TURN allocations at once (508 beyond).", parsePositiveInt
     )
     user_quota: int = _setting(
-        0, "Most TURN allocations per user (486 beyond; 0: no limit).", parseCount
+        0,
+        "Most TURN allocations (and EVEN-PORT reservations) per user, 486 beyond; 0: an "
+        "eighth of relay-ports (2048 with the default range), so no user holds more than "
+        "a quarter of the relayed ports.",
+        parseCount,
     )
     ip_quota: int = _setting(
-        64, "Most TURN allocations per client address (486 beyond).", parsePositiveInt
+        0,
+        "Most TURN allocations per client address, 486 beyond; 0: a sixteenth of "
+        "relay-ports (1024 with the default range).",
+        parseCount,
     )
     max_bps: int = _setting(
         0, "Bytes per second per allocation, each direction (0: no limit).", parseCount

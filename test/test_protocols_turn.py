@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from p2pnet.protocols.turn import (
     DONT_FRAGMENT_SUPPORTED,
     PENDING_LIMIT,
+    PENDING_TOTAL_LIMIT,
     PeerConnection,
     PeerListenerFactory,
     RelayDatagramProtocol,
@@ -32,6 +33,11 @@ class Recorder:
         self.lost: list[PeerConnection] = []
         self.datagrams: list[tuple[Any, bytes, tuple[str, int]]] = []
         self.errors: list[Any] = []
+        self.pendingBytes = 0
+        self.relayed: list[tuple[Any, int, bool]] = []
+
+    def tcpRelayed(self, allocation: Any, size: int, fromPeer: bool) -> None:
+        self.relayed.append((allocation, size, fromPeer))
 
     def peerConnectionMade(self, connection: PeerConnection) -> None:
         self.made.append(connection)
@@ -123,6 +129,41 @@ class PeerConnectionTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         connection.connectionLost(None)  # type: ignore[arg-type]
         self.assertEqual(handler.lost, [connection])
+
+    def test_counted(self) -> None:
+        """Bytes through a spliced pair are reported to the handler both ways, the
+        buffered ones when they are flushed."""
+        handler = Recorder()
+        connection, transport = self.connection(handler)
+        connection.dataReceived(b"early")
+        self.assertEqual(handler.pendingBytes, 5)
+
+        class Client:
+            transport = StringTransport()
+
+            def startRaw(self, receiver: Any) -> None:
+                self.raw = receiver
+
+        client = Client()
+        connection.splice(client)
+        self.assertEqual(handler.pendingBytes, 0)
+        client.raw(b"abc")
+        connection.dataReceived(b"xy")
+        self.assertEqual(handler.relayed, [("allocation", 5, True), ("allocation", 3, False),
+                                           ("allocation", 2, True)])
+
+    def test_totalPendingBounded(self) -> None:
+        """Past the handler-wide limit every unbound connection pauses reading; what it
+        held is given back when it closes."""
+        handler = Recorder()
+        handler.pendingBytes = PENDING_TOTAL_LIMIT - 10
+        connection, transport = self.connection(handler)
+        connection.dataReceived(b"x" * 9)
+        self.assertEqual(transport.producerState, "producing")
+        connection.dataReceived(b"x")
+        self.assertEqual(transport.producerState, "paused")
+        connection.connectionLost(None)  # type: ignore[arg-type]
+        self.assertEqual(handler.pendingBytes, PENDING_TOTAL_LIMIT - 10)
 
     def test_listenerAsksHandler(self) -> None:
         """Peers connecting in are refused (no protocol) when the handler says so."""

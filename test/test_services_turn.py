@@ -77,6 +77,9 @@ class TurnMixin:
         kwargs.setdefault("credentials", StaticUsers(USERS))
         kwargs.setdefault("policy", PeerPolicy(allowLoopback=True))
         kwargs.setdefault("relayPorts", freeRange())
+        # The automatic quotas of a 40-port range are 5 per user and 2 per address.
+        kwargs.setdefault("userQuota", 64)
+        kwargs.setdefault("ipQuota", 64)
         self.turn = TurnService(self.reactor, self.stun, **kwargs)  # type: ignore[arg-type]
         self.stun.startService()
         self.turn.startService()
@@ -358,6 +361,40 @@ class AllocateTests(TurnMixin, SynchronousTestCase):
         self.request(Method.REFRESH, (Attr.LIFETIME, encodeUInt32(0)))
         self.assertEqual(self.allocate(source=("127.0.0.1", 2)).cls, StunClass.SUCCESS)
 
+    def test_autoQuotas(self) -> None:
+        """Quotas of 0 are automatic: an eighth of the port range per user, a sixteenth
+        per address, never above max-allocations."""
+        from p2pnet.services.turn import autoQuotas
+        self.assertEqual(autoQuotas((49152, 65535), 10000, 0, 0), (2048, 1024))
+        self.assertEqual(autoQuotas((50000, 50099), 10000, 0, 0), (12, 6))
+        self.assertEqual(autoQuotas((50000, 50003), 10000, 0, 0), (1, 1))
+        self.assertEqual(autoQuotas((49152, 65535), 100, 0, 0), (100, 100))
+        self.assertEqual(autoQuotas((49152, 65535), 10000, 7, 9), (7, 9))
+
+    def test_oneUserManyAddresses(self) -> None:
+        """Issue 14 item 18: with the default quotas one user from many addresses gets at
+        most an eighth of the range's allocations (a quarter of its ports)."""
+        self.startTurn(relayPorts=freeRange(64), userQuota=0, ipQuota=0)
+        self.assertEqual((self.turn.userQuota, self.turn.ipQuota), (8, 4))
+        codes = []
+        for n in range(16):
+            self.nonce = b""  # nonces are bound to the client address
+            reply = self.allocate(source=(f"127.0.0.{n + 1}", 5000))
+            codes.append(reply.cls == StunClass.SUCCESS or errorCode(reply))
+        self.assertEqual(codes.count(True), 8)
+        self.assertEqual(codes[8:], [486] * 8)
+        self.assertEqual(len(self.turn._usedPorts), 8)
+
+    def test_reservationCountsAgainstQuota(self) -> None:
+        """An EVEN-PORT reservation holds a port, so it counts as one of the user's: a
+        user at quota - 1 cannot reserve; the count comes back when it expires."""
+        self.startTurn(userQuota=2)
+        reply = self.allocate((Attr.EVEN_PORT, encodeEvenPort(True)))
+        self.assertEqual(reply.cls, StunClass.SUCCESS)
+        self.assertEqual(errorCode(self.allocate(source=("127.0.0.1", 2))), 486)
+        self.reactor.advance(30)
+        self.assertEqual(self.allocate(source=("127.0.0.1", 2)).cls, StunClass.SUCCESS)
+
     def test_portsExhausted(self) -> None:
         """A one-port range that is taken: 508."""
         low, _ = freeRange(2)
@@ -535,6 +572,25 @@ class PermissionTests(TurnMixin, SynchronousTestCase):
         self.allocate()
         self.assertEqual(errorCode(self.permit(("2001:db8::1", 1))), 443)
 
+    def test_totalLimit(self) -> None:
+        """Permissions of all allocations together are bounded: 508 beyond; expired
+        ones are swept from every allocation and make room again."""
+        self.startTurn(maxPermissionsTotal=1)
+        self.allocate((Attr.LIFETIME, encodeUInt32(3600)))
+        self.assertEqual(self.permit(PEER).cls, StunClass.SUCCESS)
+        other = ("127.0.0.1", 2)
+        self.allocate((Attr.LIFETIME, encodeUInt32(3600)), source=other)
+        message = Message(Method.CREATE_PERMISSION, StunClass.REQUEST)
+        message.add(*self.peerAttr(PEER, message.transactionId))
+        self.udp.datagramReceived(self.sign(message), other)
+        self.assertEqual(errorCode(self.onlyReply()), 508)
+        self.reactor.advance(360)  # expired, then swept
+        self.assertEqual(self.turn.budget.permissions, 0)
+        message = Message(Method.CREATE_PERMISSION, StunClass.REQUEST)
+        message.add(*self.peerAttr(PEER, message.transactionId))
+        self.udp.datagramReceived(self.sign(message), other)
+        self.assertEqual(self.onlyReply().cls, StunClass.SUCCESS)
+
     def test_limit(self) -> None:
         """More permissions than the limit: 508, all or none; expired ones make room."""
         self.startTurn(maxPermissions=2, policy=PeerPolicy(allow=["10.0.0.0/8"],
@@ -641,6 +697,19 @@ class ChannelTests(TurnMixin, SynchronousTestCase):
         self.assertEqual(errorCode(self.bind(0x4000, ("127.0.0.1", 1))), 400)
         self.reactor.advance(300)
         self.assertEqual(self.bind(0x4000, ("127.0.0.1", 1)).cls, StunClass.SUCCESS)
+
+    def test_totalLimit(self) -> None:
+        """Channels of all allocations together are bounded too: 508 beyond; a deleted
+        allocation gives its bindings back."""
+        self.startTurn(maxChannelsTotal=1)
+        self.allocate()
+        self.bind(0x4000, PEER)
+        self.allocate(source=("127.0.0.1", 2))
+        self.assertEqual(errorCode(self.bind(0x4000, PEER, source=("127.0.0.1", 2))), 508)
+        self.request(Method.REFRESH, (Attr.LIFETIME, encodeUInt32(0)))
+        self.assertEqual(self.turn.budget.channels, 0)
+        self.assertEqual(self.bind(0x4000, PEER, source=("127.0.0.1", 2)).cls,
+                         StunClass.SUCCESS)
 
     def test_limit(self) -> None:
         """More channels than the limit: 508."""
@@ -816,6 +885,55 @@ class TcpRelayTests(TurnMixin, SynchronousTestCase):
         self.assertTrue(peerTransport.disconnecting)
         peer.connectionLost(None)
         self.assertEqual(next(iter(self.turn.allocations.values())).connections, {})
+
+    def test_counters(self) -> None:
+        """Issue 14 item 5: bytes through an RFC 6062 pair are counted per allocation
+        and in the service's counters, and the deletion log line says so."""
+        self.startTurn()
+        control, _ = self.control()
+        control[0].dataReceived(self.sign(self.connectRequest(control)))
+        peer, peerTransport = self.peerUp(self.reactor.tcpClients[-1][2])
+        connectionId = decode(control[1].value()).get(Attr.CONNECTION_ID)
+        control[1].clear()
+        peer.dataReceived(b"early")
+        data, dataTransport = self.connect()
+        message = Message(Method.CONNECTION_BIND, StunClass.REQUEST)
+        message.add(Attr.CONNECTION_ID, connectionId)
+        data.dataReceived(self.sign(message))
+        data.dataReceived(b"0123456789")
+        peer.dataReceived(b"abc")
+        allocation = next(iter(self.turn.allocations.values()))
+        self.assertEqual((allocation.bytesOut, allocation.packetsOut,
+                          allocation.bytesIn, allocation.packetsIn), (10, 1, 8, 2))
+        counters = self.turn.stats.counters
+        self.assertEqual((counters["turn.bytes.to_peer"], counters["turn.bytes.from_peer"]),
+                         (10, 8))
+        self.assertEqual(self.turn.tcpConnections, 1)
+        events: list[dict] = []
+        from twisted.logger import globalLogPublisher
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        control[0].connectionLost(None)
+        deleted = [e for e in events if e.get("event") == "turn.allocation.deleted"]
+        self.assertEqual((deleted[0]["bytesOut"], deleted[0]["bytesIn"]), (10, 8))
+        peer.connectionLost(None)
+        self.assertEqual((self.turn.tcpConnections, self.turn.pendingBytes), (0, 0))
+
+    def test_connectionsBoundedInTotal(self) -> None:
+        """RFC 6062 connections of all allocations together are bounded: a Connect past
+        the total gets 508; a failed attempt gives its place back."""
+        from p2pnet.services import turn as turnModule
+        self.patch(turnModule, "MAX_TCP_CONNECTIONS_TOTAL", 1)
+        self.startTurn()
+        control, _ = self.control()
+        control[0].dataReceived(self.sign(self.connectRequest(control)))
+        factory = self.reactor.tcpClients[-1][2]
+        self.assertEqual(self.turn.tcpConnections, 1)
+        other = self.connectRequest(control, ("127.0.0.1", 50001))
+        self.assertEqual(errorCode(self.exchange(control, other)), 508)
+        factory.clientConnectionFailed(None, None)
+        self.assertEqual(errorCode(decode(control[1].value())), 447)
+        self.assertEqual(self.turn.tcpConnections, 0)
 
     def test_connectErrors(self) -> None:
         """No peer: 400; a refused peer: 403; a failed connection: 447; Connect on a UDP

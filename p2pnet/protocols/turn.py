@@ -236,10 +236,21 @@ class RelayDatagramProtocol(DatagramProtocol):
 
 #: Bytes a peer data connection holds before its ConnectionBind; then reading pauses.
 PENDING_LIMIT = 64 * 1024
+#: Bytes all peer data connections of one handler hold before their ConnectionBind;
+#: beyond it every unbound connection pauses reading after its current read.
+PENDING_TOTAL_LIMIT = 16 * 1024 * 1024
 
 
 class PeerConnectionHandler(TypingProtocol):
-    """What a peer data connection reports to (implemented by the TURN service)."""
+    """What a peer data connection reports to (implemented by the TURN service).
+
+    @ivar pendingBytes: bytes all unbound peer data connections hold (kept by them).
+    """
+
+    pendingBytes: int
+
+    def tcpRelayed(self, allocation: Any, size: int, fromPeer: bool) -> None:
+        """C{size} bytes went through a spliced pair, from the peer or to it."""
 
     def peerConnectionMade(self, connection: PeerConnection) -> None:
         """A peer connected in to a relayed TCP address, or our connect succeeded."""
@@ -284,13 +295,25 @@ class PeerConnection(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.client is not None:
             self.client.transport.write(data)
+            self.handler.tcpRelayed(self.allocation, len(data), True)
             return
-        # RFC 6062 5.3: "The server MUST buffer any data received from the peer."
+        # RFC 6062 §5.3: "The server MUST buffer any data received from the peer."
         self._pending.append(data)
         self._pendingSize += len(data)
-        if self._pendingSize >= PENDING_LIMIT and not self._paused:
+        self.handler.pendingBytes += len(data)
+        if not self._paused and (self._pendingSize >= PENDING_LIMIT
+                                 or self.handler.pendingBytes >= PENDING_TOTAL_LIMIT):
             self._paused = True
             self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def _fromClient(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+        self.handler.tcpRelayed(self.allocation, len(data), False)
+
+    def _dropPending(self) -> None:
+        self.handler.pendingBytes -= self._pendingSize
+        self._pending.clear()
+        self._pendingSize = 0
 
     def splice(self, client: Any) -> None:
         """Join this connection to the client data connection C{client} (a STUN stream
@@ -299,9 +322,10 @@ class PeerConnection(Protocol):
         self.client = client
         if self._pending:
             client.transport.write(b"".join(self._pending))
-            self._pending.clear()
-            self._pendingSize = 0
-        client.startRaw(self.transport.write)  # type: ignore[union-attr]
+            for chunk in self._pending:
+                self.handler.tcpRelayed(self.allocation, len(chunk), True)
+            self._dropPending()
+        client.startRaw(self._fromClient)
         client.transport.registerProducer(self.transport, True)
         self.transport.registerProducer(client.transport, True)  # type: ignore[union-attr]
         if self._paused:
@@ -313,6 +337,7 @@ class PeerConnection(Protocol):
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._dropPending()
         self.handler.peerConnectionLost(self)
 
 

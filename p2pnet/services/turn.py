@@ -22,6 +22,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import error as netError
+from twisted.internet import task
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -68,10 +69,11 @@ from p2pnet.protocols.turn import (
     portInUse,
     setDontFragment,
 )
+from p2pnet.ratelimit import TokenBucket
 from p2pnet.ratelog import RateLimitedLog
 from p2pnet.services.auth import AuthResult, Credentials, StaticUsers
 from p2pnet.services.stun import KNOWN_ATTRIBUTES, StunService
-from p2pnet.services.turn_allocation import Allocation, FiveTuple, TokenBucket
+from p2pnet.services.turn_allocation import Allocation, FiveTuple, TableBudget
 from p2pnet.services.turn_credentials import ChainedCredentials, RestCredentials, StoredUsers
 from p2pnet.services.turn_policy import PeerPolicy
 from p2pnet.stats import Stats
@@ -95,8 +97,15 @@ _TURN_METHODS = (
 #: an outgoing connection attempt "MUST be at least 30 seconds".
 CONNECTION_BIND_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 30
-#: Peer data connections (pending or spliced) per TCP allocation.
+#: Peer data connections (connecting, pending or spliced) per TCP allocation.
 MAX_TCP_CONNECTIONS = 64
+#: Peer data connections (connecting, pending or spliced) of all allocations together:
+#: each holds a descriptor and up to PENDING_LIMIT buffered bytes before its bind.
+MAX_TCP_CONNECTIONS_TOTAL = 4096
+#: Peer data connections waiting for their ConnectionBind, all allocations together.
+MAX_PENDING_CONNECTIONS = 1024
+#: Seconds between sweeps that forget expired permissions and channels everywhere.
+SWEEP_INTERVAL = 60.0
 _FAMILIES = {FAMILY_IPV4: 4, FAMILY_IPV6: 6}
 
 
@@ -161,17 +170,33 @@ def ensureGeneratedUser(dataDir: str) -> tuple[str, str] | None:
 
 
 class _Reservation:
-    """A relayed port held for a RESERVATION-TOKEN (EVEN-PORT with the R bit)."""
+    """A relayed port held for a RESERVATION-TOKEN (EVEN-PORT with the R bit), counted
+    against the quota of the user who asked for it."""
 
-    __slots__ = ("token", "sock", "host", "port", "timer")
+    __slots__ = ("token", "sock", "host", "port", "timer", "username")
 
     def __init__(self, token: bytes, sock: socket.socket, host: str, port: int,
-                 timer: Any) -> None:
+                 timer: Any, username: str) -> None:
         self.token = token
         self.sock = sock
         self.host = host
         self.port = port
         self.timer = timer
+        self.username = username
+
+
+def autoQuotas(relayPorts: tuple[int, int], maxAllocations: int, userQuota: int,
+               ipQuota: int) -> tuple[int, int]:
+    """The per-user and per-address allocation quotas, 0 meaning automatic.
+
+    Automatic: an eighth of the relay port range per user (an allocation holds at most
+    two relayed ports, so a user holds at most a quarter of them) and a sixteenth per
+    client address; never above C{maxAllocations}, never below 1.
+    """
+    ports = relayPorts[1] - relayPorts[0] + 1
+    user = userQuota or min(maxAllocations, max(1, ports // 8))
+    ip = ipQuota or min(maxAllocations, max(1, ports // 16))
+    return user, ip
 
 
 class TurnService(Service):
@@ -186,9 +211,11 @@ class TurnService(Service):
     @param policy: which peers may be relayed to.
     @param maxLifetime: the longest LIFETIME granted, in seconds.
     @param maxAllocations: allocations open at once (then 508).
-    @param userQuota: allocations per user (then 486); 0 for no limit.
-    @param ipQuota: allocations per client IP address (then 486), so one client cannot
-        exhaust the port range.
+    @param userQuota: allocations and reservations per user (then 486); 0 for
+        automatic (L{autoQuotas}), so one user cannot take every relayed port.
+    @param ipQuota: allocations per client IP address (then 486); 0 for automatic.
+    @param maxPermissionsTotal: permissions in all allocations together (then 508).
+    @param maxChannelsTotal: channel bindings in all allocations together (then 508).
     @param maxBps: bytes per second per allocation and direction; 0 for no limit.
     @param bpsCapacity: bytes per second for all allocations, per direction; 0 no limit.
     @param maxPermissions: permissions per allocation (then 508).
@@ -211,11 +238,13 @@ class TurnService(Service):
         maxLifetime: float = 3600.0,
         maxAllocations: int = 10000,
         userQuota: int = 0,
-        ipQuota: int = 64,
+        ipQuota: int = 0,
         maxBps: float = 0.0,
         bpsCapacity: float = 0.0,
         maxPermissions: int = 100,
         maxChannels: int = 100,
+        maxPermissionsTotal: int = 100_000,
+        maxChannelsTotal: int = 100_000,
         userTable: StoredUsers | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -228,8 +257,9 @@ class TurnService(Service):
         self.policy = policy or PeerPolicy()
         self.maxLifetime = max(maxLifetime, DEFAULT_LIFETIME)
         self.maxAllocations = maxAllocations
-        self.userQuota = userQuota
-        self.ipQuota = ipQuota
+        self.userQuota, self.ipQuota = autoQuotas(relayPorts, maxAllocations, userQuota,
+                                                  ipQuota)
+        self.budget = TableBudget(maxPermissionsTotal, maxChannelsTotal)
         self.maxBps = maxBps
         self.maxPermissions = maxPermissions
         self.maxChannels = maxChannels
@@ -248,6 +278,11 @@ class TurnService(Service):
         self._pendingConnections: dict[int, PeerConnection] = {}
         #: Client data connections (STUN stream links) to their peer data connection.
         self._dataLinks: dict[Any, PeerConnection] = {}
+        #: RFC 6062 peer data connections (connecting, pending or spliced), all together.
+        self.tcpConnections = 0
+        #: Bytes unbound peer data connections hold (kept by L{PeerConnection}).
+        self.pendingBytes = 0
+        self._sweeper: task.LoopingCall | None = None
         self._routeAddresses: dict[int, str | None] = {}
         self._totalBucket: tuple[Any, Any] | None = None
         if bpsCapacity:
@@ -308,6 +343,9 @@ class TurnService(Service):
         self.stun.streamClosedHandlers.append(self.streamClosed)
         self.stun.credentials = self.credentials
         self.stun.auth.credentials = self.credentials
+        self._sweeper = task.LoopingCall(self._sweep)
+        self._sweeper.clock = self.clock
+        self._sweeper.start(SWEEP_INTERVAL, now=False)
         low, high = self.relayPorts
         self.log.info(
             "TURN on the STUN sockets, relayed ports {low}-{high}, loopback peers "
@@ -327,10 +365,19 @@ class TurnService(Service):
             self._delete(allocation, "stopped")
         for token in list(self._reservations):
             self._dropReservation(token)
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
         if self.userTable is not None:
             self.userTable.stop()
 
     # -- counters --------------------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        """Forget expired permissions and channels of every allocation, so the
+        L{TableBudget} counts what is live."""
+        now = self.clock.seconds()
+        for allocation in self.allocations.values():
+            allocation.purge(now)
 
     def _countPermissions(self) -> int:
         now = self.clock.seconds()
@@ -584,7 +631,9 @@ class TurnService(Service):
         # (Allocation Quota Reached) error if it feels the client is trying to exceed
         # some locally defined allocation quota."
         host = _unmapped(source[0])
-        if (self.userQuota and self._perUser.get(auth.username, 0) >= self.userQuota) or (
+        # A reservation holds a port too, so it counts against the user's quota.
+        needed = 2 if reserve else 1
+        if self._perUser.get(auth.username, 0) + needed > self.userQuota or (
                 self._perIp.get(host, 0) >= self.ipQuota):
             self._error(link, source, request, 486, auth)
             return
@@ -598,7 +647,7 @@ class TurnService(Service):
         allocation = Allocation(
             fiveTuple, auth.username, link, now, lifetime, transport=protocol,
             maxPermissions=self.maxPermissions, maxChannels=self.maxChannels,
-            maxBps=self.maxBps,
+            maxBps=self.maxBps, budget=self.budget,
         )
         allocation.dontFragment = dontFragment
         # UDP clients are written to with the socket's own sendto (see
@@ -609,6 +658,7 @@ class TurnService(Service):
         if reservation is not None:
             del self._reservations[reservation.token]
             reservation.timer.cancel()
+            self._uncount(self._perUser, reservation.username)
             self._openRelay(allocation, reservation.sock, reservation.host, reservation.port)
         elif protocol == PROTOCOL_TCP:
             # RFC 6062 5.1: one TCP relayed address, on which the server listens for
@@ -723,7 +773,7 @@ class TurnService(Service):
                 except OSError:
                     sock.close()
                     continue
-                token = self._reserve(held, host, port + 1)
+                token = self._reserve(held, host, port + 1, allocation.username)
             self._openRelay(allocation, sock, host, port)
             return token
         return None
@@ -767,12 +817,21 @@ class TurnService(Service):
             self._usedPorts.discard(allocation.relayed[family])
         allocation.relays.clear()
 
-    def _reserve(self, sock: socket.socket, host: str, port: int) -> bytes:
+    def _reserve(self, sock: socket.socket, host: str, port: int, username: str) -> bytes:
         token = os.urandom(8)
         timer = self.clock.callLater(RESERVATION_LIFETIME, self._dropReservation, token)
-        self._reservations[token] = _Reservation(token, sock, host, port, timer)
+        self._reservations[token] = _Reservation(token, sock, host, port, timer, username)
         self._usedPorts.add((host, port))
+        self._perUser[username] = self._perUser.get(username, 0) + 1
         return token
+
+    @staticmethod
+    def _uncount(counts: dict[str, int], name: str) -> None:
+        left = counts.get(name, 1) - 1
+        if left > 0:
+            counts[name] = left
+        else:
+            counts.pop(name, None)
 
     def _dropReservation(self, token: bytes) -> None:
         reservation = self._reservations.pop(token, None)
@@ -782,6 +841,7 @@ class TurnService(Service):
             reservation.timer.cancel()
         reservation.sock.close()
         self._usedPorts.discard((reservation.host, reservation.port))
+        self._uncount(self._perUser, reservation.username)
 
     # -- lifetime end --------------------------------------------------------------------------
 
@@ -800,16 +860,14 @@ class TurnService(Service):
         self._closeRelays(allocation)
         # RFC 6062 5.5: "If the allocation associated with a data connection expires,
         # the data connection MUST be closed."
-        for connection in list(allocation.connections.values()):
+        for peer, connection in list(allocation.connections.items()):
             if connection is not None:
                 connection.close()
-        for counts, name in ((self._perUser, allocation.username),
-                             (self._perIp, _unmapped(allocation.client[0]))):
-            left = counts.get(name, 1) - 1
-            if left > 0:
-                counts[name] = left
             else:
-                counts.pop(name, None)
+                self._dropConnection(allocation, peer)
+        allocation.release()
+        self._uncount(self._perUser, allocation.username)
+        self._uncount(self._perIp, _unmapped(allocation.client[0]))
         self.stats.add(f"turn.allocations.{why}")
         self.log.info(
             "TURN allocation {why} for {user} on {fiveTuple}: {bytesOut} bytes in "
@@ -1182,13 +1240,14 @@ class TurnService(Service):
         if not self.policy.permitted(peer[0]):
             self._forbidden(link, source, request, auth, allocation)
             return
-        if len(allocation.connections) >= MAX_TCP_CONNECTIONS:
+        if len(allocation.connections) >= MAX_TCP_CONNECTIONS or (
+                self.tcpConnections >= MAX_TCP_CONNECTIONS_TOTAL):
             self._error(link, source, request, 508, auth)
             return
         # "Otherwise, the server MUST initiate an outgoing TCP connection. The local
         # endpoint is the relayed transport address associated with the allocation."
         # "The timeout value MUST be at least 30 seconds."
-        allocation.connections[peer] = None
+        self._addConnection(allocation, peer, None)
         context = (request, link, source, auth, peer)
         connectFromRelay(self.reactor, peer[0], peer[1], ConnectFactory(self, allocation, context),
                          CONNECT_TIMEOUT, allocation.relayed[family])
@@ -1200,8 +1259,33 @@ class TurnService(Service):
         allocation = self.allocations.get((link, source))
         if allocation is None:
             return
-        allocation.connections.pop(peer, None)
+        if allocation.connections.get(peer, 0) is None:
+            self._dropConnection(allocation, peer)
         self._error(link, source, request, 447, auth)
+
+    def _addConnection(self, allocation: Allocation, peer: tuple[str, int],
+                       connection: PeerConnection | None) -> None:
+        if peer not in allocation.connections:
+            self.tcpConnections += 1
+        allocation.connections[peer] = connection
+
+    def _dropConnection(self, allocation: Allocation, peer: tuple[str, int]) -> None:
+        if allocation.connections.pop(peer, 0) != 0:
+            self.tcpConnections -= 1
+
+    def tcpRelayed(self, allocation: Allocation, size: int, fromPeer: bool) -> None:
+        """Count C{size} bytes through an RFC 6062 pair (each read counts as a packet)."""
+        counters = self.stats.counters
+        if fromPeer:
+            allocation.bytesIn += size
+            allocation.packetsIn += 1
+            counters["turn.bytes.from_peer"] += size
+            counters["turn.packets.from_peer"] += 1
+        else:
+            allocation.bytesOut += size
+            allocation.packetsOut += 1
+            counters["turn.bytes.to_peer"] += size
+            counters["turn.packets.to_peer"] += 1
 
     def acceptPeer(self, allocation: Allocation, host: str) -> bool:
         """RFC 6062 5.3: a peer connecting in is accepted only with a permission (and
@@ -1209,7 +1293,9 @@ class TurnService(Service):
         host = _unmapped(host)
         live = self.allocations.get((allocation.link, allocation.client)) is allocation
         return (live and allocation.hasPermission(host, self.clock.seconds())
-                and len(allocation.connections) < MAX_TCP_CONNECTIONS)
+                and len(allocation.connections) < MAX_TCP_CONNECTIONS
+                and self.tcpConnections < MAX_TCP_CONNECTIONS_TOTAL
+                and len(self._pendingConnections) < MAX_PENDING_CONNECTIONS)
 
     def peerConnectionMade(self, connection: PeerConnection) -> None:
         """A peer data connection is up: give it a CONNECTION-ID and tell the client."""
@@ -1228,14 +1314,14 @@ class TurnService(Service):
         self.stats.add("turn.tcp.connections")
         if connection.context is not None:
             request, link, source, auth, peer = connection.context
-            allocation.connections[peer] = connection
+            self._addConnection(allocation, peer, connection)
             # "The server MUST include the CONNECTION-ID attribute in the Connect success
             # response."
             reply = request.reply().add(Attr.CONNECTION_ID, encodeUInt32(connectionId))
             self._send(link, source, reply, auth)
             return
         peer = (_unmapped(connection.peer[0]), connection.peer[1])
-        allocation.connections[peer] = connection
+        self._addConnection(allocation, peer, connection)
         # 5.3: "the server sends a ConnectionAttempt indication to the client over the
         # control connection. The indication MUST include an XOR-PEER-ADDRESS attribute
         # containing the peer's transport address, as well as a CONNECTION-ID attribute".
@@ -1250,12 +1336,13 @@ class TurnService(Service):
         if connection.timer is not None and connection.timer.active():
             connection.timer.cancel()
         self._pendingConnections.pop(connection.connectionId, None)
-        connections = connection.allocation.connections
-        for peer, value in list(connections.items()):
+        allocation = connection.allocation
+        for peer, value in list(allocation.connections.items()):
             if value is connection:
-                del connections[peer]
-        if connection.context is not None:
-            connections.pop(connection.context[4], None)
+                self._dropConnection(allocation, peer)
+        if connection.context is not None and (
+                allocation.connections.get(connection.context[4], 0) is None):
+            self._dropConnection(allocation, connection.context[4])
         client = connection.client
         if client is not None:
             self._dataLinks.pop(client, None)

@@ -3,7 +3,8 @@
 
 Small separate types, each with its own tests, as pion/turn's C{internal/allocation}:
 L{FiveTuple} names an allocation, L{Permission} and L{ChannelBinding} live inside an
-L{Allocation}, L{TokenBucket} limits its bandwidth. Time is always a parameter
+L{Allocation}, a L{p2pnet.ratelimit.TokenBucket} limits its bandwidth and a
+L{TableBudget} bounds the permissions and channels of all allocations together. Time is always a parameter
 (C{now}, seconds on the reactor's clock): nothing here owns a timer. Permissions and
 channel bindings expire by comparison with C{now} where they are used, and are purged
 when the table would otherwise grow, so each table stays within its limit.
@@ -14,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from p2pnet.ratelimit import TokenBucket
+
 __all__ = [
     "CHANNEL_LIFETIME",
     "CHANNEL_REUSE_DELAY",
@@ -22,7 +25,7 @@ __all__ = [
     "ChannelBinding",
     "FiveTuple",
     "Permission",
-    "TokenBucket",
+    "TableBudget",
 ]
 
 #: RFC 8656 section 9: "The Permission Lifetime MUST be 300 seconds (= 5 minutes)."
@@ -98,28 +101,28 @@ class ChannelBinding:
         return now < self.expiresAt + CHANNEL_REUSE_DELAY
 
 
-class TokenBucket:
-    """A byte budget refilled at C{rate} bytes per second, holding at most one second's.
+class TableBudget:
+    """Permissions and channel bindings held by all allocations together, against their
+    limits: each allocation has its own limits, and this one keeps the sum bounded too
+    (every entry costs memory, about L{PERMISSION_BYTES} and L{CHANNEL_BYTES}).
 
-    @param rate: bytes per second.
+    Counts entries stored, including expired ones not yet purged; the service purges
+    every allocation now and then (and when the budget is full).
     """
 
-    __slots__ = ("rate", "tokens", "stamp")
+    __slots__ = ("maxPermissions", "maxChannels", "permissions", "channels")
 
-    def __init__(self, rate: float, now: float) -> None:
-        self.rate = rate
-        self.tokens = rate
-        self.stamp = now
+    def __init__(self, maxPermissions: int = 100_000, maxChannels: int = 100_000) -> None:
+        self.maxPermissions = maxPermissions
+        self.maxChannels = maxChannels
+        self.permissions = 0
+        self.channels = 0
 
-    def take(self, size: int, now: float) -> bool:
-        """Spend C{size} bytes if the budget allows; return whether it did."""
-        tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if tokens < size:
-            self.tokens = tokens
-            return False
-        self.tokens = tokens - size
-        return True
+
+#: Bytes one stored permission costs (entry, object, key), measured by the tests.
+PERMISSION_BYTES = 400
+#: Bytes one channel binding costs (two index entries, object, peer tuple).
+CHANNEL_BYTES = 600
 
 
 class Allocation:
@@ -144,12 +147,13 @@ class Allocation:
         "expiresAt", "timer", "transactionId", "response", "permissions", "channels",
         "peerChannels", "maxPermissions", "maxChannels", "inBucket", "outBucket",
         "bytesIn", "bytesOut", "packetsIn", "packetsOut", "connections", "dontFragment",
-        "sendToClient",
+        "sendToClient", "budget",
     )
 
     def __init__(self, fiveTuple: FiveTuple, username: str, link: Any, now: float,
                  lifetime: float, *, transport: int = 17, maxPermissions: int = 100,
-                 maxChannels: int = 100, maxBps: float = 0.0) -> None:
+                 maxChannels: int = 100, maxBps: float = 0.0,
+                 budget: TableBudget | None = None) -> None:
         self.fiveTuple = fiveTuple
         self.username = username
         self.link = link
@@ -173,6 +177,7 @@ class Allocation:
         self.dontFragment = False
         #: C{(data, address)} -> None: how data reaches the client (set by the service).
         self.sendToClient: Any = None
+        self.budget = budget if budget is not None else TableBudget()
 
     # -- lifetime -------------------------------------------------------------------------
 
@@ -193,19 +198,26 @@ class Allocation:
         if permission is not None:
             permission.refresh(now)
             return True
-        if len(self.permissions) >= self.maxPermissions:
+        budget = self.budget
+        if len(self.permissions) >= self.maxPermissions or (
+                budget.permissions >= budget.maxPermissions):
             self._purgePermissions(now)
-            if len(self.permissions) >= self.maxPermissions:
+            if len(self.permissions) >= self.maxPermissions or (
+                    budget.permissions >= budget.maxPermissions):
                 return False
         self.permissions[peer] = Permission(peer, now)
+        budget.permissions += 1
         return True
 
     def canInstallPermissions(self, peers: list[str], now: float) -> bool:
         """Whether every one of C{peers} would fit (all or none, section 10.2)."""
         new = {p for p in peers if p not in self.permissions}
-        if len(self.permissions) + len(new) > self.maxPermissions:
+        budget = self.budget
+        if len(self.permissions) + len(new) > self.maxPermissions or (
+                budget.permissions + len(new) > budget.maxPermissions):
             self._purgePermissions(now)
-        return len(self.permissions) + len(new) <= self.maxPermissions
+        return len(self.permissions) + len(new) <= self.maxPermissions and (
+            budget.permissions + len(new) <= budget.maxPermissions)
 
     def livePermissions(self, now: float) -> int:
         """How many permissions hold at C{now}."""
@@ -214,6 +226,20 @@ class Allocation:
     def _purgePermissions(self, now: float) -> None:
         for peer in [p for p, v in self.permissions.items() if not v.alive(now)]:
             del self.permissions[peer]
+            self.budget.permissions -= 1
+
+    def purge(self, now: float) -> None:
+        """Forget expired permissions and channel bindings past their reuse delay."""
+        self._purgePermissions(now)
+        self._purgeChannels(now)
+
+    def release(self) -> None:
+        """Give every entry back to the budget (the allocation is gone)."""
+        self.budget.permissions -= len(self.permissions)
+        self.budget.channels -= len(self.channels)
+        self.permissions.clear()
+        self.channels.clear()
+        self.peerChannels.clear()
 
     # -- channels (section 12) ------------------------------------------------------------
 
@@ -246,17 +272,21 @@ class Allocation:
         if byNumber is not None and byNumber.peer == peer:
             byNumber.refresh(now)
             return None
-        if len(self.channels) >= self.maxChannels:
-            self._purgeChannels(now)
-            if len(self.channels) >= self.maxChannels:
-                return 508
         for stale in (byNumber, byPeer):  # past the reuse delay: forget them
-            if stale is not None:
-                self.channels.pop(stale.number, None)
-                self.peerChannels.pop(stale.peer, None)
+            if stale is not None and self.channels.get(stale.number) is stale:
+                del self.channels[stale.number]
+                del self.peerChannels[stale.peer]
+                self.budget.channels -= 1
+        budget = self.budget
+        if len(self.channels) >= self.maxChannels or budget.channels >= budget.maxChannels:
+            self._purgeChannels(now)
+            if len(self.channels) >= self.maxChannels or (
+                    budget.channels >= budget.maxChannels):
+                return 508
         binding = ChannelBinding(number, peer, now)
         self.channels[number] = binding
         self.peerChannels[peer] = binding
+        budget.channels += 1
         return None
 
     def liveChannels(self, now: float) -> int:
@@ -267,3 +297,4 @@ class Allocation:
         for binding in [c for c in self.channels.values() if not c.reserved(now)]:
             del self.channels[binding.number]
             del self.peerChannels[binding.peer]
+            self.budget.channels -= 1

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pnet.ratelimit import TokenBucket
 from p2pnet.services.turn_allocation import (
+    CHANNEL_BYTES,
     CHANNEL_LIFETIME,
     CHANNEL_REUSE_DELAY,
+    PERMISSION_BYTES,
     PERMISSION_LIFETIME,
     Allocation,
     ChannelBinding,
     FiveTuple,
     Permission,
-    TokenBucket,
+    TableBudget,
 )
 
 TUPLE = FiveTuple("udp", ("192.0.2.1", 5000), ("198.51.100.1", 3478))
@@ -54,7 +59,7 @@ class ChannelBindingTests(SynchronousTestCase):
 
 class TokenBucketTests(SynchronousTestCase):
     def test_budget(self) -> None:
-        """One second's worth at most; refilled with time; a refusal spends nothing."""
+        """The bucket TURN's max-bps uses: one second's worth at most; refilled with time; a refusal spends nothing."""
         bucket = TokenBucket(1000, 0.0)
         self.assertTrue(bucket.take(600, 0.0))
         self.assertFalse(bucket.take(600, 0.0))
@@ -113,3 +118,57 @@ class AllocationTests(SynchronousTestCase):
         """Buckets exist only with a limit."""
         self.assertIsNone(self.allocation().inBucket)
         self.assertEqual(self.allocation(maxBps=10).outBucket.rate, 10)
+
+
+class TableBudgetTests(SynchronousTestCase):
+    """Permissions and channels of all allocations together stay within a budget."""
+
+    def allocation(self, budget: TableBudget) -> Allocation:
+        return Allocation(TUPLE, "alice", object(), 0.0, 600.0, budget=budget,
+                          maxPermissions=1000, maxChannels=1000)
+
+    def test_sharedBudget(self) -> None:
+        """Two allocations share one budget; purging and releasing give entries back."""
+        budget = TableBudget(maxPermissions=2, maxChannels=1)
+        one, two = self.allocation(budget), self.allocation(budget)
+        self.assertTrue(one.installPermission("203.0.113.1", 0.0))
+        self.assertTrue(two.installPermission("203.0.113.1", 0.0))
+        self.assertFalse(two.installPermission("203.0.113.2", 0.0))
+        self.assertFalse(two.canInstallPermissions(["203.0.113.2"], 0.0))
+        self.assertIsNone(one.bindChannel(0x4000, PEER, 0.0))
+        self.assertEqual(two.bindChannel(0x4000, PEER, 0.0), 508)
+        two.purge(PERMISSION_LIFETIME)
+        self.assertEqual(budget.permissions, 1)
+        self.assertTrue(two.installPermission("203.0.113.2", PERMISSION_LIFETIME))
+        one.release()
+        self.assertEqual((budget.permissions, budget.channels), (1, 0))
+        self.assertIsNone(two.bindChannel(0x4000, PEER, PERMISSION_LIFETIME))
+
+    def test_reboundAfterReuseDelayCounted(self) -> None:
+        """A binding replaced after its reuse delay is counted once, not twice."""
+        budget = TableBudget()
+        allocation = self.allocation(budget)
+        allocation.bindChannel(0x4000, PEER, 0.0)
+        later = CHANNEL_LIFETIME + CHANNEL_REUSE_DELAY
+        self.assertIsNone(allocation.bindChannel(0x4000, ("203.0.113.8", 1), later))
+        self.assertEqual(budget.channels, 1)
+
+    def test_bytesPerEntry(self) -> None:
+        """The documented cost of an entry holds: the budget bounds memory."""
+        budget = TableBudget(maxPermissions=10**6, maxChannels=10**6)
+        allocation = Allocation(TUPLE, "alice", object(), 0.0, 600.0, budget=budget,
+                                maxPermissions=10**6, maxChannels=20000)
+        count = 2000
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(count):
+                allocation.installPermission(f"2001:db8::{n:x}", 0.0)
+            middle = tracemalloc.get_traced_memory()[0]
+            for n in range(count):
+                allocation.bindChannel(0x4000 + n, (f"2001:db8::{n:x}", 40000 + n), 0.0)
+            after = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        self.assertLess((middle - before) / count, PERMISSION_BYTES)
+        self.assertLess((after - middle) / count, CHANNEL_BYTES)
