@@ -18,6 +18,8 @@ from twisted.internet.interfaces import IReactorCore
 from p2pnet.certs import generateSelfSigned, loadServerTLS
 from p2pnet.config import SERVICES, Config
 from p2pnet.errors import ConfigError
+from p2pnet.files import privateDirectory
+from p2pnet.listen import ConnectionGuard, setProcessGuard
 
 __all__ = ["AppContext", "BUILDERS", "buildService"]
 
@@ -33,10 +35,10 @@ class AppContext:
 
     @cached_property
     def dataDir(self) -> str:
-        """The data directory, created (mode 0700) on first use."""
+        """The data directory, created on first use, mode 0700 whatever it was before."""
         path = self.config.data_dir
         try:
-            os.makedirs(path, mode=0o700, exist_ok=True)
+            privateDirectory(path)
         except OSError as e:
             raise ConfigError("data-dir", f"cannot create {path}: {e.strerror}") from None
         if not os.access(path, os.W_OK | os.X_OK):
@@ -100,7 +102,8 @@ def buildService(config: Config, reactor: IReactorCore | None = None) -> MultiSe
     """The appliance as one C{MultiService}: a named child per service in C{config.services}.
 
     Nothing listens until the service is started; a port in use then raises
-    L{ConfigError} naming the port's setting.
+    L{ConfigError} naming the port's setting. The process's connection guard
+    (L{p2pnet.listen.processGuard}) is set from C{config}'s connection limits.
 
     @param reactor: the reactor to run on (default: the global one).
     """
@@ -109,6 +112,10 @@ def buildService(config: Config, reactor: IReactorCore | None = None) -> MultiSe
 
         reactor = globalReactor  # type: ignore[assignment]
     config.check()
+    setProcessGuard(ConnectionGuard(
+        config.max_open_connections, config.max_pending_per_ip, config.pending_timeout,
+        reactor,  # type: ignore[arg-type]
+    ))
     context = AppContext(config, reactor)  # type: ignore[arg-type]
     root = MultiService()
     wanted = set(config.services)

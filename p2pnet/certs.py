@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import re
 
 from cryptography import x509
@@ -16,6 +15,7 @@ from OpenSSL import crypto
 from twisted.internet import ssl
 
 from p2pnet.errors import ConfigError
+from p2pnet.files import writePrivate
 
 __all__ = ["generateSelfSigned", "loadServerTLS"]
 
@@ -50,15 +50,14 @@ def generateSelfSigned(certPath: str, keyPath: str, commonName: str = "p2pnet") 
         )
         .sign(key, hashes.SHA256())
     )
-    fd = os.open(keyPath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+    writePrivate(
+        keyPath,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
     with open(certPath, "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
 

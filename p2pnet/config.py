@@ -263,6 +263,23 @@ class Config:
     software: str = _setting(
         "p2pnet", "SOFTWARE attribute value in STUN/TURN answers; empty to omit it."
     )
+    max_open_connections: int = _setting(
+        0,
+        "Most TCP connections open at once on all listeners together (0: the descriptor "
+        "limit minus a reserve of an eighth, at least 64).",
+        parseCount,
+    )
+    max_pending_per_ip: int = _setting(
+        32,
+        "Most TCP connections from one address (IPv6: one /64) still in their TLS or "
+        "WebSocket handshake, all listeners together; more are closed at once.",
+        parsePositiveInt,
+    )
+    pending_timeout: float = _setting(
+        15.0,
+        "Seconds a TCP connection may take to finish its TLS or WebSocket handshake.",
+        parseSeconds,
+    )
 
     # stun
     stun_port: int = _setting(3478, "STUN/TURN port, UDP and TCP.", parsePort)

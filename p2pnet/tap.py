@@ -8,15 +8,20 @@ names the setting and exits with status 1, before or while ports are opened.
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
 from twisted.application.service import MultiService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from p2pnet.app import buildService
 from p2pnet.config import Config, Setting, loadConfig, settings
 from p2pnet.errors import ConfigError
+from p2pnet.listen import raiseDescriptorLimit
+
+log = Logger()
 
 __all__ = ["Options", "makeService"]
 
@@ -105,9 +110,30 @@ class CommandLineService(MultiService):
         except ConfigError as e:
             _fail(e)
 
+    def stopService(self) -> Any:
+        """Stop every service; once they stopped cleanly after a SIGTERM, make twistd
+        exit with status 0 instead of re-raising the signal (status 143), which a
+        supervisor may count as a failure (issue 14 item 19)."""
+        from twisted.internet import reactor
+
+        def clean(result: list[tuple[bool, object]]) -> object:
+            stopped = all(ok for ok, _ in result)
+            if stopped and getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
+                reactor._exitSignal = None  # type: ignore[attr-defined]
+            return result
+
+        return super().stopService().addCallback(clean)  # type: ignore[union-attr]
+
 
 def makeService(options: Options) -> MultiService:
-    """The appliance configured by C{options}, ready for twistd to start."""
+    """The appliance configured by C{options}, ready for twistd to start.
+
+    The process's soft descriptor limit is raised to the hard limit first (issue 14
+    item 13): the connection guard's budget is that limit minus a reserve.
+    """
+    before, after = raiseDescriptorLimit()
+    if after != before:
+        log.info("descriptor limit raised from {before} to {after}", before=before, after=after)
     root = CommandLineService()
     try:
         appliance = buildService(options.config)

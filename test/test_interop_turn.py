@@ -106,6 +106,7 @@ class TurnServerMixin:
         for p in stun.ports:
             if p.getHost().host == "127.0.0.1":
                 factory = getattr(p, "factory", None)
+                factory = getattr(factory, "wrappedFactory", None) if factory else None
                 kind = ("udp" if factory is None else
                         "tls" if isinstance(factory, TLSMemoryBIOFactory) else "tcp")
                 kinds.setdefault(kind, p.getHost().port)

@@ -71,6 +71,7 @@ from p2pnet.codecs.websocket_frame import (
     encodeFrame,
     encodeText,
 )
+from p2pnet.listen import markEstablished
 
 __all__ = [
     "BoundedHTTPChannel",
@@ -366,6 +367,7 @@ class WebSocketUpgrade(WebSocketResource):
         accept = handshake.send(AcceptConnection())
         connection = WebSocketConnection(protocol, self.maxMessage)
         request.channel._protocolUpgradeForWebsockets(connection)
+        markEstablished(connection.transport)  # no longer pending at the listener
         connection.transport.write(accept)
         protocol.negotiationFinished()
         return NOT_DONE_YET

@@ -12,6 +12,7 @@ same connection settings.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 
 from p2pnet.errors import ConfigError
+from p2pnet.files import privateFile
 
 __all__ = ["Database", "connect"]
 
@@ -37,8 +39,12 @@ def connect(path: str, schema: Sequence[str] = ()) -> sqlite3.Connection:
 
     For work that must not wait for the reactor: start-up and the command line.
 
+    The file (and its C{-wal}/C{-shm} files if they exist) is made mode 0600 first,
+    whatever its mode was: it holds state, often secrets (L{p2pnet.files}).
+
     @raise sqlite3.Error: the file cannot be opened or the schema not applied.
     """
+    _private(path)
     conn = sqlite3.connect(path)
     try:
         _configure(conn)
@@ -49,6 +55,18 @@ def connect(path: str, schema: Sequence[str] = ()) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _private(path: str) -> None:
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        privateFile(path)
+        for suffix in ("-wal", "-shm", "-journal"):
+            if os.path.exists(path + suffix):
+                privateFile(path + suffix)
+    except OSError as e:
+        raise sqlite3.OperationalError(f"cannot make {path} private: {e.strerror}") from None
 
 
 class Database:
