@@ -6,6 +6,13 @@ key and the command-line flag (C{stun_port} is C{stun-port = 3478} in the file a
 C{--stun-port 3478} on the command line); a flag wins over the file, the file over the
 embedded default. A repeatable setting is a TOML array or a flag given several times.
 
+Every secret setting also has a C{KEY-file} form (C{--auth-secret-file PATH},
+C{gateway-token-file = "PATH"}) that reads the value from a file, so secrets need not
+appear on a command line (C{/proc/PID/cmdline} is readable by every local user): the
+file's content without its final line break, or for a repeatable setting one value per
+non-empty line. C{KEY} and C{KEY-file} in the same place (both flags, or both in the
+file) is an error.
+
 Anything wrong raises L{ConfigError} naming the key, before a socket is opened.
 """
 
@@ -20,7 +27,20 @@ from typing import Any
 
 from p2pnet.errors import ConfigError
 
-__all__ = ["Config", "ConfigError", "SERVICES", "Setting", "loadConfig", "settings"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "FILE_SUFFIX",
+    "SERVICES",
+    "Setting",
+    "fileSettings",
+    "loadConfig",
+    "readSecretFile",
+    "settings",
+]
+
+#: Suffix of the key that reads a secret setting from a file.
+FILE_SUFFIX = "-file"
 
 #: Every service the appliance knows, in start-up order.
 SERVICES: tuple[str, ...] = ("stun", "turn", "rendezvous", "relay", "gateway")
@@ -197,6 +217,9 @@ class Setting:
     @ivar switch: a flag without argument that sets C{True}.
     @ivar secret: never echoed in logs or error messages.
     @ivar env: environment variable read when neither flag nor file sets it.
+    @ivar sep: for a list-valued setting written as one string (C{services = "stun,turn"},
+        C{relay-ports = "MIN-MAX"}), what joins the items of a TOML array given instead
+        (C{services = ["stun", "turn"]}, C{relay-ports = [49152, 65535]}).
     """
 
     key: str
@@ -208,6 +231,7 @@ class Setting:
     switch: bool
     secret: bool
     env: str | None
+    sep: str | None = None
 
 
 def _setting(
@@ -219,6 +243,7 @@ def _setting(
     switch: bool = False,
     secret: bool = False,
     env: str | None = None,
+    sep: str | None = None,
 ) -> Any:
     return field(
         default=default,
@@ -229,6 +254,7 @@ def _setting(
             "switch": switch,
             "secret": secret,
             "env": env,
+            "sep": sep,
         },
     )
 
@@ -247,7 +273,7 @@ class Config:
         "./p2pnet-data", "Directory for state: TLS certificate, keys, database."
     )
     services: tuple[str, ...] = _setting(
-        SERVICES, "Comma-separated services to run (default: all).", parseServices
+        SERVICES, "Comma-separated services to run (default: all).", parseServices, sep=","
     )
     listen: tuple[str, ...] = _setting(
         (),
@@ -331,7 +357,8 @@ class Config:
         secret=True,
     )
     relay_ports: tuple[int, int] = _setting(
-        (49152, 65535), "MIN-MAX range relayed ports are chosen from.", parsePortRange
+        (49152, 65535), "MIN-MAX range relayed ports are chosen from.", parsePortRange,
+        sep="-",
     )
     relay_ip: tuple[str, ...] = _setting(
         (),
@@ -419,6 +446,7 @@ class Config:
         "21117), chosen round-robin among the reachable ones; empty = peers use this "
         "host's relay.",
         parseRelayServers,
+        sep=",",
     )
     always_use_relay: bool = _setting(
         False, "Make every RustDesk connection go through the relay.", switch=True
@@ -636,9 +664,45 @@ def settings() -> tuple[Setting, ...]:
             switch=f.metadata["switch"],
             secret=f.metadata["secret"],
             env=f.metadata["env"],
+            sep=f.metadata["sep"],
         )
         for f in fields(Config)
     )
+
+
+def fileSettings() -> dict[str, Setting]:
+    """C{KEY-file} to the secret setting it reads from a file, for every secret setting."""
+    return {s.key + FILE_SUFFIX: s for s in settings() if s.secret}
+
+
+def readSecretFile(path: str, key: str) -> str:
+    """The secret in file C{path}: its text without the final line break.
+
+    @param key: the setting named in errors (C{auth-secret-file}).
+    @raise ConfigError: the file cannot be read or is not UTF-8.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(key, f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(key, f"{path} is not UTF-8 text") from None
+    if text.endswith("\n"):
+        text = text[:-1]
+    if text.endswith("\r"):
+        text = text[:-1]
+    return text
+
+
+def _fromFile(s: Setting, path: Any, fileKey: str) -> Any:
+    if not isinstance(path, str) or not path:
+        raise ConfigError(fileKey, "expected a file name")
+    text = readSecretFile(path, fileKey)
+    if s.repeatable:
+        lines = [line.rstrip("\r") for line in text.split("\n")]
+        return tuple(_fromText(s, line) for line in lines if line)
+    return _fromText(s, text)
 
 
 def _fromText(s: Setting, text: str) -> Any:
@@ -657,9 +721,20 @@ def _fromToml(s: Setting, value: Any) -> Any:
     if s.repeatable:
         items = value if isinstance(value, list) else [value]
         return tuple(_fromToml(replace(s, repeatable=False), item) for item in items)
+    if isinstance(value, list) and s.sep is not None:
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, str | int):
+                raise ConfigError(s.key, f"expected strings or numbers in the array, not "
+                                  f"{type(item).__name__}")
+        return _fromText(s, s.sep.join(str(item) for item in value))
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ConfigError(s.key, f"expected a string or number, not {type(value).__name__}")
     return _fromText(s, str(value))
+
+
+def _notBoth(s: Setting, fileKey: str, given: Mapping[str, Any]) -> None:
+    if s.key in given:
+        raise ConfigError(fileKey, f"give {s.key} or {fileKey}, not both")
 
 
 def readToml(path: str) -> dict[str, Any]:
@@ -689,14 +764,27 @@ def loadConfig(
     flags = dict(flags or {})
     environ = os.environ if environ is None else environ
     table = {s.key: s for s in settings()}
+    files = fileSettings()
     values: dict[str, Any] = {}
     if configFile:
-        for key, raw in readToml(configFile).items():
+        data = readToml(configFile)
+        for key, raw in data.items():
+            if key in files:
+                _notBoth(files[key], key, data)
+                values[files[key].attr] = _fromFile(files[key], raw, key)
+                continue
             if key not in table:
                 raise ConfigError(key, f"unknown setting in {configFile}")
             values[table[key].attr] = _fromToml(table[key], raw)
+    for key in [k for k in flags if k in files]:
+        s = files[key]
+        _notBoth(s, key, flags)
+        values[s.attr] = _fromFile(s, flags.pop(key), key)
+        flags.pop(s.key, None)
+    given = {s.key for s in files.values() if s.attr in values}
     for s in table.values():
-        if s.env and s.attr not in values and s.key not in flags and environ.get(s.env):
+        if (s.env and s.attr not in values and s.key not in flags and s.key not in given
+                and environ.get(s.env)):
             values[s.attr] = _fromText(s, environ[s.env])
     for key, raw in flags.items():
         if key not in table:

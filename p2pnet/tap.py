@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from p2pnet.app import buildService
-from p2pnet.config import Config, Setting, loadConfig, settings
+from p2pnet.config import Config, Setting, fileSettings, loadConfig, settings
 from p2pnet.errors import ConfigError
 from p2pnet.listen import raiseDescriptorLimit
 
@@ -26,7 +26,7 @@ log = Logger()
 __all__ = ["Options", "makeService"]
 
 
-def _fail(error: ConfigError) -> None:
+def _fail(error: ConfigError | str) -> None:
     # The real stderr: once twistd has started logging, sys.stderr feeds the log.
     stream = sys.__stderr__ or sys.stderr
     stream.write(f"p2pnet: {error}\n")
@@ -80,6 +80,14 @@ class Options(usage.Options):
         super().__init__()
         self.given: dict[str, Any] = {}
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse; a usage error (an unknown flag, a missing value) is one line naming it
+        and exit status 1, not twistd's whole usage text."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            _fail(f"{e} (twistd p2pnet --help lists every option)")
+
     def postOptions(self) -> None:
         try:
             self.config = loadConfig(self.given, self["config"])
@@ -87,9 +95,21 @@ class Options(usage.Options):
             _fail(e)
 
 
+def _fileOptionMethod(key: str, s: Setting) -> Any:
+    def method(self: Options, value: str) -> None:
+        self.given[key] = value
+
+    kind = "one value per line" if s.repeatable else "its content, without the final newline"
+    method.__doc__ = f"File holding {s.key} ({kind}): keeps the secret off the command line."
+    method.__name__ = "opt_" + key.replace("-", "_")
+    return method
+
+
 for _s in settings():
     setattr(Options, "opt_" + _s.attr, _optionMethod(_s))
-del _s
+for _key, _s in fileSettings().items():
+    setattr(Options, "opt_" + _key.replace("-", "_"), _fileOptionMethod(_key, _s))
+del _s, _key
 
 
 class CommandLineService(MultiService):

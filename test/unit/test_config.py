@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pnet.config import Config, loadConfig, parseHostPort, settings
+from p2pnet.config import Config, fileSettings, loadConfig, parseHostPort, settings
 from p2pnet.errors import ConfigError
 
 
@@ -89,6 +89,102 @@ class LoadTests(SynchronousTestCase):
         for s in settings():
             self.assertEqual(s.key, s.attr.replace("_", "-"))
             self.assertTrue(s.help)
+
+
+class SecretFileTests(SynchronousTestCase):
+    """C{KEY-file} for every secret setting: secrets kept off the command line."""
+
+    def write(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_everySecretHasAFileForm(self) -> None:
+        secrets = {s.key for s in settings() if s.secret}
+        self.assertTrue({"auth-secret", "gateway-token", "gateway-password", "user"} <= secrets)
+        self.assertEqual(set(fileSettings()), {k + "-file" for k in secrets})
+
+    def test_flag(self) -> None:
+        config = loadConfig({"auth-secret-file": self.write("s3cret\n"),
+                             "gateway-password-file": self.write("pass word\r\n")}, environ={})
+        self.assertEqual(config.auth_secret, "s3cret")
+        self.assertEqual(config.gateway_password, "pass word")
+
+    def test_repeatableOnePerLine(self) -> None:
+        config = loadConfig({"user-file": self.write("a:1\n\nb:2:3\n")}, environ={})
+        self.assertEqual(config.user, (("a", "1"), ("b", "2:3")))
+
+    def test_toml(self) -> None:
+        secret = self.write("from-file")
+        config = loadConfig({}, self.write(f'auth-secret-file = "{secret}"\n'), environ={})
+        self.assertEqual(config.auth_secret, "from-file")
+
+    def test_flagFileWinsOverToml(self) -> None:
+        toml = self.write('auth-secret = "in-toml"\n')
+        config = loadConfig({"auth-secret-file": self.write("in-file")}, toml, environ={})
+        self.assertEqual(config.auth_secret, "in-file")
+
+    def test_fileWinsOverEnvironment(self) -> None:
+        config = loadConfig({"gateway-token-file": self.write("file")},
+                            environ={"P2PNET_GATEWAY_TOKEN": "env"})
+        self.assertEqual(config.gateway_token, "file")
+
+    def test_notBoth(self) -> None:
+        e = self.assertRaises(ConfigError, loadConfig,
+                              {"auth-secret": "x", "auth-secret-file": self.write("y")}, None, {})
+        self.assertEqual(e.key, "auth-secret-file")
+
+    def test_unreadable(self) -> None:
+        e = self.assertRaises(ConfigError, loadConfig, {"auth-secret-file": "/nonexistent/s"},
+                              None, {})
+        self.assertEqual(e.key, "auth-secret-file")
+        self.assertIn("/nonexistent/s", str(e))
+
+    def test_badValueHidden(self) -> None:
+        """A bad secret from a file is named by its key, its value never shown."""
+        e = self.assertRaises(ConfigError, loadConfig,
+                              {"user-file": self.write("no-colon-secret\n")}, None, {})
+        self.assertEqual(e.key, "user")
+        self.assertNotIn("no-colon-secret", str(e))
+
+
+class TomlArrayTests(SynchronousTestCase):
+    """Every list setting takes a TOML array (issue 14 item 10)."""
+
+    def load(self, text: str) -> Config:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return loadConfig({}, path, {})
+
+    def test_arrays(self) -> None:
+        config = self.load('services = ["stun", "turn"]\nrelay-ports = [50000, 50100]\n'
+                           'relay-servers = ["relay.example:21117", "192.0.2.1"]\n')
+        self.assertEqual(config.services, ("stun", "turn"))
+        self.assertEqual(config.relay_ports, (50000, 50100))
+        self.assertEqual(config.relay_servers, ("relay.example:21117", "192.0.2.1"))
+
+    def test_stringsStillWork(self) -> None:
+        config = self.load('services = "stun,turn"\nrelay-ports = "50000-50100"\n')
+        self.assertEqual(config.services, ("stun", "turn"))
+        self.assertEqual(config.relay_ports, (50000, 50100))
+
+    def test_badItems(self) -> None:
+        for text, key in (('services = ["stun", 3.5]\n', "services"),
+                          ('services = ["bogus"]\n', "services"),
+                          ("relay-ports = [1, 2, 3]\n", "relay-ports"),
+                          ("relay-ports = [true, 2]\n", "relay-ports")):
+            e = self.assertRaises(ConfigError, self.load, text)
+            self.assertEqual(e.key, key, text)
+
+    def test_everyListSettingTakesAnArray(self) -> None:
+        """A setting whose value is a tuple is repeatable or names its separator."""
+        for s in settings():
+            if isinstance(s.default, tuple) and s.default != ():
+                self.assertTrue(s.repeatable or s.sep, s.key)
+            if "comma" in s.help.lower():
+                self.assertTrue(s.repeatable or s.sep, s.key)
 
 
 class CheckTests(SynchronousTestCase):
