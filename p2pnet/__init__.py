@@ -9,8 +9,7 @@ Curated exports for embedders::
     from p2pnet import Config, ConfigError, buildService
 """
 
-__version__ = "0.1.0"
-
+from p2pnet._version import __version__  # noqa: E402
 from p2pnet.app import buildService  # noqa: E402
 from p2pnet.config import Config, ConfigError  # noqa: E402
 

@@ -848,6 +848,24 @@ class SiblingTests(Harness):
         self.assertEqual(health["services"], {"gateway": True, "turn": True})
 
 
+    def test_advertisedOnlyWhenOffered(self) -> None:
+        """Issue 14 item 5: hello-ok lists a sibling method only while it works."""
+        params = connectParams(scopes=["operator.admin"], clientId="cli", mode="cli",
+                               token=TOKEN)
+        methods = self.connect(params, remote=LOCAL)[2].payload["features"]["methods"]
+        self.assertNotIn("turn.allocations.list", methods)
+        self.assertNotIn("relay.pairs.list", methods)
+        self.assertIn("device.pair.list", methods)
+        turn = Sibling()
+        turn.setName("turn")
+        turn.setServiceParent(self.root)
+        turn.startService()
+        methods = self.connect(params, remote=LOCAL)[2].payload["features"]["methods"]
+        self.assertIn("turn.allocations.list", methods)
+        self.assertNotIn("turn.users.add", methods)
+        self.assertNotIn("rendezvous.peers.list", methods)
+
+
 class DecodeIntegrationTests(SynchronousTestCase):
     def test_encodedHelloDecodes(self) -> None:
         self.assertEqual(decodeFrame('{"type":"res","id":"1","ok":true}').ok, True)

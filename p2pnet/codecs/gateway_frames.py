@@ -24,6 +24,9 @@ __all__ = [
     "ErrorCode",
     "Event",
     "FrameError",
+    "MAX_BUFFERED_BYTES",
+    "MAX_PAYLOAD",
+    "MAX_PREAUTH_PAYLOAD",
     "MAX_PROTOCOL",
     "MIN_PROTOCOL",
     "Request",
@@ -36,6 +39,13 @@ __all__ = [
     "parseConnectParams",
     "truncateReason",
 ]
+
+#: Most bytes of one frame before hello-ok (1009 above it; gateway.md §1.5).
+MAX_PREAUTH_PAYLOAD = 64 * 1024
+#: Most bytes of one frame after hello-ok (advertised as C{policy.maxPayload}).
+MAX_PAYLOAD = 25 * 1024 * 1024
+#: Unsent bytes after which a client is a slow consumer (C{policy.maxBufferedBytes}).
+MAX_BUFFERED_BYTES = 50 * 1024 * 1024
 
 #: Protocol versions this gateway speaks; hello-ok answers the highest in the overlap.
 MIN_PROTOCOL = 3

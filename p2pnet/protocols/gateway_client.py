@@ -16,7 +16,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -400,7 +400,7 @@ class GatewayClientProtocol:
             params = json.loads(raw) if isinstance(raw, str) else None
         except ValueError:
             params = None
-        result = maybeDeferred(handler, command, params)
+        result = maybeDeferred(handler, str(command), params)
 
         def done(payload: Any) -> None:
             answer.update(ok=True, payloadJSON=json.dumps(payload))
@@ -497,8 +497,7 @@ def connectWebSocket(
         protocol.disconnected.addCallback(lost)
         return protocol
 
-    coroutine: Awaitable[GatewayClientProtocol] = endpoint.connect(_Factory(build))
-    ensureDeferred(coroutine).addBoth(settle)
+    ensureDeferred(endpoint.connect(_Factory(build))).addBoth(settle)
     return result
 
 

@@ -4,16 +4,25 @@
 C{GET /} upgrades to the WebSocket control plane, C{GET /healthz} answers liveness and
 C{GET /metrics} every service's counters in the Prometheus text format. The WebSocket
 protocol is thin: it applies the frame size caps and the slow-consumer rule, decodes JSON
-text into frames and hands them to the session of L{p2pnet.services.gateway}. Framing,
-size limits and send-buffer accounting are L{p2pnet.protocols.websocket}'s.
+text into frames and hands them to a session. Framing, size limits and send-buffer
+accounting are L{p2pnet.protocols.websocket}'s.
+
+This module declares what it needs from the gateway and what it offers it, as
+C{typing.Protocol}s, and imports no service: L{GatewayBackend} (the listener's view of
+the gateway service), L{SessionHandler} (one connection's session) and
+L{GatewayConnection} (the wire end a session writes to, which L{GatewayWebSocket}
+implements). L{p2pnet.services.gateway} implements the first two and hands itself to
+L{listenGateway}.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IListeningPort, IReactorSocket
 from twisted.internet.ssl import CertificateOptions
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -22,6 +31,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from p2pnet.codecs.gateway_frames import (
+    MAX_BUFFERED_BYTES,
+    MAX_PAYLOAD,
+    MAX_PREAUTH_PAYLOAD,
     CloseCode,
     Frame,
     FrameError,
@@ -32,18 +44,109 @@ from p2pnet.codecs.gateway_frames import (
 from p2pnet.codecs.websocket_frame import MessageTooBig, WebSocketFrameError
 from p2pnet.listen import bindAddresses, listenTCP
 from p2pnet.protocols.websocket import WebSocketConnection, WebSocketSite, WebSocketUpgrade
-from p2pnet.services.gateway import (
-    MAX_BUFFERED_BYTES,
-    MAX_PAYLOAD,
-    MAX_PREAUTH_PAYLOAD,
-    ConnectionInfo,
-    GatewayService,
-    GatewaySession,
-)
-from p2pnet.services.gateway_policy import FORWARDING_HEADERS
+from p2pnet.ratelog import RateLimitedLog
 from p2pnet.stats import Stats
 
-__all__ = ["GatewayWebSocket", "gatewaySite", "listenGateway", "renderMetrics"]
+__all__ = [
+    "ConnectionInfo",
+    "GatewayBackend",
+    "GatewayConnection",
+    "GatewayWebSocket",
+    "SessionHandler",
+    "gatewaySite",
+    "listenGateway",
+    "renderMetrics",
+]
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """What the HTTP upgrade said about a connection (made by
+    L{GatewayBackend.connectionInfo}, which knows the trusted proxies).
+
+    @ivar remote: the socket peer's address.
+    @ivar headers: the request headers the gateway asked for, lowercase names, every
+        line of one name joined with C{", "}.
+    @ivar clientIp: the resolved client address (C{None}: unknown, fail closed).
+    @ivar localDirect: a loopback socket with no forwarding header.
+    """
+
+    remote: str
+    headers: Mapping[str, str]
+    clientIp: str | None
+    localDirect: bool = False
+
+    @property
+    def origin(self) -> str | None:
+        """The Origin header, if the client sent one."""
+        return self.headers.get("origin")
+
+
+class GatewayConnection(Protocol):
+    """The wire end of a session: what a session writes to (L{GatewayWebSocket})."""
+
+    def sendFrame(self, frame: Frame, dropIfSlow: bool = False, text: str | None = None) -> None:
+        """Send one frame (skipped when C{dropIfSlow} and the peer is not reading).
+
+        C{text} is C{frame} already encoded (a broadcast encodes once for everyone).
+        """
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close the WebSocket with C{code} and C{reason}."""
+
+
+class SessionHandler(Protocol):
+    """One connection's session, as the wire sees it."""
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether hello-ok was sent (the size cap goes up then)."""
+
+    def opened(self) -> None:
+        """The WebSocket is up."""
+
+    def badFrame(self, error: FrameError) -> None:
+        """The peer sent text that is not a frame."""
+
+    def frameReceived(self, frame: Frame) -> None:
+        """One decoded frame from the peer."""
+
+    def connectionLost(self) -> None:
+        """The socket is gone."""
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close the connection with C{code} and C{reason}."""
+
+
+class GatewayBackend(Protocol):
+    """What the listener needs from the gateway service."""
+
+    @property
+    def stats(self) -> Stats:
+        """The gateway's counters."""
+
+    @property
+    def badInput(self) -> RateLimitedLog:
+        """Where bad input is logged, at a bounded rate."""
+
+    @property
+    def wantedHeaders(self) -> frozenset[str]:
+        """The request headers (lowercase) L{connectionInfo} reads."""
+
+    def canOpen(self, clientIp: str | None) -> bool:
+        """Whether C{clientIp} may open one more unauthenticated socket."""
+
+    def connectionInfo(self, remote: str, headers: Mapping[str, str]) -> ConnectionInfo:
+        """Resolve the client address of an upgrade request."""
+
+    def openSession(self, connection: GatewayConnection, info: ConnectionInfo) -> SessionHandler:
+        """A new WebSocket: its session."""
+
+    def health(self) -> dict[str, Any]:
+        """The C{/healthz} body."""
+
+    def siblings(self) -> Mapping[str, Any]:
+        """Every service of the appliance by name, for C{/metrics}."""
 
 
 def _headers(request: Request, wanted: frozenset[str]) -> dict[str, str]:
@@ -65,12 +168,12 @@ def _headers(request: Request, wanted: frozenset[str]) -> dict[str, str]:
 
 
 class GatewayWebSocket:
-    """One WebSocket of the control plane; the L{GatewaySession} does the thinking."""
+    """One WebSocket of the control plane; its L{SessionHandler} does the thinking."""
 
     transport: WebSocketConnection
-    session: GatewaySession
+    session: SessionHandler
 
-    def __init__(self, service: GatewayService, info: ConnectionInfo) -> None:
+    def __init__(self, service: GatewayBackend, info: ConnectionInfo) -> None:
         self.service = service
         self.info = info
         self.closing = False
@@ -149,7 +252,7 @@ class GatewayWebSocket:
         if session is not None:
             session.connectionLost()
 
-    # FrameSink
+    # GatewayConnection
 
     def sendFrame(self, frame: Frame, dropIfSlow: bool = False, text: str | None = None) -> None:
         """Write one frame (C{text}: already encoded); drop a peer that stopped reading."""
@@ -175,14 +278,9 @@ class GatewayWebSocket:
 class _WebSocketEntry(WebSocketUpgrade):
     """C{GET /}: the upgrade, after the pre-auth socket budget."""
 
-    def __init__(self, service: GatewayService) -> None:
+    def __init__(self, service: GatewayBackend) -> None:
         super().__init__(self, MAX_PREAUTH_PAYLOAD)
         self.service = service
-        auth = service.auth
-        self.wanted = frozenset(
-            ("origin", "host", *FORWARDING_HEADERS, auth.userHeader.lower(),
-             *(h.lower() for h in auth.requiredHeaders))
-        ) - {""}
 
     def render_GET(self, request: Request) -> bytes | int:
         if not self.service.canOpen(self._info(request).clientIp):
@@ -194,7 +292,9 @@ class _WebSocketEntry(WebSocketUpgrade):
 
     def _info(self, request: Request) -> ConnectionInfo:
         remote = getattr(request.getClientAddress(), "host", "")
-        return self.service.connectionInfo(remote, _headers(request, self.wanted))
+        return self.service.connectionInfo(
+            remote, _headers(request, self.service.wantedHeaders)
+        )
 
     def buildProtocol(self, request: Request) -> GatewayWebSocket:
         """The WebSocketServerFactory side: one L{GatewayWebSocket} per upgrade."""
@@ -216,7 +316,7 @@ class _Text(Resource):
 
 
 class _Root(Resource):
-    def __init__(self, service: GatewayService) -> None:
+    def __init__(self, service: GatewayBackend) -> None:
         super().__init__()
         self.entry = _WebSocketEntry(service)
         self.putChild(
@@ -237,14 +337,14 @@ class _Root(Resource):
         return super().getChild(path, request)
 
 
-def gatewaySite(service: GatewayService) -> WebSocketSite:
+def gatewaySite(service: GatewayBackend) -> WebSocketSite:
     """The factory serving the gateway (before any TLS wrapping)."""
     return WebSocketSite(_Root(service))
 
 
 def listenGateway(
     reactor: IReactorSocket,
-    service: GatewayService,
+    service: GatewayBackend,
     listen: tuple[str, ...],
     port: int,
     tls: CertificateOptions | None,
@@ -256,13 +356,19 @@ def listenGateway(
     ports: list[IListeningPort] = []
     try:
         for host in bindAddresses(listen):
-            chosen = ports[0].getHost().port if ports and port == 0 else port
+            chosen = _portOf(ports[0]) if ports and port == 0 else port
             ports.append(listenTCP(reactor, factory, host, chosen, "gateway-port"))
     except BaseException:
         for bound in ports:
             bound.stopListening()
         raise
     return ports
+
+
+def _portOf(listening: IListeningPort) -> int:
+    address = listening.getHost()
+    assert isinstance(address, IPv4Address | IPv6Address)
+    return address.port
 
 
 def _metricName(service: str, name: str) -> tuple[str, str]:

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
 from p2pnet.errors import ConfigError
 from p2pnet.store.sqlite import Database
 
-__all__ = ["DeviceToken", "GatewayStore", "PairedDevice"]
+__all__ = ["DeviceToken", "GatewayStore", "GatewayStoreInterface", "PairedDevice"]
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS gateway_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -80,6 +81,41 @@ class DeviceToken:
     def issuedAtMs(self) -> int:
         """When the current token value was made."""
         return self.rotatedAtMs if self.rotatedAtMs is not None else self.createdAtMs
+
+
+class GatewayStoreInterface(Protocol):
+    """What the gateway needs of its store; L{GatewayStore} and the tests' in-memory
+    fake both provide it (mypy checks the fake against it).
+
+    Reads are of memory; a change is made in memory at once and its Deferred fires once
+    it is durable.
+    """
+
+    @property
+    def devices(self) -> Mapping[str, PairedDevice]:
+        """Paired devices by id."""
+
+    @property
+    def tokens(self) -> Mapping[tuple[str, str], DeviceToken]:
+        """Device tokens by C{(deviceId, role)}."""
+
+    def secret(self, name: str) -> str | None:
+        """A stored gateway secret."""
+
+    def savePairedDevice(self, device: PairedDevice) -> Deferred[None]:
+        """Add or replace a paired device."""
+
+    def removeDevice(self, deviceId: str) -> Deferred[None]:
+        """Forget a device and its tokens."""
+
+    def saveToken(self, token: DeviceToken) -> Deferred[None]:
+        """Add or replace the token of C{(token.deviceId, token.role)}."""
+
+    def revokeToken(self, deviceId: str, role: str, nowMs: int) -> Deferred[None] | None:
+        """Mark a token revoked; C{None} if there is no such token."""
+
+    def close(self) -> None:
+        """Release the store (once)."""
 
 
 class GatewayStore:

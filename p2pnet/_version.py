@@ -1,0 +1,5 @@
+# -*- test-case-name: test.test_app -*-
+"""The package version, in a module of its own so that any module can read it without
+importing the package (whose C{__init__} imports the application wiring)."""
+
+__version__ = "0.1.0"
