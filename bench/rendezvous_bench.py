@@ -12,7 +12,11 @@ Figures (docs/performance.md records them):
   PunchHoleSent, the controller gets PunchHoleResponse (with a signed pk);
 - ``relay1`` / ``relay100``: relay throughput in MB/s for 1 and 100 pairs over loopback
   (limits off), bytes counted at the receiving ends;
-- ``memory``: resident memory per registered online peer at 100,000 peers.
+- ``memory``: resident memory per registered online peer at 100,000 peers;
+- ``flood``: a second client's RegisterPk round trip (UDP, from 127.0.0.2, a new id
+  each time, so each is written to the registry) while one client (127.0.0.1, a child
+  process) floods the TCP port with PunchHoleRequests as fast as it can, against a
+  server with the default per-source limits and against one with them off.
 
 The server runs in a child process (``--serve``); nothing here is a pass/fail test.
 """
@@ -55,19 +59,31 @@ SERVER_CPUS, LOAD_CPUS = splitCpus()
 # -- the server process ----------------------------------------------------------------------
 
 
-def serve(dataDir: str) -> None:
-    """Run rendezvous + relay on 127.0.0.1 (ephemeral ports), print them, serve forever."""
+def serve(dataDir: str, limits: bool = False) -> None:
+    """Run rendezvous + relay on 127.0.0.1 (ephemeral ports), print them, serve forever.
+
+    With C{limits}, the per-source limits are the defaults of the settings; else off.
+    """
     pinSelf(SERVER_CPUS)
     from twisted.internet import reactor
 
+    from p2pnet.config import Config
     from p2pnet.services.relay import RelayService
     from p2pnet.services.rendezvous import OnlinePeer, RendezvousService
     from p2pnet.services.rendezvous_keys import loadServerKey
     from p2pnet.store.peers import PeerStore
 
+    defaults = Config()
+    rates: dict[str, Any] = {}
+    if limits:
+        rates = dict(udpRatePerIp=defaults.rendezvous_udp_rate,
+                     streamRatePerIp=defaults.rendezvous_tcp_rate,
+                     maxConnectionsPerIp=defaults.rendezvous_connections_per_ip)
+    else:
+        rates = dict(maxConnectionsPerIp=100000, registerRate=1e9, registerBurst=1e9)
     rendezvous = RendezvousService(reactor, PeerStore(os.path.join(dataDir, "peers.sqlite3")),
                                    loadServerKey("", dataDir), listen=("127.0.0.1",), port=0,
-                                   maxConnectionsPerIp=100000, maxConnections=100000)
+                                   maxConnections=100000, **rates)
     relay = RelayService(reactor, listen=("127.0.0.1",), port=0, maxPendingPerIp=100000,
                          maxConnections=100000)
     now = reactor.seconds()
@@ -75,7 +91,7 @@ def serve(dataDir: str) -> None:
         peer = OnlinePeer(f"bench{i:05d}", b"uuid", b"k" * 32, "127.0.0.1")
         peer.addr = ("127.0.0.1", 1)
         peer.lastRegTime = now
-        rendezvous.peers[peer.id] = peer
+        rendezvous.registry.admit(peer)
     rendezvous.startService()
     relay.startService()
     print(json.dumps({"udp": rendezvous.boundPorts["udp"], "tcp": rendezvous.boundPorts["tcp"],
@@ -248,6 +264,83 @@ def benchRelay(ports: dict[str, int], seconds: float, pairs: int) -> float:
     return total[0] / seconds / 1e6
 
 
+def flood(port: int, seconds: float) -> None:
+    """The flooding client (a child process): PunchHoleRequests for unknown ids, as fast
+    as the socket takes them, for C{seconds}; prints how many were written."""
+    pinSelf(LOAD_CPUS)
+    batch = b"".join(encodeFrame(RendezvousMessage(punch_hole_request=PunchHoleRequest(
+        id=f"nobody{i:04d}", licence_key="x" * 44, version="1")).SerializeToString())
+        for i in range(1000))
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.settimeout(0.2)
+    sent = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            sock.sendall(batch)
+        except TimeoutError:
+            continue
+        sent += 1000
+    print(sent, flush=True)
+    sock.close()
+
+
+def probeRegisterPk(port: int, seconds: float, interval: float = 0.05) -> list[float]:
+    """RegisterPk round trips (seconds) from 127.0.0.2, a new id each."""
+    from nacl.signing import SigningKey
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.2", 0))
+    sock.settimeout(15.0)
+    pk = bytes(SigningKey.generate().verify_key)
+    out: list[float] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        rk = RegisterPk(id=f"{time.monotonic_ns() % 10**12:012d}", uuid=os.urandom(16), pk=pk)
+        start = time.perf_counter()
+        sock.sendto(RendezvousMessage(register_pk=rk).SerializeToString(),
+                    ("127.0.0.1", port))
+        try:
+            sock.recv(256)
+        except TimeoutError:
+            out.append(15.0)
+            continue
+        out.append(time.perf_counter() - start)
+        time.sleep(interval)
+    sock.close()
+    return out
+
+
+def benchFlood(seconds: float, limits: bool) -> dict[str, float]:
+    """Quiet and flooded RegisterPk latency against a fresh server."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as data:
+        server = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--serve", data]
+            + (["--limits"] if limits else []), stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout is not None
+            ports = json.loads(server.stdout.readline())
+            quiet = probeRegisterPk(ports["udp"], seconds)
+            flooder = subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), "--flood", str(ports["tcp"]),
+                 str(seconds + 1)], stdout=subprocess.PIPE, text=True)
+            time.sleep(0.5)
+            busy = probeRegisterPk(ports["udp"], seconds)
+            out, _ = flooder.communicate(timeout=seconds + 30)
+        finally:
+            stopProcess(server)
+
+    def pct(values: list[float], q: float) -> float:
+        values = sorted(values)
+        return values[min(len(values) - 1, int(q * len(values)))] * 1000
+
+    return {"quiet p50": pct(quiet, 0.5), "quiet p95": pct(quiet, 0.95),
+            "flood p50": pct(busy, 0.5), "flood p95": pct(busy, 0.95),
+            "flood max": max(busy) * 1000, "flood rate": int(out.strip() or 0) / (seconds + 1)}
+
+
 def benchMemory(count: int = 100_000) -> tuple[float, float]:
     """Bytes per registered online peer: (Python heap via tracemalloc, process RSS)."""
     import gc
@@ -270,13 +363,18 @@ def benchMemory(count: int = 100_000) -> tuple[float, float]:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
+    from nacl.signing import SigningKey
+
+    # Registration checks that a key is an Ed25519 point; a thousand distinct ones do.
+    keys = [bytes(SigningKey.generate().verify_key) for _ in range(1000)]
+
     def fill(service: RendezvousService, clock: Clock) -> None:
         for i in range(count):
             clock.advance(0.0001)
             source = (f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 30000 + i % 30000)
             peerId = str(1_000_000_000 + i)
-            rk = RegisterPk(id=peerId, uuid=str(i).zfill(36).encode(), pk=os.urandom(32))
-            service.registerPk(rk, source, None)
+            rk = RegisterPk(id=peerId, uuid=str(i).zfill(36).encode(), pk=keys[i % len(keys)])
+            service.registry.registerPk(rk, source, None)
             service.registerPeer(peerId, 0, source)
         online = sum(1 for p in service.peers.values() if p.online(clock.seconds()))
         assert online == count, online
@@ -305,12 +403,17 @@ def benchMemory(count: int = 100_000) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", metavar="DATA_DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--limits", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--flood", nargs=2, metavar=("PORT", "SECONDS"), help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--only", nargs="*", default=["register", "punch", "relay1",
                                                        "relay100", "memory"])
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.limits)
+        return
+    if args.flood:
+        flood(int(args.flood[0]), float(args.flood[1]))
         return
     import tempfile
 
@@ -347,6 +450,17 @@ def main() -> None:
                         f"{cpu / (rate * seconds / 1000):,.2f}"
         finally:
             stopProcess(server)
+    if "flood" in args.only:
+        for limits in (True, False):
+            figures = benchFlood(args.seconds, limits)
+            label = "default limits" if limits else "limits off"
+            results[f"RegisterPk round trip, quiet, {label} (p50 / p95 ms)"] = \
+                f"{figures['quiet p50']:.1f} / {figures['quiet p95']:.1f}"
+            results[f"RegisterPk round trip, TCP flood, {label} (p50 / p95 / max ms)"] = \
+                f"{figures['flood p50']:.1f} / {figures['flood p95']:.1f} / " \
+                f"{figures['flood max']:.0f}"
+            results[f"  flood offered, {label} (PunchHoleRequests/s)"] = \
+                f"{figures['flood rate']:,.0f}"
     if "memory" in args.only:
         heap, resident = benchMemory()
         results["memory per online peer at 100,000 peers (Python heap, bytes)"] = f"{heap:,.0f}"

@@ -480,6 +480,43 @@ class Config:
         "(bursts of twice that); more are dropped and counted (0: no limit).",
         parseRate,
     )
+    rendezvous_tcp_rate: int = _setting(
+        500,
+        "Messages per second handled from one source address (IPv6: its /64) over the "
+        "rendezvous TCP and WebSocket ports together (bursts of twice that); above it "
+        "the source's connections stop being read until the budget refills (0: no limit).",
+        parseRate,
+    )
+    rendezvous_connections_per_ip: int = _setting(
+        1000,
+        "Most rendezvous TCP/WebSocket connections open at once from one source address "
+        "(IPv6: its /64); clients registered over TCP or WebSocket hold one each.",
+        parsePositiveInt,
+    )
+    rendezvous_max_peers: int = _setting(
+        200000,
+        "Most RustDesk peers held in memory (peers out of contact for two minutes are "
+        "dropped from memory first; the registry on disk keeps them).",
+        parsePositiveInt,
+    )
+    rendezvous_register_rate: int = _setting(
+        20,
+        "RegisterPk per second accepted from one source address (IPv6: its /64), in bursts "
+        "of rendezvous-register-burst; more are answered TOO_FREQUENT.",
+        parsePositiveInt,
+    )
+    rendezvous_register_burst: int = _setting(
+        200,
+        "RegisterPk one source address may send at once (a NAT full of clients after a "
+        "restart).",
+        parsePositiveInt,
+    )
+    rendezvous_ids_per_ip: int = _setting(
+        1000,
+        "New RustDesk ids one source address may create per day; more are answered "
+        "TOO_FREQUENT (0: no limit).",
+        parseCount,
+    )
     relay_bandwidth: float = _setting(
         128.0, "Relay limit per pair, both directions, in Mb/s (0: none).", parseBandwidth
     )

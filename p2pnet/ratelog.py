@@ -32,6 +32,14 @@ class RateLimitedLog:
 
     def warn(self, category: str, format: str, **fields: Any) -> bool:
         """Log C{format} under C{category} unless its budget is spent; return whether logged."""
+        return self._emit(self._log.warn, category, format, fields)
+
+    def info(self, category: str, format: str, **fields: Any) -> bool:
+        """Like L{warn} at level info: for per-event lines (a peer registered, a relay
+        paired) that a flood would otherwise turn into one line per event."""
+        return self._emit(self._log.info, category, format, fields)
+
+    def _emit(self, emit: Any, category: str, format: str, fields: dict[str, Any]) -> bool:
         now = self._clock.seconds()
         start, count = self._windows.get(category, (now, 0))
         if now - start >= self._interval:
@@ -44,5 +52,5 @@ class RateLimitedLog:
         held = self.suppressed.pop(category, 0)
         if held:
             format += " ({held} similar events not logged)"
-        self._log.warn(format, held=held, category=category, **fields)
+        emit(format, held=held, category=category, **fields)
         return True

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_rustdesk_frame -*-
+# -*- test-case-name: test.unit.test_rustdesk_frame -*-
 """RustDesk's TCP framing (hbb_common C{BytesCodec}), sans-IO.
 
 A frame is a 1-4 byte little-endian header then the payload. The header's value is
@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_MAX_PAYLOAD",
     "FrameDecoder",
     "FrameError",
+    "FramePieces",
     "FrameTooLarge",
     "encodeFrame",
     "encodeHeader",
@@ -130,3 +131,56 @@ class FrameDecoder:
     def buffered(self) -> int:
         """How many bytes wait for the rest of their frame."""
         return len(self._buffer)
+
+
+class FramePieces:
+    """Incremental splitter that passes frames on in pieces, never holding one whole.
+
+    C{feed(data)} returns C{(piece, first, last)} triples: the payload bytes that
+    arrived, whether the piece starts its frame and whether it ends it. Memory held is
+    at most a partial header (3 bytes), so a relay can re-frame a stream of large
+    frames (a TCP leg paired with a WebSocket one) with back-pressure instead of
+    buffering. Empty frames give nothing (the relay forwards no empty payloads).
+
+    @ivar maxPayload: the largest frame accepted (L{FrameTooLarge} on its header).
+    """
+
+    def __init__(self, maxPayload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.maxPayload = maxPayload
+        self._header = b""
+        self._remaining = 0
+        self._first = False
+        self._failed = False
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bool, bool]]:
+        """The pieces of frames in C{data}, in order.
+
+        @raise FrameTooLarge: a header announced more than C{maxPayload}.
+        @raise FrameError: called again after an error.
+        """
+        if self._failed:
+            raise FrameError("decoder used after an error")
+        out: list[tuple[bytes, bool, bool]] = []
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._remaining:
+                n = min(self._remaining, end - pos)
+                self._remaining -= n
+                out.append((data[pos : pos + n], self._first, not self._remaining))
+                self._first = False
+                pos += n
+                continue
+            header = self._header + data[pos : pos + 4 - len(self._header)]
+            headerLength = (header[0] & 3) + 1
+            if len(header) < headerLength:
+                self._header = header
+                return out
+            pos += headerLength - len(self._header)
+            self._header = b""
+            length = int.from_bytes(header[:headerLength], "little") >> 2
+            if length > self.maxPayload:
+                self._failed = True
+                raise FrameTooLarge(length, self.maxPayload)
+            self._remaining = length
+            self._first = True
+        return out

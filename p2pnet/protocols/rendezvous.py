@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_rendezvous_protocol -*-
+# -*- test-case-name: test.unit.test_rendezvous_protocol -*-
 """Twisted protocols of the rendezvous server: UDP 21116, TCP 21116/21115, WS 21118.
 
 Thin: frame, decrypt, parse, hand the message to
@@ -7,6 +7,7 @@ L{p2pnet.services.rendezvous.RendezvousService}, and send what it asks for.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -47,6 +48,11 @@ MAX_MESSAGE = 64 * 1024
 STREAM_TIMEOUT = 30.0
 #: Seconds of client silence after which the server offers its KeyExchange (§4.17).
 KEY_EXCHANGE_DELAY = 0.3
+#: Seconds a link over its source's message budget waits before asking again.
+STREAM_RETRY = 0.1
+#: Messages a paused link may hold; a WebSocket whose reading resumes early (its send
+#: buffer drained) past this is closed.
+MAX_HELD = 4096
 
 
 def _parse(data: bytes) -> RendezvousMessage | None:
@@ -103,6 +109,8 @@ class _LinkBase:
         self._counted = False
         self._closed = False
         self._beatOutstanding = False
+        self._held: deque[bytes] = deque()
+        self._retry: IDelayedCall | None = None
 
     def _opened(self) -> bool:
         self._counted = self.service.connectionOpened(self)
@@ -136,6 +144,46 @@ class _LinkBase:
         self._beatOutstanding = True
         self._heartbeat = self.service.clock.callLater(keepAlive / 2, self._beat, keepAlive)
 
+    def _pauseReading(self) -> None:
+        """Stop reading from the transport."""
+
+    def _resumeReading(self) -> None:
+        """Read from the transport again."""
+
+    def _received(self, payloads: list[bytes]) -> None:
+        """Handle C{payloads} in order, as far as the source's budget allows; the rest
+        wait (reading paused) for L{STREAM_RETRY} seconds at a time."""
+        held = self._held
+        if held or self._retry is not None:
+            held.extend(payloads)
+            if len(held) > MAX_HELD:
+                self.service.stats.add("stream_overflow")
+                self.close()
+            return
+        for i, payload in enumerate(payloads):
+            if self._closed:
+                return
+            if not self.service.admitMessage(self):
+                held.extend(payloads[i:])
+                self._hold()
+                return
+            self._dispatch(payload)
+
+    def _hold(self) -> None:
+        self._pauseReading()
+        self._retry = self.service.clock.callLater(STREAM_RETRY, self._release)
+
+    def _release(self) -> None:
+        self._retry = None
+        held = self._held
+        while held and not self._closed:
+            if not self.service.admitMessage(self):
+                self._hold()
+                return
+            self._dispatch(held.popleft())
+        if not self._closed:
+            self._resumeReading()
+
     def _dispatch(self, payload: bytes) -> None:
         if self._closed:
             return
@@ -167,10 +215,11 @@ class _LinkBase:
 
     def _stopped(self) -> None:
         self._closed = True
-        for call in (self._idle, self._heartbeat):
+        self._held.clear()
+        for call in (self._idle, self._heartbeat, self._retry):
             if call is not None and call.active():
                 call.cancel()
-        self._idle = self._heartbeat = None
+        self._idle = self._heartbeat = self._retry = None
         self.service.connectionClosed(self, self._counted)
 
 
@@ -235,17 +284,26 @@ class RendezvousStreamProtocol(_LinkBase, Protocol):
                                        host=self.peer[0], error=str(e))
             self.transport.abortConnection()
             return
-        for payload in payloads:
-            if self._stream is not None:
-                try:
-                    payload = self._stream.open(payload)
-                except CryptoError:
-                    self.service.stats.add("decrypt_error")
-                    self.close()
-                    return
-            self._dispatch(payload)
-            if self._closed:
+        if payloads:
+            self._received(payloads)
+
+    def _dispatch(self, payload: bytes) -> None:
+        # Decrypted here, in order: a KeyExchange reply switches on decryption for the
+        # frames after it, even those that came in the same read.
+        if self._stream is not None and not self._closed:
+            try:
+                payload = self._stream.open(payload)
+            except CryptoError:
+                self.service.stats.add("decrypt_error")
+                self.close()
                 return
+        super()._dispatch(payload)
+
+    def _pauseReading(self) -> None:
+        self.transport.pauseProducing()
+
+    def _resumeReading(self) -> None:
+        self.transport.resumeProducing()
 
     def _keyExchange(self, kx: KeyExchange) -> None:
         if not self._offered or self._stream is not None or len(kx.keys) != 2 or \
@@ -322,7 +380,15 @@ class RendezvousWebSocket(_LinkBase):
         self._opened()
 
     def bytesMessageReceived(self, data: bytes) -> None:
-        self._dispatch(data)
+        self._received([data])
+
+    def _pauseReading(self) -> None:
+        if self.transport is not None and self.transport.transport is not None:
+            self.transport.transport.pauseProducing()
+
+    def _resumeReading(self) -> None:
+        if self.transport is not None and self.transport.transport is not None:
+            self.transport.transport.resumeProducing()
 
     def textMessageReceived(self, message: str) -> None:
         self.bytesMessageReceived(message.encode("utf-8", "surrogateescape"))

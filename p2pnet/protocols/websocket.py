@@ -61,6 +61,7 @@ from zope.interface import implementer
 from p2pnet.codecs.websocket_frame import (
     OP_BINARY,
     OP_CLOSE,
+    OP_CONTINUATION,
     OP_PING,
     OP_PONG,
     OP_TEXT,
@@ -253,6 +254,14 @@ class WebSocketConnection:
         """One binary frame."""
         if not self.closed:
             self._write(encodeFrame(OP_BINARY, data))
+
+    def sendBytesFragment(self, data: bytes, first: bool, last: bool) -> None:
+        """One piece of a binary message sent in several frames (RFC 6455 §5.4), for a
+        message relayed as it arrives instead of held whole: C{first} opens it with a
+        Binary frame, later pieces are continuations, C{last} ends it. Only control
+        frames may come between the pieces."""
+        if not self.closed:
+            self._write(encodeFrame(OP_BINARY if first else OP_CONTINUATION, data, fin=last))
 
     def ping(self, payload: bytes = b"") -> None:
         """One Ping frame (at most 125 bytes of payload)."""

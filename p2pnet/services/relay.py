@@ -1,11 +1,15 @@
-# -*- test-case-name: test.test_relay_service -*-
-"""The RustDesk relay server (hbbr): pairing by uuid, splicing, limits (spec §5).
+# -*- test-case-name: test.unit.test_relay_service -*-
+"""The RustDesk relay server (hbbr): pairing by uuid, splicing, limits (rustdesk.md §5).
 
-A leg (L{RelayLeg}, from L{p2pnet.protocols.relay}) announces itself with the uuid of
+A leg (L{RelayLeg}, declared by L{p2pnet.protocols.relay}) announces itself with the uuid of
 its first C{RequestRelay}; the first leg of a uuid waits up to L{PAIR_TIMEOUT} seconds
 for the second, then the two are a L{Pair} and every byte one sends is written to the
 other. Reading is paused whenever the other side's transport is full (producer /
 consumer) or the pair is over its bandwidth, so memory per pair stays bounded.
+
+Operators see the pairs through L{RelayService.pairs} and end one with
+L{RelayService.kill}. Pairings and their ends are logged one line each, at most 20 a
+minute; the rest are counted in the next line.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import hmac
 import ipaddress
 import os
 from collections.abc import Iterable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
@@ -22,8 +27,16 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from p2pnet.listen import bindAddresses, listenTCP
+from p2pnet.protocols.relay import (
+    FIRST_MESSAGE_TIMEOUT,
+    RelayLeg,
+    RelayStreamFactory,
+    relayWebSocketSite,
+)
+from p2pnet.ratelimit import TokenBucket
 from p2pnet.ratelog import RateLimitedLog
 from p2pnet.services.listening import ListeningService
+from p2pnet.services.rendezvous_keys import relayKey
 from p2pnet.stats import Stats
 
 __all__ = [
@@ -32,17 +45,14 @@ __all__ = [
     "FIRST_MESSAGE_TIMEOUT",
     "PAIR_TIMEOUT",
     "Pair",
-    "RelayLeg",
+    "RelayPairInfo",
     "RelayService",
-    "TokenBucket",
     "megabitsToBytes",
     "readAddressList",
 ]
 
 log = Logger()
 
-#: Seconds a new connection has to send its RequestRelay (§5 step 2).
-FIRST_MESSAGE_TIMEOUT = 30.0
 #: Seconds the first leg of a uuid waits for the second (§5 pairing).
 PAIR_TIMEOUT = 30.0
 #: Seconds between sweeps: idle pairs, list files, blocklisted pairs (§5: checked every 3 s).
@@ -50,8 +60,10 @@ SWEEP_INTERVAL = 3.0
 #: The lists in the data directory: one IP per line, text after the first space ignored.
 BLACKLIST_FILE = "blacklist.txt"
 BLOCKLIST_FILE = "blocklist.txt"
-#: Reading resumes after a bandwidth pause once this much budget is back (seconds' worth).
+#: A pair's bandwidth budget holds this many seconds' worth of bytes (at least 64 KiB).
 BURST_SECONDS = 0.1
+#: A pair's rate over the last this many seconds is what L{RelayService.pairs} reports.
+RATE_WINDOW = 3.0
 
 
 def megabitsToBytes(mbps: float) -> float:
@@ -78,61 +90,35 @@ def readAddressList(path: str) -> frozenset[str]:
     return frozenset(out)
 
 
-class RelayLeg(Protocol):
-    """One relay connection as the service sees it.
+def bandwidthBucket(rate: float, now: float) -> TokenBucket:
+    """A byte budget of C{rate} bytes/s holding L{BURST_SECONDS} of it (at least 64 KiB)."""
+    return TokenBucket(rate, now, max(rate * BURST_SECONDS, 64 * 1024))
 
-    @ivar host: the remote IP address.
-    @ivar ws: whether the leg is a WebSocket (message-wise) or TCP (byte stream).
-    @ivar uuid: the uuid of its RequestRelay (empty before it arrived).
+
+@dataclass(frozen=True)
+class RelayPairInfo:
+    """One relay pair, as operators list them.
+
+    @ivar uuid: the uuid both legs sent.
+    @ivar a: the first leg's address (the one that waited); C{b} the second's.
+    @ivar age: seconds since the pair formed.
+    @ivar bytes: bytes relayed, both directions.
+    @ivar rate: bytes per second, both directions, over the last few seconds.
     """
 
-    host: str
-    ws: bool
     uuid: str
-
-    def startSplicing(self, partner: RelayLeg, pair: Pair) -> None:
-        """Paired: from now on forward what arrives to C{partner} through C{pair}."""
-
-    def flushPending(self) -> None:
-        """Both legs are splicing: forward what arrived before pairing."""
-
-    def deliver(self, data: bytes) -> None:
-        """Write C{data} (raw bytes, or one message payload) to this leg's peer."""
-
-    def pauseReading(self, reason: str) -> None:
-        """Stop reading for C{reason} until L{resumeReading} with the same reason."""
-
-    def resumeReading(self, reason: str) -> None:
-        """Lift one reason to pause reading."""
-
-    def close(self) -> None:
-        """Close the connection."""
-
-
-class TokenBucket:
-    """A byte budget refilled at C{rate} bytes per second, lazily from the clock."""
-
-    def __init__(self, rate: float, now: float) -> None:
-        self.rate = rate
-        self.capacity = max(rate * BURST_SECONDS, 64 * 1024)
-        self.tokens = self.capacity
-        self._last = now
-
-    def take(self, amount: int, now: float) -> float:
-        """Spend C{amount}; return the seconds to wait before more (0 when in budget)."""
-        self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
-        self._last = now
-        self.tokens -= amount
-        if self.tokens >= 0:
-            return 0.0
-        return -self.tokens / self.rate
+    a: str
+    b: str
+    age: float
+    bytes: int
+    rate: float
 
 
 class Pair:
     """Two paired legs, their accounting and their bandwidth budget."""
 
     __slots__ = ("a", "b", "uuid", "service", "bucket", "lastActivity", "bytes", "started",
-                 "_resume", "closed", "downgraded")
+                 "_resume", "closed", "downgraded", "_rateMark", "_lastRate")
 
     def __init__(self, service: RelayService, uuid: str, a: RelayLeg, b: RelayLeg,
                  rate: float) -> None:
@@ -148,26 +134,47 @@ class Pair:
         self._resume: IDelayedCall | None = None
         self.closed = False
         self.downgraded = False
+        #: (time, bytes) at the start of the current rate window.
+        self._rateMark = (now, 0)
+        self._lastRate: float | None = None
 
     def limit(self, rate: float) -> None:
         """Change the pair's bandwidth to C{rate} bytes/s (0: none)."""
-        self.bucket = TokenBucket(rate, self.service.clock.seconds()) if rate else None
+        self.bucket = bandwidthBucket(rate, self.service.clock.seconds()) if rate else None
 
-    def forward(self, source: RelayLeg, data: bytes) -> None:
-        """Send C{data} from C{source} to the other leg, then apply the limits."""
+    def rate(self, now: float) -> float:
+        """Bytes per second over the current window, or the last one while the current
+        one is under a second old."""
+        since, count = self._rateMark
+        elapsed = now - since
+        if elapsed < 1.0 and self._lastRate is not None:
+            return self._lastRate
+        return (self.bytes - count) / elapsed if elapsed > 0 else 0.0
+
+    def markRate(self, now: float) -> None:
+        """Close the current rate window if it is L{RATE_WINDOW} old (every sweep)."""
+        since, count = self._rateMark
+        if now - since >= RATE_WINDOW:
+            self._lastRate = (self.bytes - count) / (now - since)
+            self._rateMark = (now, self.bytes)
+
+    def forward(self, source: RelayLeg, data: bytes, first: bool = True,
+                last: bool = True) -> None:
+        """Send C{data} from C{source} to the other leg (a piece of a message unless
+        C{first} and C{last}), then apply the limits."""
         if not data or self.closed:
             return
         target = self.b if source is self.a else self.a
-        target.deliver(data)
+        target.deliver(data, first, last)
         n = len(data)
         self.bytes += n
         service = self.service
         service.stats.add("relayed_bytes", n)
         now = service.clock.seconds()
         self.lastActivity = now
-        wait = self.bucket.take(n, now) if self.bucket is not None else 0.0
+        wait = self.bucket.debit(n, now) if self.bucket is not None else 0.0
         if service.totalBucket is not None:
-            wait = max(wait, service.totalBucket.take(n, now))
+            wait = max(wait, service.totalBucket.debit(n, now))
         if wait > 0 and self._resume is None:
             service.stats.add("throttled")
             self.a.pauseReading("rate")
@@ -235,7 +242,7 @@ class RelayService(ListeningService):
         self.limitSpeed = limitSpeed
         self.downgradeThreshold = downgradeThreshold
         self.downgradeStart = downgradeStart
-        self.totalBucket = TokenBucket(totalBandwidth, reactor.seconds()) \
+        self.totalBucket = bandwidthBucket(totalBandwidth, reactor.seconds()) \
             if totalBandwidth else None
         self.idleTimeout = idleTimeout
         self.listenAddresses = tuple(listen)
@@ -243,7 +250,7 @@ class RelayService(ListeningService):
         self.maxConnections = maxConnections
         self.maxPendingPerIp = maxPendingPerIp
         self.waiting: dict[str, tuple[RelayLeg, IDelayedCall]] = {}
-        self.pairs: set[Pair] = set()
+        self.activePairs: set[Pair] = set()
         self.connections = 0
         self._pendingPerIp: dict[str, int] = {}
         self.blacklist: frozenset[str] = frozenset()
@@ -252,8 +259,9 @@ class RelayService(ListeningService):
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = reactor
         self.badInput = RateLimitedLog(log, reactor)
+        self.events = RateLimitedLog(log, reactor, burst=20)
         self.stats = Stats()
-        self.stats.gauge("pairs", lambda: len(self.pairs))
+        self.stats.gauge("pairs", lambda: len(self.activePairs))
         self.stats.gauge("waiting", lambda: len(self.waiting))
         self.stats.gauge("connections", lambda: self.connections)
         self.reloadLists()
@@ -261,8 +269,6 @@ class RelayService(ListeningService):
     @classmethod
     def fromConfig(cls, context: Any) -> RelayService:
         """The service configured by an L{p2pnet.app.AppContext}."""
-        from p2pnet.services.rendezvous_keys import relayKey
-
         config = context.config
         key = relayKey(config.relay_key, None, context.dataDir) if config.relay_key else ""
         return cls(
@@ -286,14 +292,12 @@ class RelayService(ListeningService):
     def listen(self) -> None:
         """TCP on the relay port (C{tcp}) and WebSocket on port + 2 (C{ws}), on every
         listen address."""
-        from p2pnet.protocols.relay import RelayStreamFactory, relayWebSocketSite
-
         hosts = bindAddresses(self.listenAddresses)
         self.listenEverywhere("tcp", hosts, self.port, lambda host, port: listenTCP(
             self.reactor, RelayStreamFactory(self), host, port, "relay-port"))
         self.listenEverywhere("ws", hosts, self.port + 2 if self.port else 0,
                               lambda host, port: listenTCP(
-                                  self.reactor, relayWebSocketSite(self), host, port,
+                                  self.reactor, relayWebSocketSite(self, self.reactor), host, port,
                                   "relay-port", "WebSocket (relay-port + 2)"))
 
     def listeningNote(self) -> str:
@@ -308,7 +312,7 @@ class RelayService(ListeningService):
         closed = super().stopService()
         if self._sweep.running:
             self._sweep.stop()
-        for pair in list(self.pairs):
+        for pair in list(self.activePairs):
             pair.close()
         for leg, call in list(self.waiting.values()):
             if call.active():
@@ -414,10 +418,10 @@ class RelayService(ListeningService):
         blacklisted = first.host in self.blacklist or leg.host in self.blacklist
         rate = self.limitSpeed if blacklisted else self.bandwidth
         pair = Pair(self, uuid, first, leg, rate)
-        self.pairs.add(pair)
+        self.activePairs.add(pair)
         self.stats.add("paired")
-        log.info("relay paired {a} and {b}{slow}", a=first.host, b=leg.host,
-                 slow=" (blacklisted: limited)" if blacklisted else "")
+        self.events.info("relay-paired", "relay paired {a} and {b}{slow}", a=first.host,
+                         b=leg.host, slow=" (blacklisted: limited)" if blacklisted else "")
         first.startSplicing(leg, pair)
         leg.startSplicing(first, pair)
         first.flushPending()
@@ -433,15 +437,17 @@ class RelayService(ListeningService):
 
     def pairClosed(self, pair: Pair) -> None:
         """Forget a finished pair."""
-        if pair in self.pairs:
-            self.pairs.discard(pair)
-            log.info("relay pair closed after {bytes} bytes", bytes=pair.bytes)
+        if pair in self.activePairs:
+            self.activePairs.discard(pair)
+            self.events.info("relay-closed", "relay pair closed after {bytes} bytes",
+                             bytes=pair.bytes)
 
     def sweep(self) -> None:
         """Every few seconds: re-read the lists, end idle and blocklisted pairs, downgrade."""
         self.reloadLists()
         now = self.clock.seconds()
-        for pair in list(self.pairs):
+        for pair in list(self.activePairs):
+            pair.markRate(now)
             if now - pair.lastActivity >= self.idleTimeout:
                 self.stats.add("idle_timeout")
                 pair.close()
@@ -462,3 +468,23 @@ class RelayService(ListeningService):
             self.stats.add("downgraded")
             log.info("relay pair {a} - {b} downgraded to the limited speed",
                      a=pair.a.host, b=pair.b.host)
+
+    # -- operators ------------------------------------------------------------------------
+
+    def pairs(self) -> list[RelayPairInfo]:
+        """Every active pair, oldest first (for the operator method C{relay.pairs.list})."""
+        now = self.clock.seconds()
+        return [RelayPairInfo(p.uuid, p.a.host, p.b.host, now - p.started, p.bytes,
+                              p.rate(now))
+                for p in sorted(self.activePairs, key=lambda p: (p.started, p.uuid))]
+
+    def kill(self, uuid: str) -> bool:
+        """End the pair of C{uuid} (both connections close); C{False} if there is none."""
+        for pair in list(self.activePairs):
+            if pair.uuid == uuid:
+                self.stats.add("killed")
+                log.info("relay pair {uuid} ({a} - {b}) ended by an operator", uuid=uuid,
+                         a=pair.a.host, b=pair.b.host)
+                pair.close()
+                return True
+        return False

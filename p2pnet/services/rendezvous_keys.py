@@ -1,11 +1,18 @@
-# -*- test-case-name: test.test_rendezvous_keys -*-
+# -*- test-case-name: test.unit.test_rendezvous_keys -*-
 """The rendezvous server's Ed25519 key pair and the C{--key} setting (hbbs semantics).
 
 Files in the data directory use hbbs's encodings, so keys can be copied between them:
 C{id_ed25519} is base64 of the 64-byte libsodium secret key (seed || public key),
 C{id_ed25519.pub} is base64 of the 32-byte public key, neither with a newline.
 
-C{--key} (spec §4.2):
+The files cannot surprise (issue 14 item 9; hbbs's most common complaint is a server
+started from another directory that silently made a new key, "Key mismatch"): a new
+pair is logged with the absolute path of its files; an C{id_ed25519.pub} that does not
+hold the public half of C{id_ed25519} stops the start with one line naming the file
+(users hand that file to clients); a missing C{.pub} is written again; both files are
+0600, and a secret key file readable by others is made 0600.
+
+C{--key} (rustdesk.md §4.2):
 
 - base64 of a 64-byte secret key: sign with it; clients must send its public half;
 - C{-} or C{_}: load or generate the pair in the data directory; clients must send its
@@ -23,6 +30,7 @@ import os
 from dataclasses import dataclass
 
 from nacl.signing import SigningKey
+from twisted.logger import Logger
 
 from p2pnet.errors import ConfigError
 
@@ -33,9 +41,12 @@ __all__ = [
     "generateKeyPair",
     "loadServerKey",
     "parseSecretKey",
+    "publicKeyText",
     "relayKey",
     "secretKeyBytes",
 ]
+
+log = Logger()
 
 PRIVATE_FILE = "id_ed25519"
 PUBLIC_FILE = "id_ed25519.pub"
@@ -110,23 +121,29 @@ def _writeNew(path: str, data: str, mode: int) -> None:
         os.fsync(f.fileno())
 
 
+def publicKeyText(key: SigningKey) -> str:
+    """The base64 public key, as C{id_ed25519.pub} holds it and clients configure it."""
+    return base64.b64encode(bytes(key.verify_key)).decode()
+
+
 def loadOrCreateKeyPair(dataDir: str, settingKey: str = "key") -> SigningKey:
     """The pair in C{dataDir/id_ed25519}, generated (both files) if it does not exist.
 
-    @raise ConfigError: the file exists but is not a valid secret key.
+    A missing C{id_ed25519.pub} is written again; one that does not match is refused.
+
+    @raise ConfigError: a file exists but is not a valid key, or the two do not match.
     """
-    path = os.path.join(dataDir, PRIVATE_FILE)
+    path = os.path.abspath(os.path.join(dataDir, PRIVATE_FILE))
+    pubPath = os.path.abspath(os.path.join(dataDir, PUBLIC_FILE))
     try:
         with open(path) as f:
             text = f.read()
     except FileNotFoundError:
         key = generateKeyPair()
-        _writeNew(
-            os.path.join(dataDir, PUBLIC_FILE),
-            base64.b64encode(bytes(key.verify_key)).decode(),
-            0o644,
-        )
+        _writeNew(pubPath, publicKeyText(key), 0o600)
         _writeNew(path, base64.b64encode(secretKeyBytes(key)).decode(), 0o600)
+        log.info("generated a new RustDesk key pair: {path} and {pubPath}; clients need "
+                 "key {public}", path=path, pubPath=pubPath, public=publicKeyText(key))
         return key
     except OSError as e:
         raise ConfigError(settingKey, f"cannot read {path}: {e.strerror}") from None
@@ -138,7 +155,41 @@ def loadOrCreateKeyPair(dataDir: str, settingKey: str = "key") -> SigningKey:
         raise ConfigError(
             settingKey, f"{path} is not base64 of a 64-byte Ed25519 secret key"
         )
+    _tighten(path)
+    _checkPublicFile(pubPath, key, settingKey)
     return key
+
+
+def _tighten(path: str) -> None:
+    """Make a secret key file readable by its owner only."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+        if mode & 0o077:
+            os.chmod(path, 0o600)
+            log.warn("{path} was readable by others (mode {mode:o}); made it 0600",
+                     path=path, mode=mode)
+    except OSError:
+        pass
+
+
+def _checkPublicFile(pubPath: str, key: SigningKey, settingKey: str) -> None:
+    expected = publicKeyText(key)
+    try:
+        with open(pubPath) as f:
+            found = f.read().strip()
+    except FileNotFoundError:
+        _writeNew(pubPath, expected, 0o600)
+        log.info("wrote the missing {pubPath} (key {public})", pubPath=pubPath,
+                 public=expected)
+        return
+    except OSError as e:
+        raise ConfigError(settingKey, f"cannot read {pubPath}: {e.strerror}") from None
+    if not hmac.compare_digest(found.encode(), expected.encode()):
+        raise ConfigError(
+            settingKey,
+            f"{pubPath} does not hold the public key of {PRIVATE_FILE} ({expected}); "
+            f"clients given that file would fail with \"Key mismatch\": fix or delete it",
+        )
 
 
 def loadServerKey(value: str, dataDir: str, settingKey: str = "key") -> ServerKey:
@@ -169,8 +220,7 @@ def relayKey(value: str, server: ServerKey | None, dataDir: str,
     if value in ("-", "_"):
         if server is not None and server.signingKey is not None:
             return server.publicKey
-        pair = loadOrCreateKeyPair(dataDir, settingKey)
-        return base64.b64encode(bytes(pair.verify_key)).decode()
+        return publicKeyText(loadOrCreateKeyPair(dataDir, settingKey))
     try:
         secret = parseSecretKey(value)
     except ValueError as e:

@@ -13,14 +13,14 @@ import json
 import sqlite3
 import uuid as uuidlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
 from p2pnet.codecs.addrmangle import unmapV4
 from p2pnet.store.sqlite import Database, connect
 
-__all__ = ["FILENAME", "PeerRecord", "PeerStore", "SCHEMA", "importHbbs", "listPeers",
+__all__ = ["FILENAME", "IPeerStore", "PeerRecord", "PeerStore", "SCHEMA", "importHbbs", "listPeers",
            "selectPeer", "upsertPeer", "countPeers"]
 
 #: The registry's file name inside the data directory.
@@ -149,8 +149,28 @@ def openSync(path: str) -> sqlite3.Connection:
     return connect(path, SCHEMA)
 
 
+class IPeerStore(Protocol):
+    """What the rendezvous service needs of a durable peer registry.
+
+    L{PeerStore} (SQLite) implements it; a networked one (Redis) will, and test fakes
+    are checked against it by mypy.
+    """
+
+    def get(self, peerId: str) -> Deferred[PeerRecord | None]:
+        """The stored peer with id C{peerId}, or C{None}."""
+
+    def put(self, record: PeerRecord) -> Deferred[None]:
+        """Insert or update C{record}; fires once it is durable."""
+
+    def close(self) -> None:
+        """Release the store's resources (threads, connections)."""
+
+
 class PeerStore:
-    """The registry as Deferreds; every write is committed before its Deferred fires."""
+    """The registry as Deferreds; every write is committed before its Deferred fires.
+
+    Implements L{IPeerStore}.
+    """
 
     def __init__(self, path: str, key: str = "data-dir") -> None:
         self._db = Database(path, SCHEMA, key)

@@ -1,4 +1,4 @@
-"""Tests for L{p2pnet.services.relay} and L{p2pnet.protocols.relay} (spec §5)."""
+"""Tests for L{p2pnet.services.relay} and L{p2pnet.protocols.relay} (rustdesk.md §5)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,27 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet import defer, reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
 
 from p2pnet.codecs.proto.rendezvous_pb2 import RegisterPeer, RendezvousMessage, RequestRelay
 from p2pnet.codecs.rustdesk_frame import encodeFrame
-from p2pnet.protocols.relay import SPLICE_BUFFER, RelayStreamProtocol
-from p2pnet.protocols.rustdesk_client import RelayLegClient
+from p2pnet.codecs.websocket_frame import (
+    OP_BINARY,
+    OP_CLOSE,
+    MessageDecoder,
+    decodeClose,
+)
+from p2pnet.codecs.websocket_frame import encodeFrame as wsEncode
+from p2pnet.protocols.relay import RelayStreamProtocol, relayWebSocketSite
 from p2pnet.services.relay import (
     PAIR_TIMEOUT,
     Pair,
     RelayService,
-    TokenBucket,
+    bandwidthBucket,
     megabitsToBytes,
     readAddressList,
 )
@@ -41,7 +46,7 @@ def pairUp(service: RelayService) -> tuple[RelayStreamProtocol, Pair]:
     b.makeConnection(Transport("192.0.2.2"))
     a.dataReceived(request("u"))
     b.dataReceived(request("u"))
-    [pair] = service.pairs
+    [pair] = service.activePairs
     return a, pair
 
 
@@ -237,47 +242,132 @@ class FuzzTests(SynchronousTestCase):
 
 
 class HelperTests(SynchronousTestCase):
-    def test_tokenBucket(self) -> None:
-        bucket = TokenBucket(1000, 0.0)
-        self.assertEqual(bucket.take(64 * 1024, 0.0), 0.0)
-        self.assertAlmostEqual(bucket.take(1000, 0.0), 1.0)
-        self.assertEqual(bucket.take(0, 2.0), 0.0)
+    def test_bandwidthBucket(self) -> None:
+        """A pair's budget holds at least 64 KiB; overspending says how long to wait."""
+        bucket = bandwidthBucket(1000, 0.0)
+        self.assertEqual(bucket.debit(64 * 1024, 0.0), 0.0)
+        self.assertAlmostEqual(bucket.debit(1000, 0.0), 1.0)
+        self.assertEqual(bucket.debit(0, 2.0), 0.0)
 
     def test_missingListIsEmpty(self) -> None:
         self.assertEqual(readAddressList("/nonexistent/list"), frozenset())
 
 
-class SlowReaderTests(TestCase):
-    """A slow reader does not make the relay buffer without bound (real sockets)."""
+UPGRADE = (
+    b"GET /ws/relay HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+MASK = b"\x01\x02\x03\x04"
 
-    timeout = 20
 
-    @defer.inlineCallbacks
-    def test_slowReader(self) -> Any:
-        service = RelayService(reactor, listen=("127.0.0.1",), port=0)
-        service.startService()
-        self.addCleanup(service.stopService)
-        port = service.boundPorts["tcp"]
-        writer = RelayLegClient("slow")
-        reader = RelayLegClient("slow")
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), writer)
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), reader)
-        reader.transport.pauseProducing()
-        yield deferLater(reactor, 0.2, lambda: None)
-        chunk = b"z" * 65536
-        for _ in range(400):  # 25 MiB, far more than socket buffers hold
-            writer.transport.write(chunk)
-        yield deferLater(reactor, 1.0, lambda: None)
-        [pair] = service.pairs
-        for leg in (pair.a, pair.b):
-            held = sum(len(x) for x in leg.transport._tempDataBuffer) + \
-                len(leg.transport.dataBuffer)
-            # At most one read beyond the buffer size that pauses the reader.
-            self.assertLessEqual(held, 2 * SPLICE_BUFFER)
-        self.assertLess(pair.bytes, 25 * 1024 * 1024)
-        reader.transport.resumeProducing()
-        received = yield reader.waitFor(400 * 65536)
-        self.assertEqual(received, chunk * 400)
-        writer.transport.loseConnection()
-        reader.transport.loseConnection()
-        yield defer.DeferredList([writer.closed, reader.closed])
+class WebSocketLeg:
+    """A relay WebSocket leg driven in memory through its upgrade."""
+
+    def __init__(self, service: RelayService, clock: Clock, host: str = "192.0.2.9") -> None:
+        site = relayWebSocketSite(service, clock)
+        self.channel = site.buildProtocol(IPv4Address("TCP", host, 1))
+        self.transport = Transport(host)
+        self.channel.makeConnection(self.transport)
+        self.channel.dataReceived(UPGRADE)
+        assert self.transport.value().startswith(b"HTTP/1.1 101")
+        self.transport.clear()
+
+    def send(self, payload: bytes, opcode: int = OP_BINARY, fin: bool = True) -> None:
+        self.channel.dataReceived(wsEncode(opcode, payload, fin, MASK))
+
+    def received(self) -> list[tuple[int, Any]]:
+        return MessageDecoder(1 << 26, masked=False).feed(self.transport.value())
+
+
+class WebSocketLegTests(SynchronousTestCase):
+    """Item 18 of issue 14: nothing large is buffered before pairing, and a TCP leg's
+    frames reach a WebSocket partner in pieces."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.service = RelayService(self.clock)
+
+    def test_firstMessageCappedOnItsHeader(self) -> None:
+        """A 16 MiB first message is refused on its frame header: 1009, nothing held."""
+        leg = WebSocketLeg(self.service, self.clock)
+        big = bytes([0x82, 0x80 | 127]) + (16 * 1024 * 1024).to_bytes(8, "big") + MASK
+        leg.channel.dataReceived(big + b"x" * 1000)
+        [(opcode, payload)] = leg.received()
+        self.assertEqual((opcode, decodeClose(payload)[0]), (OP_CLOSE, 1009))
+        self.assertTrue(leg.transport.disconnecting)
+        counters = self.service.stats.counters
+        self.assertEqual(counters["bad_first_message"], 1)
+
+    def test_firstMessageAtTheLimitAccepted(self) -> None:
+        leg = WebSocketLeg(self.service, self.clock)
+        rr = RendezvousMessage(request_relay=RequestRelay(uuid="u", id="x" * 3000))
+        leg.send(rr.SerializeToString())
+        self.assertEqual(list(self.service.waiting), ["u"])
+        self.assertFalse(leg.transport.disconnecting)
+
+    def test_tcpFramesReachWebSocketInPieces(self) -> None:
+        ws = WebSocketLeg(self.service, self.clock)
+        ws.send(RendezvousMessage(request_relay=RequestRelay(uuid="u")).SerializeToString())
+        tcp, tt = RelayStreamProtocol(self.service), Transport("192.0.2.1")
+        tcp.makeConnection(tt)
+        payload = os.urandom(300_000)
+        frame = encodeFrame(payload)
+        tcp.dataReceived(request("u") + frame[:10_000])
+        self.assertTrue(ws.transport.value(), "the first piece left before the frame ended")
+        written = len(ws.transport.value())
+        self.assertLess(written, 20_000)
+        for i in range(10_000, len(frame), 10_000):
+            tcp.dataReceived(frame[i : i + 10_000])
+        self.assertEqual(ws.received(), [(OP_BINARY, payload)])
+        # And the other way: a WS message (now up to 16 MiB) becomes one TCP frame.
+        ws.send(b"y" * 100_000)
+        self.assertEqual(tt.value(), encodeFrame(b"y" * 100_000))
+
+    def test_emptyTcpFramesNotForwarded(self) -> None:
+        ws = WebSocketLeg(self.service, self.clock)
+        ws.send(RendezvousMessage(request_relay=RequestRelay(uuid="u")).SerializeToString())
+        tcp, tt = RelayStreamProtocol(self.service), Transport("192.0.2.1")
+        tcp.makeConnection(tt)
+        tcp.dataReceived(request("u") + encodeFrame(b"") + encodeFrame(b"ab"))
+        self.assertEqual(ws.received(), [(OP_BINARY, b"ab")])
+
+
+class OperatorTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.service = RelayService(self.clock)
+
+    def test_pairsAndKill(self) -> None:
+        self.assertEqual(self.service.pairs(), [])
+        a, pair = pairUp(self.service)
+        self.clock.advance(1)
+        a.dataReceived(b"x" * 3000)
+        self.clock.advance(2)
+        self.service.sweep()
+        [info] = self.service.pairs()
+        self.assertEqual((info.uuid, info.a, info.b, info.age, info.bytes),
+                         ("u", "192.0.2.1", "192.0.2.2", 3.0, 3000))
+        self.assertEqual(info.rate, 1000.0)
+        self.assertFalse(self.service.kill("other"))
+        self.assertTrue(self.service.kill("u"))
+        self.assertTrue(pair.closed and a.transport.disconnecting)
+        self.assertEqual(self.service.pairs(), [])
+        self.assertFalse(self.service.kill("u"))
+
+    def test_pairingLinesAggregated(self) -> None:
+        """1,000 pairings write a bounded number of lines, not 2,000 (issue 14 item 19)."""
+        lines: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(lines.append)
+        self.addCleanup(globalLogPublisher.removeObserver, lines.append)
+        for i in range(1000):
+            a, b = RelayStreamProtocol(self.service), RelayStreamProtocol(self.service)
+            a.makeConnection(Transport("192.0.2.1"))
+            b.makeConnection(Transport("192.0.2.2"))
+            a.dataReceived(request(f"u{i}"))
+            b.dataReceived(request(f"u{i}"))
+            a.connectionLost(None)
+            b.connectionLost(None)
+        relayLines = [e for e in lines if e.get("category", "").startswith("relay-")]
+        self.assertLessEqual(len(relayLines), 40)
+        self.assertEqual(self.service.stats.counters["paired"], 1000)

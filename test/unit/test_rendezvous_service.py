@@ -8,7 +8,7 @@ from typing import Any
 from nacl.signing import SigningKey
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from p2pnet.codecs import addrmangle
 from p2pnet.codecs.proto.rendezvous_pb2 import (
@@ -253,34 +253,60 @@ class RegisterPkRuleTests(ServiceTestCase):
         self.clock.advance(6.1)
         self.assertEqual(self.registerPk(), R.OK)
 
-    def test_tooFrequentPerIp(self) -> None:
-        """32 RegisterPk from one IP pass, the 33rd without a 60 s pause does not (§4.7)."""
-        for i in range(32):
+    def test_tooFrequentPerSource(self) -> None:
+        """RegisterPk per source is a token bucket (rustdesk.md §4.7.1); an IPv6 /64 is
+        one source."""
+        service = self.service = self.make(registerRate=1, registerBurst=5)
+        service.registerUDP(4, self.udp)
+        service.registerUDP(6, self.udp)
+        for i in range(5):
             self.assertEqual(self.registerPk(f"peer{i:05d}"), R.OK, i)
-            self.clock.advance(59)
         self.assertEqual(self.registerPk("peer99999"), R.TOO_FREQUENT)
         self.assertEqual(self.registerPk("other-peer", addr=("192.0.2.77", 1)), R.OK)
-        self.clock.advance(60.1)
+        self.clock.advance(1)
         self.assertEqual(self.registerPk("peer99999"), R.OK)
+        for i in range(5):
+            self.assertEqual(self.registerPk(f"v6peer{i:03d}", addr=(f"2001:db8::{i}", 1)),
+                             R.OK, i)
+        self.assertEqual(self.registerPk("v6peer999", addr=("2001:db8::ff", 1)),
+                         R.TOO_FREQUENT)
+        self.assertEqual(self.registerPk("v6peer999", addr=("2001:db8:1::1", 1)), R.OK)
+        self.assertEqual(service.stats.counters["register_pk_too_frequent_ip"], 2)
 
-    def test_ipBlockerIdSet(self) -> None:
-        service = self.service
-        for i in range(302):
-            self.clock.advance(61)
-            self.assertTrue(service.allowedByIpBlocker("192.0.2.1", f"id{i}"), i)
-        self.clock.advance(61)
-        self.assertFalse(service.allowedByIpBlocker("192.0.2.1", "new-id"))
-        self.assertTrue(service.allowedByIpBlocker("192.0.2.1", "id5"))
-        self.clock.advance(86401)
-        self.assertTrue(service.allowedByIpBlocker("192.0.2.1", "new-id"))
+    def test_natCrowdRegistersOnDefaults(self) -> None:
+        """500 clients behind one address, all registering at once after a restart (and
+        retrying every 15 s, as RustDesk does), are all registered within a minute."""
+        pending = {f"{1_000_000_000 + i}" for i in range(500)}
+        for _ in range(4):
+            for peerId in sorted(pending):
+                if self.registerPk(peerId, uuid=peerId.encode()) == R.OK:
+                    pending.discard(peerId)
+            self.clock.advance(15)
+        self.assertEqual(pending, set())
+        self.assertEqual(len(self.store.records), 500)
 
-    def test_ipBlockerBounded(self) -> None:
-        from p2pnet.services import rendezvous
+    def test_newIdsPerSource(self) -> None:
+        service = self.service = self.make(newIdsPerSource=3)
+        service.registerUDP(4, self.udp)
+        for i in range(3):
+            self.assertEqual(self.registerPk(f"peer{i:05d}"), R.OK, i)
+        self.assertEqual(self.registerPk("peer99999"), R.TOO_FREQUENT)
+        self.clock.advance(7)
+        self.assertEqual(self.registerPk("peer00001"), R.OK)  # known ids still register
+        self.assertEqual(self.registerPk("peer99999", addr=("192.0.2.77", 1)), R.OK)
+        self.clock.advance(86400)
+        self.assertEqual(self.registerPk("peer88888"), R.OK)
 
-        self.patch(rendezvous, "IP_BLOCKER_ENTRIES", 10)
+    def test_sourceTablesBounded(self) -> None:
+        from p2pnet.services import rendezvous_registry
+
+        self.patch(rendezvous_registry, "MAX_SOURCES", 10)
+        service = self.service = self.make()
+        service.registerUDP(4, self.udp)
         for i in range(50):
-            self.service.allowedByIpBlocker(f"10.0.0.{i}", "x")
-        self.assertEqual(len(self.service._ipBlocker), 10)
+            self.registerPk(f"peer{i:05d}", addr=(f"10.0.0.{i}", 1))
+        self.assertEqual(len(service.registry._registerBudgets), 10)
+        self.assertEqual(len(service.registry._newIds), 10)
 
     def test_storeFailureIsServerError(self) -> None:
         self.store.fail = True
@@ -550,11 +576,12 @@ class UdpFloodTests(ServiceTestCase):
     def test_tableBounded(self) -> None:
         from p2pnet.services import rendezvous
 
-        self.patch(rendezvous, "IP_BLOCKER_ENTRIES", 5)
+        self.patch(rendezvous, "MAX_SOURCES", 5)
         service = self.make(udpRatePerIp=10)
         for i in range(20):
             service.admitDatagram(f"10.0.0.{i}")
-        self.assertEqual(len(service._udpBudget), 5)
+        assert service._udpBudgets is not None
+        self.assertEqual(len(service._udpBudgets), 5)
 
 
 class LookupTests(ServiceTestCase):
@@ -562,16 +589,16 @@ class LookupTests(ServiceTestCase):
         for i in range(10):
             self.service.streamMessage(msg(punch_hole_request=PunchHoleRequest(
                 id=f"nobody{i}", licence_key=PUBLIC)), FakeLink())
-        self.assertEqual((self.service._loading, self.service.peers), ({}, {}))
+        self.assertEqual((self.service.registry._loading, self.service.peers), ({}, {}))
 
     def test_lookupsBounded(self) -> None:
-        from p2pnet.services import rendezvous
+        from p2pnet.services import rendezvous_routing
 
         class SlowStore(FakeStore):
             def get(self, peerId: str) -> defer.Deferred[PeerRecord | None]:
                 return defer.Deferred()
 
-        self.patch(rendezvous, "MAX_PENDING_LOOKUPS", 3)
+        self.patch(rendezvous_routing, "MAX_PENDING_LOOKUPS", 3)
         self.store = SlowStore()
         service = self.make()
         links = [FakeLink() for _ in range(4)]
@@ -591,32 +618,9 @@ class LookupTests(ServiceTestCase):
 
         self.store = SlowStore()
         service = self.make()
-        first, second = service.getPeer("555555555"), service.getPeer("555555555")
+        first, second = (service.registry.getPeer("555555555"),
+                         service.registry.getPeer("555555555"))
         self.assertEqual(len(reads), 1)
         reads[0].callback(PeerRecord("555555555", b"u", PK, "192.0.2.1"))
         self.assertIs(self.successResultOf(first), self.successResultOf(second))
-        self.assertEqual(service._loading, {})
-
-
-class RelayReachabilityTests(TestCase):
-    """The relay list keeps only servers that accept a TCP connection (§4.9)."""
-
-    @defer.inlineCallbacks
-    def test_check(self) -> Any:
-        import socket
-
-        from twisted.internet import reactor
-        from twisted.internet.protocol import Factory, Protocol
-
-        port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        closed = socket.socket()
-        closed.bind(("127.0.0.1", 0))
-        deadPort = closed.getsockname()[1]
-        closed.close()
-        up = f"127.0.0.1:{port.getHost().port}"
-        selector = RelaySelector(reactor, [f"127.0.0.1:{deadPort}", up])
-        self.assertEqual(selector.active, selector.configured)
-        yield selector.check()
-        self.assertEqual(selector.active, (up,))
-        self.assertEqual({selector.choose() for _ in range(4)}, {up})
+        self.assertEqual(service.registry._loading, {})

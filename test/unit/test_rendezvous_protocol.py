@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pnet.codecs.proto.rendezvous_pb2 import (
     KeyExchange,
+    PunchHoleRequest,
     RegisterPeer,
     RegisterPk,
     RendezvousMessage,
@@ -27,13 +29,14 @@ from p2pnet.codecs.rustdesk_crypto import (
 from p2pnet.codecs.rustdesk_frame import FrameDecoder, encodeFrame
 from p2pnet.protocols.rendezvous import (
     KEY_EXCHANGE_DELAY,
+    STREAM_RETRY,
     RendezvousDatagramProtocol,
     RendezvousStreamFactory,
 )
 from p2pnet.services.rendezvous import RendezvousService
 from p2pnet.services.rendezvous_keys import ServerKey
 from p2pnet.testing import FakeDatagramTransport
-from test.test_rendezvous_service import PK, FakeStore
+from test.unit.test_rendezvous_service import PK, FakeStore
 
 SERVER = SigningKey(b"\x01" * 32)
 
@@ -180,6 +183,52 @@ class StreamTests(SynchronousTestCase):
             proto.dataReceived(data[i : i + 50])
         proto.connectionLost(None)
         self.assertEqual(self.service.tcpPunch, {})
+
+
+class SourceBudgetTests(SynchronousTestCase):
+    """One source's flood of TCP messages pauses its own reading, not anyone else's
+    (issue 14 item 14)."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.service = RendezvousService(self.clock, FakeStore(),  # type: ignore[arg-type]
+                                         ServerKey(SERVER, ""), streamRatePerIp=10)
+
+    def connect(self, host: str) -> tuple[Any, Transport]:
+        proto = RendezvousStreamFactory(self.service, False).buildProtocol(None)
+        transport = Transport(host)
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def test_floodPausesOnlyItsSource(self) -> None:
+        ask = frame(RendezvousMessage(punch_hole_request=PunchHoleRequest(id="nobody")))
+        flooder, ft = self.connect("192.0.2.1")
+        flooder.dataReceived(ask * 50)
+        answered = len(FrameDecoder().feed(ft.value()))
+        self.assertEqual(answered, 20)  # the burst: twice the rate
+        self.assertEqual(ft.producerState, "paused")
+        self.assertEqual(self.service.stats.counters["stream_throttled"], 1)
+        # A second connection from the same source shares the budget ...
+        second, st2 = self.connect("192.0.2.1")
+        second.dataReceived(ask)
+        self.assertEqual((st2.value(), st2.producerState), (b"", "paused"))
+        # ... another source does not.
+        other, ot = self.connect("192.0.2.2")
+        other.dataReceived(ask)
+        self.assertEqual(len(FrameDecoder().feed(ot.value())), 1)
+        # The held messages are handled, in order, as the budget refills.
+        for _ in range(40):
+            self.clock.advance(STREAM_RETRY)
+        self.assertEqual(len(FrameDecoder().feed(ft.value())), 50)
+        self.assertEqual(len(FrameDecoder().feed(st2.value())), 1)
+        self.assertEqual((ft.producerState, st2.producerState), ("producing", "producing"))
+
+    def test_closedWhileHeld(self) -> None:
+        ask = frame(RendezvousMessage(punch_hole_request=PunchHoleRequest(id="nobody")))
+        proto, transport = self.connect("192.0.2.1")
+        proto.dataReceived(ask * 30)
+        proto.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class DatagramTests(SynchronousTestCase):

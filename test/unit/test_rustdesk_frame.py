@@ -1,4 +1,4 @@
-"""Tests for L{p2pnet.codecs.rustdesk_frame}: spec §2.1 and §9.1 vectors, fuzzing."""
+"""Tests for L{p2pnet.codecs.rustdesk_frame}: rustdesk.md §2.1 and §9.1 vectors, fuzzing."""
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -8,12 +8,13 @@ from p2pnet.codecs.rustdesk_frame import (
     MAX_FRAME,
     FrameDecoder,
     FrameError,
+    FramePieces,
     FrameTooLarge,
     encodeFrame,
     encodeHeader,
 )
 
-# Spec §9.1: payload length -> header.
+# rustdesk.md §9.1: payload length -> header.
 VECTORS = [
     (0, "00"), (1, "04"), (13, "34"), (63, "fc"), (64, "0101"), (100, "9101"),
     (255, "fd03"), (16383, "fdff"), (16384, "020001"), (65536, "020004"),
@@ -98,3 +99,42 @@ class DecoderTests(SynchronousTestCase):
         except FrameError:
             pass
         self.assertLessEqual(d.buffered, 512 + 4 + chunk)
+
+
+class FramePiecesTests(SynchronousTestCase):
+    """L{FramePieces} gives each frame's bytes as they arrive, never a whole frame held."""
+
+    FRAMES = [b"", b"a", b"b" * 63, b"c" * 64, b"d" * 100, b"e" * 16384, b"f" * 70000]
+
+    def reassemble(self, stream: bytes, chunk: int) -> list[bytes]:
+        pieces = FramePieces(100_000)
+        frames: list[bytes] = []
+        current = b""
+        for i in range(0, len(stream), chunk):
+            for piece, first, last in pieces.feed(stream[i : i + chunk]):
+                self.assertTrue(piece)
+                self.assertEqual(first, current == b"")
+                self.assertLessEqual(len(piece), chunk)
+                current += piece
+                if last:
+                    frames.append(current)
+                    current = b""
+        self.assertEqual(current, b"")
+        return frames
+
+    def test_wholeByteAtATimeAndTrailing(self) -> None:
+        stream = b"".join(encodeFrame(f) for f in self.FRAMES)
+        expected = [f for f in self.FRAMES if f]  # empty frames are not passed on
+        for chunk in (len(stream), 1, 3, 4096):
+            self.assertEqual(self.reassemble(stream, chunk), expected, chunk)
+        pieces = FramePieces()
+        self.assertEqual(pieces.feed(encodeFrame(b"xy") + b"\x91"), [(b"xy", True, True)])
+        self.assertEqual(pieces.feed(b"\x01" + b"z" * 10), [(b"z" * 10, True, False)])
+
+    def test_nonMinimalHeader(self) -> None:
+        self.assertEqual(FramePieces().feed(bytes.fromhex("0500") + b"q"), [(b"q", True, True)])
+
+    def test_oversizedRefusedOnHeader(self) -> None:
+        pieces = FramePieces(1000)
+        self.assertRaises(FrameTooLarge, pieces.feed, encodeHeader(1001))
+        self.assertRaises(FrameError, pieces.feed, b"\x00")
