@@ -6,8 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the interop tests drive: coturn's turnutils_* and the classic stun client.
-SYSTEM_PACKAGES := coturn stun-client
+# Debian packages the interop tests drive: coturn's turnutils_*, the classic stun client,
+# ffmpeg (encoder output for the Annex-B parser and the KVM node's video sources).
+SYSTEM_PACKAGES := coturn stun-client ffmpeg
 
 .PHONY: run test lint bench system-deps venv clean
 
