@@ -289,8 +289,11 @@ def startStunP2pnet(tmp: str, cpus: tuple[int, ...]
                     ) -> tuple[subprocess.Popen[bytes], tuple[str, int], str, str]:
     """p2pnet's STUN service on 127.0.0.1; C{(process, address, log, description)}."""
     port = freePort()
+    # Every load-generator socket is on 127.0.0.1, one source to the per-source budgets
+    # (1,000 unauthenticated requests/s by default): off, as coturn has none.
     proc, log = startP2pnet(tmp, ["--services", "stun", "--listen", LOOPBACK,
                                   "--stun-port", str(port), "--tls-port", "0",
+                                  "--stun-request-rate", "0",
                                   "--data-dir", os.path.join(tmp, "p2pnet-data")], cpus)
     waitUntil(bindingAnswered((LOOPBACK, port)), proc, log, what=f"p2pnet on port {port}")
     description = f"twistd -n p2pnet --services stun (CPython {platform.python_version()})"

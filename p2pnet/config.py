@@ -348,6 +348,18 @@ class Config:
     idle_timeout: float = _setting(
         300.0, "Seconds before a silent STUN TCP/TLS connection is closed.", parseSeconds
     )
+    stun_request_rate: int = _setting(
+        1000,
+        "STUN/TURN requests without MESSAGE-INTEGRITY per second from one address "
+        "(IPv6: one /64); more are dropped; 0 for no limit.",
+        parseRate,
+    )
+    stun_error_rate: int = _setting(
+        200,
+        "Error answers (401, 400, 420...) per second to one address's unauthenticated "
+        "STUN/TURN requests; more are dropped; 0 for no limit.",
+        parseRate,
+    )
 
     # turn
     auth_secret: str = _setting(

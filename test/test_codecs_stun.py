@@ -218,7 +218,10 @@ class MessageTests(SynchronousTestCase):
         self.assertEqual(stun.decodeChangeRequest(b"\0\0\0\x06"), (True, True))
         self.assertRaises(StunDecodeError, stun.decodeChangeRequest, b"\0")
         self.assertEqual(stun.decodeResponsePort(b"\x12\x34\0\0"), 0x1234)
-        self.assertRaises(StunDecodeError, stun.decodeResponsePort, b"\x12\x34")
+        # A bare 16-bit port (length 2), as npm's stun 2.1.0 and stuntman send it, is
+        # read as coturn reads it (issue 14 item 2); shorter is refused.
+        self.assertEqual(stun.decodeResponsePort(b"\x12\x34"), 0x1234)
+        self.assertRaises(StunDecodeError, stun.decodeResponsePort, b"\x12")
         self.assertEqual(stun.decodeUnknownAttributes(stun.encodeUnknownAttributes([1, 0x7F])),
                          [1, 0x7F])
         self.assertRaises(StunDecodeError, stun.decodeUInt32, b"\0\0")

@@ -256,6 +256,109 @@ class BindingTests(ServiceMixin, SynchronousTestCase):
         self.assertTrue(all(t.stopped for t in transports))
 
 
+class LimitTests(ServiceMixin, SynchronousTestCase):
+    """Per-source budgets on unauthenticated requests and on error answers (issue 14
+    items 14 and 15), and small error answers."""
+
+    def test_requestBudgetPerSource(self) -> None:
+        """Past its burst (twice the rate) one source's requests are dropped and counted;
+        another source is still answered; the budget refills with time."""
+        self.startStun(requestRate=10)
+        for _ in range(30):
+            self.sendUDP(binding().encode())
+        self.assertEqual(len(self.replies()), 20)
+        self.assertEqual(self.service.stats.counters["stun.dropped.request_rate"], 10)
+        self.sendUDP(binding().encode(), source=("127.0.0.2", 40000))
+        self.assertEqual(len(self.replies()), 1)
+        self.reactor.advance(1)
+        for _ in range(15):
+            self.sendUDP(binding().encode())
+        self.assertEqual(len(self.replies()), 10)
+
+    def test_requestBudgetIPv6Slash64(self) -> None:
+        """IPv6 sources of one /64 share a budget; another /64 has its own."""
+        self.startStun(listen=("::1",), requestRate=5)
+        for i in range(20):
+            self.socketAt(family=6).datagramReceived(binding().encode(),
+                                                     (f"2001:db8::{i + 1}", 1000))
+        self.assertEqual(len(self.replies(family=6)), 10)
+        self.socketAt(family=6).datagramReceived(binding().encode(), ("2001:db8:1::1", 1))
+        self.assertEqual(len(self.replies(family=6)), 1)
+
+    def test_noLimit(self) -> None:
+        """A rate of 0 switches the budget off."""
+        self.startStun(requestRate=0, errorRate=0)
+        for _ in range(500):
+            self.sendUDP(binding((0x0031, b"x")).encode())
+        self.assertEqual(len(self.replies()), 500)
+
+    def test_errorBudgetPerSource(self) -> None:
+        """Error answers to one source stop at its error budget, and requests of methods
+        that can only get an error unauthenticated (TURN's) never reach their handler
+        past it."""
+        self.startStun(errorRate=5)
+        for _ in range(15):
+            self.sendUDP(binding((0x0031, b"x")).encode())
+        self.assertEqual(len(self.replies()), 10)
+        self.assertEqual(self.service.stats.counters["stun.dropped.error_rate"], 5)
+        self.sendUDP(binding().encode())
+        self.assertEqual(self.onlyReply()[0].cls, StunClass.SUCCESS)
+        seen: list = []
+        self.service.registerMethod(Method.ALLOCATE, lambda m, link, src: seen.append(m))
+        self.sendUDP(Message(Method.ALLOCATE, StunClass.REQUEST).encode())
+        self.assertEqual(seen, [])
+        other = ("127.0.0.3", 1)
+        for _ in range(12):
+            self.sendUDP(Message(Method.ALLOCATE, StunClass.REQUEST).encode(), source=other)
+        self.assertEqual(len(seen), 10)
+
+    def test_malformedCharged(self) -> None:
+        """400 answers salvaged from broken requests spend the error budget too."""
+        self.startStun(errorRate=2)
+        data = bytearray(binding((Attr.SOFTWARE, b"abcd")).encode())
+        struct.pack_into("!H", data, 22, 99)
+        for _ in range(10):
+            self.sendUDP(bytes(data))
+        self.assertEqual(len(self.replies()), 4)
+
+    def test_errorAnswerSmall(self) -> None:
+        """An unauthenticated error answer carries ERROR-CODE (and UNKNOWN-ATTRIBUTES for
+        420) only: no SOFTWARE, FINGERPRINT only when the request had one."""
+        self.startStun()
+        self.sendUDP(binding((0x0031, b"x")).encode())
+        reply, _ = self.onlyReply()
+        self.assertEqual([t for t, _ in reply.attributes],
+                         [Attr.ERROR_CODE, Attr.UNKNOWN_ATTRIBUTES])
+        self.sendUDP(binding((0x0031, b"x")).encode(fingerprint=True))
+        reply, _ = self.onlyReply()
+        self.assertEqual([t for t, _ in reply.attributes],
+                         [Attr.ERROR_CODE, Attr.UNKNOWN_ATTRIBUTES, Attr.FINGERPRINT])
+
+    def test_challengeNoLargerThanNeeded(self) -> None:
+        """secure-stun's 401 carries what RFC 8489 §9.2.4 requires and no SOFTWARE."""
+        self.startStun(credentials=StaticUsers({"alice": "secret"}), secureStun=True)
+        self.sendUDP(binding().encode())
+        reply, _ = self.onlyReply()
+        self.assertEqual([t for t, _ in reply.attributes],
+                         [Attr.ERROR_CODE, Attr.REALM, Attr.NONCE, Attr.PASSWORD_ALGORITHMS])
+
+    def test_refusedTlsConnectionNotWrapped(self) -> None:
+        """Over the per-address cap the TLS listener's factory returns C{None}, so the
+        port closes the connection, instead of wrapping TLS around no protocol."""
+        from twisted.internet.ssl import CertificateOptions
+
+        from p2pnet.protocols.stun import AdmittingTLSFactory
+
+        self.startStun(tlsPort=0, tlsOptions=CertificateOptions, maxConnectionsPerIp=1)
+        listener = self.reactor.streamPorts[("127.0.0.1", self.service.boundPorts["tls"])]
+        factory = getattr(listener, "wrappedFactory", listener)  # inside listen's guard
+        self.assertIsInstance(factory, AdmittingTLSFactory)
+        first = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        self.assertIsNotNone(first)
+        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 2)))
+        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "127.0.0.2", 2)))
+
+
 class RFC5780Tests(ServiceMixin, SynchronousTestCase):
     """NAT behaviour discovery with two addresses and two ports."""
 

@@ -242,13 +242,14 @@ def encodeAddress(host: str, port: int) -> bytes:
 
 
 def decodeAddress(value: bytes) -> tuple[str, int]:
-    """C{(host, port)} from a MAPPED-ADDRESS-form value."""
+    """C{(host, port)} from a MAPPED-ADDRESS-form value; bytes after the address are
+    ignored (as coturn does)."""
     if len(value) < 4:
         raise StunDecodeError("address attribute too short")
     _, family, port = struct.unpack_from("!BBH", value)
-    if family == FAMILY_IPV4 and len(value) == 8:
+    if family == FAMILY_IPV4 and len(value) >= 8:
         return socket.inet_ntoa(value[4:8]), port
-    if family == FAMILY_IPV6 and len(value) == 20:
+    if family == FAMILY_IPV6 and len(value) >= 20:
         return socket.inet_ntop(socket.AF_INET6, value[4:20]), port
     raise StunDecodeError(f"bad address family {family} or length {len(value)}")
 
@@ -333,10 +334,13 @@ def decodeUInt32(value: bytes) -> int:
 
 
 def decodeResponsePort(value: bytes) -> int:
-    """RESPONSE-PORT: a port followed by two bytes of padding (RFC 5780 section 7.5)."""
-    if len(value) != 4:
-        raise StunDecodeError("RESPONSE-PORT must be 4 bytes")
-    return struct.unpack("!H", value[:2])[0]
+    """RESPONSE-PORT: a port followed by two bytes of padding (RFC 5780 §7.5).
+
+    Any length of at least 2 is read, as coturn does: npm's C{stun} and stuntman send
+    the bare 16-bit port (length 2)."""
+    if len(value) < 2:
+        raise StunDecodeError("RESPONSE-PORT shorter than a port")
+    return (value[0] << 8) | value[1]
 
 
 def encodePasswordAlgorithms(algorithms: Iterable[tuple[int, bytes]]) -> bytes:

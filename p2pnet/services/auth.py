@@ -1,12 +1,19 @@
-# -*- test-case-name: test.test_services_auth -*-
-"""STUN long-term credentials (RFC 8489 section 9.2), shared by the STUN and TURN services.
+# -*- test-case-name: test.unit.test_services_auth -*-
+"""STUN long-term credentials (RFC 8489 §9.2), shared by the STUN and TURN services.
 
 Nonces are stateless: C{obMatJos2} + security feature bits + expiry time + an HMAC of
 the expiry and the client's address under a per-process secret. Checking one costs an
 HMAC, and no table grows with the number of clients. An expired nonce gets 438.
 
-L{LongTermAuth.check} applies the server steps of RFC 8489 section 9.2.4 in order and
+L{LongTermAuth.check} applies the server steps of RFC 8489 §9.2.4 in order and
 returns either the key to sign the response with or the error response to send.
+
+Failed authentications (unknown user, wrong password, wrong realm) are logged with the
+user, realm, reason and source at a bounded rate, never with a secret, and slowed: each
+spends from budgets per source (IPv4 address or IPv6 /64), per user and per (source,
+user) pair; while one of them is spent, requests it covers get 401 without being
+checked. A pair that authenticated recently is judged by its own pair budget alone, so
+an honest crowd behind one NAT keeps working while a guesser among them is slowed.
 """
 
 from __future__ import annotations
@@ -15,12 +22,15 @@ import base64
 import hashlib
 import hmac
 import os
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
+from p2pnet.addresses import sourceKey
+from p2pnet.boundedmap import BoundedMap
 from p2pnet.codecs.stun import (
     PASSWORD_ALGORITHM_MD5,
     PASSWORD_ALGORITHM_SHA256,
@@ -32,8 +42,10 @@ from p2pnet.codecs.stun import (
     longTermKey,
     userhash,
 )
+from p2pnet.ratelimit import TokenBucket
+from p2pnet.ratelog import RateLimitedLog
 
-__all__ = ["AuthResult", "Credentials", "LongTermAuth", "StaticUsers"]
+__all__ = ["AuthResult", "Credentials", "FailureLimits", "LongTermAuth", "StaticUsers"]
 
 
 class Credentials(Protocol):
@@ -103,6 +115,51 @@ class AuthResult:
     error: Message | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class FailureLimits:
+    """How fast failed authentications may come before requests get 401 unchecked.
+
+    Rates are failures per second; each burst is what may fail at once before the rate
+    applies. The defaults let a NAT's worth of misconfigured clients retry (a client
+    retries a failed Allocate every few seconds) and cut a guesser from thousands of
+    tries per second to a few.
+
+    @ivar perSource: failures from one IPv4 address or IPv6 /64.
+    @ivar perUser: failures naming one user, from anywhere.
+    @ivar perPair: failures of one user from one source that authenticated recently.
+    @ivar trusted: seconds a (source, user) pair stays trusted after a success.
+    @ivar tracked: entries each table keeps at most (least recently used forgotten).
+    """
+
+    perSource: tuple[float, float] = (5.0, 50.0)
+    perUser: tuple[float, float] = (2.0, 20.0)
+    perPair: tuple[float, float] = (1.0, 10.0)
+    trusted: float = 3600.0
+    tracked: int = 65536
+
+
+class _FailureBudget:
+    """Failures per key: a L{TokenBucket} each, in a L{BoundedMap}. A key whose bucket
+    holds less than one token is blocked until it refills."""
+
+    __slots__ = ("rate", "burst", "_buckets")
+
+    def __init__(self, rate: float, burst: float, tracked: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: BoundedMap[Hashable, TokenBucket] = BoundedMap(tracked)
+
+    def blocked(self, key: Hashable, now: float) -> bool:
+        bucket = self._buckets.peek(key)
+        return bucket is not None and bucket.available(now) < 1
+
+    def fail(self, key: Hashable, now: float) -> None:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self.rate, now, self.burst)
+        bucket.take(1, now)
+
+
 class LongTermAuth:
     """Checks long-term credentials and makes nonces.
 
@@ -110,8 +167,15 @@ class LongTermAuth:
     @param credentials: where passwords come from.
     @param clock: where time comes from (a C{task.Clock} in tests).
     @param nonceLifetime: seconds a nonce is accepted before 438 Stale Nonce.
-    @param software: SOFTWARE value for error responses, or empty.
+    @param software: kept for callers; error answers no longer carry SOFTWARE (they go
+        to unauthenticated clients, and must not be larger than they need to be).
+    @param limits: how fast failures may come (L{FailureLimits}).
+
+    @ivar failures: failed authentications so far (unknown user, wrong password or realm).
+    @ivar throttled: requests answered 401 unchecked because a failure budget was spent.
     """
+
+    log = Logger()
 
     def __init__(
         self,
@@ -120,6 +184,7 @@ class LongTermAuth:
         clock: IReactorTime,
         nonceLifetime: float = 3600.0,
         software: str = "",
+        limits: FailureLimits | None = None,
     ) -> None:
         self.realm = realm
         self._realmBytes = realm.encode()
@@ -127,7 +192,16 @@ class LongTermAuth:
         self._clock = clock
         self._lifetime = nonceLifetime
         self._secret = os.urandom(32)
-        self._software = software.encode()
+        limits = limits or FailureLimits()
+        self.limits = limits
+        self._bySource = _FailureBudget(*limits.perSource, limits.tracked)
+        self._byUser = _FailureBudget(*limits.perUser, limits.tracked)
+        self._byPair = _FailureBudget(*limits.perPair, limits.tracked)
+        #: (source key, user) -> when it last authenticated.
+        self._trusted: BoundedMap[tuple[str, str], float] = BoundedMap(limits.tracked)
+        self._failureLog = RateLimitedLog(self.log, clock, interval=60.0, burst=20)
+        self.failures = 0
+        self.throttled = 0
 
     # -- nonces ---------------------------------------------------------------------------
 
@@ -162,8 +236,6 @@ class LongTermAuth:
         reply.add(Attr.REALM, self._realmBytes)
         reply.add(Attr.NONCE, self.makeNonce(client))
         reply.add(Attr.PASSWORD_ALGORITHMS, PASSWORD_ALGORITHMS)
-        if self._software:
-            reply.add(Attr.SOFTWARE, self._software)
         return reply
 
     def check(self, request: Message, client: str) -> AuthResult:
@@ -210,20 +282,57 @@ class LongTermAuth:
             name: str | None = username.decode("utf-8", "replace")
         else:
             name = self.credentials.userFromHash(hashed, self.realm)  # type: ignore[arg-type]
+        source = sourceKey(client)
+        now = self._clock.seconds()
+        shown = name if name is not None else "(unknown userhash)"
+        # Slowed: a spent failure budget answers 401 without looking the user up.
+        if self._throttle(source, shown, now):
+            self.throttled += 1
+            self._logFailure(shown, realm, "throttled: too many failures", client)
+            return AuthResult(error=self.challenge(request, client))
         key = None
-        if name is not None and realm == self._realmBytes:
+        reason = "wrong realm"
+        if name is None:
+            reason = "unknown user"
+        elif realm == self._realmBytes:
             try:
                 key = self.credentials.key(name, self.realm, algorithm)
             except ValueError:  # not a valid prepared string (RFC 4013)
                 return AuthResult(error=self._error(request, 400))
-        if key is None:
+            reason = "unknown user" if key is None else "wrong password"
+        if key is None or not request.checkIntegrity(key):
+            self._failed(source, shown, now)
+            self._logFailure(shown, realm, reason, client)
             return AuthResult(error=self.challenge(request, client))
-        if not request.checkIntegrity(key):
-            return AuthResult(error=self.challenge(request, client))
+        self._trusted[(source, shown)] = now
         return AuthResult(key=key, sha256=sha256, username=name)  # type: ignore[arg-type]
 
+    # -- failures -------------------------------------------------------------------------
+
+    def _throttle(self, source: str, user: str, now: float) -> bool:
+        """Whether a request from C{source} naming C{user} is refused unchecked."""
+        pair = (source, user)
+        since = self._trusted.peek(pair)
+        if since is not None and now - since < self.limits.trusted:
+            return self._byPair.blocked(pair, now)
+        return self._bySource.blocked(source, now) or self._byUser.blocked(user, now)
+
+    def _failed(self, source: str, user: str, now: float) -> None:
+        self.failures += 1
+        self._bySource.fail(source, now)
+        self._byUser.fail(user, now)
+        self._byPair.fail((source, user), now)
+
+    def _logFailure(self, user: str, realm: bytes, reason: str, client: str) -> None:
+        """One line per failure (bounded: 20 a minute, then a count of the rest): who,
+        where, why; never a password, key, nonce or integrity value."""
+        self._failureLog.warn(
+            "auth-failed",
+            "STUN/TURN authentication failed: user={user} realm={realm} reason={reason} "
+            "source={source}",
+            user=ascii(user[:64]), realm=ascii(realm[:64].decode("utf-8", "replace")),
+            reason=reason, source=client,
+        )
+
     def _error(self, request: Message, code: int) -> Message:
-        reply = request.errorReply(code)
-        if self._software:
-            reply.add(Attr.SOFTWARE, self._software)
-        return reply
+        return request.errorReply(code)

@@ -23,9 +23,10 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
+from p2pnet.addresses import family as addressFamily
+from p2pnet.addresses import sourceKey, unmapped
 from p2pnet.codecs.stun import (
     CHANNEL_MAX,
     HEADER_LENGTH,
@@ -42,7 +43,13 @@ from p2pnet.codecs.stun import (
     isComprehensionRequired,
 )
 from p2pnet.listen import bindAddresses, listenTCP, listenUDP
-from p2pnet.protocols.stun import StunDatagramProtocol, StunLink, StunStreamFactory
+from p2pnet.protocols.stun import (
+    AdmittingTLSFactory,
+    StunDatagramProtocol,
+    StunLink,
+    StunStreamFactory,
+)
+from p2pnet.ratelimit import SourceBudgets
 from p2pnet.ratelog import RateLimitedLog
 from p2pnet.services.auth import AuthResult, Credentials, LongTermAuth, StaticUsers
 from p2pnet.services.listening import ListeningService
@@ -64,17 +71,23 @@ ChannelDataHandler = Callable[[bytes, StunLink, tuple[str, int]], None]
 StreamClosedHandler = Callable[[StunLink], None]
 
 
-def _family(host: str) -> int:
-    """4 or 6 for a textual address (as the socket layer gives it, already valid)."""
-    return 6 if ":" in host else 4
+#: Default per-source budgets (see docs/security.md "STUN and TURN"): requests without
+#: MESSAGE-INTEGRITY per second from one IPv4 address or IPv6 /64, and error answers to
+#: such requests per second. Bursts hold two seconds' worth.
+DEFAULT_REQUEST_RATE = 1000.0
+DEFAULT_ERROR_RATE = 200.0
+#: Sources tracked at once by each budget table (least recently active forgotten).
+BUDGET_SOURCES = 65536
 
 
-def _unmapped(host: str) -> str:
-    """The client's address as it goes into an attribute: IPv4-mapped IPv6 addresses
-    (::ffff:a.b.c.d) as plain IPv4, and no scope (fe80::1%eth0 is fe80::1 on the wire)."""
-    if host.startswith("::ffff:") and "." in host:
-        return host[7:]
-    return host.partition("%")[0]
+def _sourceKey(host: str) -> str:
+    """The key a source is limited by: an IPv4 address as the kernel gives it (the hot
+    path: no parsing), an IPv6 address's /64 (L{sourceKey})."""
+    return host if ":" not in host else sourceKey(host)
+
+
+def _budgets(rate: float) -> SourceBudgets | None:
+    return SourceBudgets(rate, 2 * rate, BUDGET_SOURCES) if rate > 0 else None
 
 
 class StunService(ListeningService):
@@ -91,6 +104,13 @@ class StunService(ListeningService):
     @param credentials: long-term users; with none, requests are not authenticated.
     @param secureStun: refuse unauthenticated Binding requests with 401.
     @param alternateServers: C{(host, port)} per family to answer 300 Try Alternate with.
+    @param requestRate: requests without MESSAGE-INTEGRITY accepted per second from one
+        source (an IPv4 address or an IPv6 /64), burst twice that; more are dropped
+        unanswered and counted (C{stun.dropped.request_rate}). 0: no limit.
+    @param errorRate: error answers per second to one source's unauthenticated requests
+        (401, 400, 420, 300...), burst twice that: the most a spoofed source can be sent.
+        Beyond it requests that can only get an error are dropped and counted
+        (C{stun.dropped.error_rate}). 0: no limit.
     """
 
     listeningName = "STUN"
@@ -114,6 +134,8 @@ class StunService(ListeningService):
         maxConnections: int = 10000,
         maxConnectionsPerIp: int = 64,
         idleTimeout: float = 300.0,
+        requestRate: float = DEFAULT_REQUEST_RATE,
+        errorRate: float = DEFAULT_ERROR_RATE,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -122,19 +144,21 @@ class StunService(ListeningService):
         self.port = port
         self.tlsPort = tlsPort
         self._tlsOptions = tlsOptions
-        self.alternates = {_family(a): a for a in altListen}
+        self.alternates = {addressFamily(a): a for a in altListen}
         self.altPort = altPort
         self.software = software.encode()
         self.credentials = credentials
         self.secureStun = secureStun
         self.auth = LongTermAuth(realm, credentials or StaticUsers({}), reactor,
                                  nonceLifetime, software)
-        self.alternateServers = {_family(h): (h, p) for h, p in alternateServers}
+        self.alternateServers = {addressFamily(h): (h, p) for h, p in alternateServers}
         self.maxConnections = maxConnections
         self.maxConnectionsPerIp = maxConnectionsPerIp
         self.idleTimeout = idleTimeout
         self.stats = Stats()
         self.badInputLog = RateLimitedLog(self.log, reactor)
+        self.requestBudgets = _budgets(requestRate)
+        self.errorBudgets = _budgets(errorRate)
         self.methods: dict[int, MethodHandler] = {Method.BINDING: self.binding}
         self.channelDataHandler: ChannelDataHandler | None = None
         #: Highest ChannelData channel recognised on the sockets (TURN raises it).
@@ -173,6 +197,8 @@ class StunService(ListeningService):
             maxConnections=config.max_connections,
             maxConnectionsPerIp=config.max_connections_per_ip,
             idleTimeout=config.idle_timeout,
+            requestRate=float(config.stun_request_rate),
+            errorRate=float(config.stun_error_rate),
         )
 
     # -- extension points for services sharing the sockets (TURN) --------------------------
@@ -187,7 +213,7 @@ class StunService(ListeningService):
         protocol = StunDatagramProtocol(self, a, p)
         listening = listenUDP(self.reactor, protocol, host, port, key)
         self.ports.append(listening)
-        self.matrix.setdefault(_family(host), {})[(a, p)] = protocol
+        self.matrix.setdefault(addressFamily(host), {})[(a, p)] = protocol
         return listening.getHost().port
 
     def _bindStream(self, host: str, port: int, key: str, kind: str, a: int, p: int) -> int:
@@ -196,8 +222,8 @@ class StunService(ListeningService):
         wrapped: Any = factory
         if kind == "tls":
             assert self._tlsOptions is not None
-            wrapped = TLSMemoryBIOFactory(self._tlsOptions(), False, factory)
-            wrapped.noisy = False
+            # Refused connections are closed at once, not wrapped around nothing.
+            wrapped = AdmittingTLSFactory(self._tlsOptions(), False, factory)
         listening = listenTCP(self.reactor, wrapped, host, port, key, kind.upper())
         self.ports.append(listening)
         return listening.getHost().port
@@ -207,7 +233,7 @@ class StunService(ListeningService):
         tcpPort = self.port
         tlsPort = self.tlsPort
         for host in self.listenAddresses:
-            family = _family(host)
+            family = addressFamily(host)
             alt = self.alternates.get(family)
             udpPort = self._bindUDP(host, udpPort, "stun-port")
             # Port 0 means a free port for each protocol; after the first address the
@@ -243,7 +269,8 @@ class StunService(ListeningService):
         closed = super().stopService()
         for factory in self.streamFactories:
             for connection in list(factory.connections):
-                connection.transport.abortConnection()  # type: ignore[union-attr]
+                if connection.transport is not None:  # built, not yet connected: nothing
+                    connection.transport.abortConnection()  # type: ignore[union-attr]
         self.streamFactories.clear()
         return closed
 
@@ -280,16 +307,49 @@ class StunService(ListeningService):
     # -- input (StunHandler) --------------------------------------------------------------
 
     def messageReceived(self, message: Message, link: StunLink, source: tuple[str, int]) -> None:
-        """Dispatch a decoded message by method; requests of unknown methods get 400."""
+        """Dispatch a decoded message by method; requests of unknown methods get 400.
+
+        A request without MESSAGE-INTEGRITY first spends from its source's request
+        budget; one of a method that cannot be answered without authentication (every
+        TURN method) also from the error budget, since its answer can only be an error.
+        Over budget it is dropped, unanswered, and counted.
+        """
         handler = self.methods.get(message.method)
+        if message.cls == StunClass.REQUEST and not message.hasIntegrity():
+            if not self._withinBudget(message.method != Method.BINDING and handler is not None,
+                                      source):
+                return
         if handler is not None:
             handler(message, link, source)
             return
         if message.cls == StunClass.REQUEST:
-            self.stats.add("stun.errors.400")
-            self._send(link, source, message.errorReply(400, "Unknown method"), None)
+            self._error(link, source, message, 400)
         else:
             self.stats.add("stun.dropped.unknown_method")
+
+    def _withinBudget(self, errorOnly: bool, source: tuple[str, int]) -> bool:
+        """Spend one unauthenticated request (and one error answer when C{errorOnly})
+        from C{source}'s budgets; C{False}, counted and logged (bounded), when spent."""
+        key = _sourceKey(source[0])
+        now = self.clock.seconds()
+        if self.requestBudgets is not None and not self.requestBudgets.allow(key, now):
+            self.stats.add("stun.dropped.request_rate")
+            self.badInputLog.warn(
+                "request-rate", "unauthenticated STUN requests from {source} over "
+                "{rate}/s: dropping", source=key, rate=self.requestBudgets.rate)
+            return False
+        if errorOnly and not self._errorWithinBudget(key, now):
+            return False
+        return True
+
+    def _errorWithinBudget(self, key: str, now: float) -> bool:
+        if self.errorBudgets is None or self.errorBudgets.allow(key, now):
+            return True
+        self.stats.add("stun.dropped.error_rate")
+        self.badInputLog.warn(
+            "error-rate", "error answers to {source} over {rate}/s: dropping",
+            source=key, rate=self.errorBudgets.rate)
+        return False
 
     def channelDataReceived(self, data: bytes, link: StunLink, source: tuple[str, int]) -> None:
         """ChannelData goes to TURN when it runs; otherwise it is dropped and counted."""
@@ -312,8 +372,7 @@ class StunService(ListeningService):
             return  # an RFC 3489 header or a failed fingerprint is no proof it is STUN
         method = (data[1] & 0x0F) | ((data[1] & 0xE0) >> 1) | ((data[0] & 0x3E) << 6)
         request = Message(method, StunClass.REQUEST, data[8:20])
-        self.stats.add("stun.errors.400")
-        self._send(link, source, request.errorReply(400), None)
+        self._error(link, source, request, 400)
 
     def garbage(self, data: bytes, link: StunLink, source: tuple[str, int]) -> None:
         """Bytes that are not STUN: never answered, counted and logged at a bounded rate."""
@@ -375,8 +434,8 @@ class StunService(ListeningService):
             self.stats.add("stun.dropped.responses")
             return
         self.stats.add("stun.binding.requests")
-        host = _unmapped(source[0])
-        family = _family(host)
+        host = unmapped(source[0])
+        family = addressFamily(host)
 
         # RFC 8489 6.3.1: "If the request contains one or more unknown comprehension-
         # required attributes, the server replies with an error response with an error
@@ -396,8 +455,7 @@ class StunService(ListeningService):
         ):
             auth = self.auth.check(request, host)
             if auth.error is not None:
-                self._count(auth.error)
-                link.send(auth.error.encode(fingerprint=True), source)
+                self._sendError(link, source, request, auth.error)
                 return
 
         # RFC 8489 10: ALTERNATE-SERVER. "the server ... responds with an error response
@@ -466,8 +524,28 @@ class StunService(ListeningService):
         reply = request.errorReply(code)
         for attrType, value in extra:
             reply.add(attrType, value)
+        if code == 300 or (auth is not None and auth.key is not None):
+            # 300 Try Alternate is the normal answer of a redirecting server, and an
+            # authenticated error is signed: neither is what the error budget is for.
+            self._count(reply)
+            self._send(link, source, reply, auth)
+        else:
+            self._sendError(link, source, request, reply)
+
+    def _sendError(self, link: StunLink, source: tuple[str, int], request: Message,
+                   reply: Message) -> None:
+        """Send an error answer to an unauthenticated request, within the source's error
+        budget, and no larger than it must be: no SOFTWARE, and FINGERPRINT only when the
+        request carried one (RFC 8489 §14.7 makes both optional)."""
+        if not self._errorWithinBudget(_sourceKey(source[0]), self.clock.seconds()):
+            return
         self._count(reply)
-        self._send(link, source, reply, auth)
+        if reply.classic:
+            data = reply.encode()
+        else:
+            fingerprint = request.get(Attr.FINGERPRINT) is not None
+            data = reply.encode(fingerprint=fingerprint)
+        link.send(data, source)
 
     def _count(self, reply: Message) -> None:
         code = reply.get(Attr.ERROR_CODE)
