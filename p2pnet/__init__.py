@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_app -*-
+# -*- test-case-name: test.unit.test_app -*-
 """p2pnet: one Twisted process for NAT traversal.
 
 STUN (RFC 8489/5389/3489/5780) today; TURN, a RustDesk-compatible rendezvous and relay

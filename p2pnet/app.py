@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_app -*-
+# -*- test-case-name: test.unit.test_app -*-
 """Composition: a L{Config} in, the appliance's C{MultiService} out.
 
 C{twistd p2pnet}, the C{.tac} files and embedders all come through L{buildService}, so

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_certs -*-
+# -*- test-case-name: test.unit.test_certs -*-
 """The TLS certificate: the configured one, or one made on first start in the data directory."""
 
 from __future__ import annotations

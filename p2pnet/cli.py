@@ -1,8 +1,12 @@
-# -*- test-case-name: test.test_cli -*-
+# -*- test-case-name: test.unit.test_commands_run -*-
 """The C{p2pnet} command for people: one sub-command per module in L{COMMANDS}.
 
 Each module has C{register(subparsers)}, which adds its parser and sets C{run} to a
 function taking the parsed arguments and returning the exit status.
+
+A usage error (an unknown flag, a missing argument) is one line naming it and status
+2; C{p2pnet --version} prints the version; Ctrl-C and a closed output pipe end a
+command with one line, no traceback (see L{p2pnet.commands}).
 """
 
 from __future__ import annotations
@@ -11,8 +15,12 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-__all__ = ["COMMANDS", "main"]
+from p2pnet import __version__
+from p2pnet.commands import INTERRUPTED, closedPipe, fail
+
+__all__ = ["COMMANDS", "Parser", "main"]
 
 #: Modules that each add sub-commands, in the order C{p2pnet --help} lists them.
 COMMANDS: tuple[str, ...] = (
@@ -25,11 +33,20 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """An C{ArgumentParser} whose usage errors are one line (sub-command parsers too)."""
+
+    def error(self, message: str) -> NoReturn:
+        """C{p2pnet users: unrecognized arguments: --bogus (see p2pnet users --help)}."""
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def buildParser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="p2pnet", description="Tools for the p2pnet appliance and its protocols."
     )
+    parser.add_argument("--version", action="version", version=f"p2pnet {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(name).register(subparsers)
@@ -39,7 +56,12 @@ def buildParser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run C{p2pnet ARGS}; return the exit status."""
     args = buildParser().parse_args(argv)
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        return fail(args, "interrupted", INTERRUPTED)
+    except BrokenPipeError:
+        return closedPipe(args)
 
 
 if __name__ == "__main__":

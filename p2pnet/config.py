@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_config -*-
+# -*- test-case-name: test.unit.test_config -*-
 """Typed settings from a TOML file and the command line: the one place they are checked.
 
 Every setting is a field of L{Config}. Its name with C{_} written as C{-} is both the TOML

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_config -*-
+# -*- test-case-name: test.unit.test_config -*-
 """Errors that stop start-up."""
 
 

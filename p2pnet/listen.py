@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_listen -*-
+# -*- test-case-name: test.unit.test_connection_guard -*-
 """Opening listening sockets with errors a person can act on.
 
 Twisted's C{listenUDP}/C{listenTCP} leave C{IPV6_V6ONLY} at the kernel default, so on

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_ratelog -*-
+# -*- test-case-name: test.unit.test_ratelog -*-
 """Logging of bad input at a rate that cannot flood the log."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_stats -*-
+# -*- test-case-name: test.unit.test_stats -*-
 """In-process counters that every service exposes (a metrics endpoint reads them)."""
 
 from __future__ import annotations

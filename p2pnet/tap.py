@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_tap -*-
+# -*- test-case-name: test.unit.test_tap -*-
 """C{twistd p2pnet}: command-line L{Options} and L{makeService}.
 
 Options are generated from L{p2pnet.config.settings}, so every setting has its flag and

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_testing -*-
+# -*- test-case-name: test.unit.test_testing -*-
 """Fakes for testing p2pnet protocols and services without sockets (and for embedders).
 
 Twisted's C{MemoryReactor} has no C{listenUDP}, and C{FakeDatagramTransport} records

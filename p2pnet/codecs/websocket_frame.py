@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_websocket_frame -*-
+# -*- test-case-name: test.unit.test_websocket_frame -*-
 """RFC 6455 WebSocket framing, sans-IO: frame encoding, masking, close payloads, and a
 stream decoder that turns bytes into whole messages and control frames.
 

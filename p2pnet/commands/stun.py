@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_commands_stun -*-
+# -*- test-case-name: test.unit.test_commands_stun -*-
 """C{p2pnet stun HOST[:PORT]}: this host's mapped address, and its NAT's behaviour.
 
 Over UDP (the default) the command sends a Binding request; when the server answers
@@ -16,12 +16,12 @@ from typing import IO, Any, NoReturn
 
 from OpenSSL import SSL
 from twisted.internet import ssl
-from twisted.internet.defer import maybeDeferred
-from twisted.internet.error import ConnectError
+from twisted.internet.defer import CancelledError, maybeDeferred
+from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
 from twisted.internet.threads import deferToThreadPool
 
 from p2pnet.codecs.stun import Attr, StunDecodeError, decodeAddress
-from p2pnet.commands import reactMain
+from p2pnet.commands import reactMain, step
 from p2pnet.config import parseSeconds
 from p2pnet.protocols.nat_discovery import (
     NatBehaviour,
@@ -140,8 +140,12 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> NoReturn:
-    """Run the command on the global reactor; exits the process with its status."""
-    reactMain(stunMain, args)
+    """Run the command on the global reactor; exits the process with its status.
+
+    Over TCP and TLS, C{--timeout} bounds the whole command (connecting, the TLS
+    handshake and the answer); over UDP each transaction is bounded by it.
+    """
+    reactMain(stunMain, args, deadline=args.timeout if args.tcp or args.tls else None)
 
 
 async def stunMain(
@@ -168,17 +172,25 @@ async def stunMain(
             result = await _stream(reactor, args, host, port, credentials)
         else:
             result = await _udp(reactor, args, host, port, credentials)
+    except CancelledError:
+        raise  # the deadline or Ctrl-C (p2pnet.commands.reactMain says which)
     except Exception as e:
-        print(f"p2pnet stun: {_describe(e, host, port)}", file=err)
+        print(f"p2pnet stun: {_describe(e, host, port, args.tls)}", file=err)
         return 1
     for line in formatResult(result):
         print(line, file=out)
     return 0
 
 
-def _describe(error: Exception, host: str, port: int) -> str:
-    """One line for a person about why the command failed."""
+def _describe(error: Exception, host: str, port: int, tls: bool = False) -> str:
+    """One line for a person about why the command failed, and what to try."""
     server = formatAddress((host, port))
+    if isinstance(error, ConnectionLost | ConnectionDone):
+        if tls:
+            return (f"{server} closed the connection during the TLS handshake: is it a "
+                    f"STUN-over-TLS port (default {STUNS_PORT})? Without --tls for a plain "
+                    "TCP port")
+        return f"{server} closed the connection before answering: is it a STUN port?"
     if isinstance(error, StunTimeout):
         return f"no response from {server} ({error})"
     if isinstance(error, StunErrorResponse):
@@ -269,6 +281,7 @@ async def _stream(
             tlsOptions = ssl.optionsForClientTLS(host, trustRoot=trust)
         else:
             tlsOptions = ssl.optionsForClientTLS(host)
+    step(args, f"{'TLS' if args.tls else 'TCP'} connection to {formatAddress((host, port))}")
     protocol = await connectStream(
         host,
         port,
@@ -277,10 +290,15 @@ async def _stream(
         ti=args.timeout,
         connectTimeout=args.timeout,
     )
+    step(args, f"the Binding response from {formatAddress((host, port))}")
     try:
         response = await protocol.request(bindingRequest(), credentials=credentials)
-    finally:
-        await protocol.close()
+    except BaseException:
+        # A TLS close waits for the handshake to end, which a silent server never lets
+        # happen: drop the connection instead.
+        protocol.transport.abortConnection()  # type: ignore[union-attr]
+        raise
+    await protocol.close()
     mapped = mappedAddress(response)
     if mapped is None:
         raise NatDiscoveryError("the Binding response carries no mapped address")

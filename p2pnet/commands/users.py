@@ -1,10 +1,11 @@
-# -*- test-case-name: test.test_commands_users -*-
+# -*- test-case-name: test.unit.test_commands_users -*-
 """C{p2pnet users add|del|list}: the durable TURN user table, for the operator.
 
 Works on C{DATA_DIR/users.sqlite3} directly (SQLite WAL lets it run while the server
 is up; the server re-reads the table within ten seconds). The password of C{add} is
-read from standard input (one line) unless C{--password} gives it, so it need not
-appear in the process list or shell history. Only keys are stored, and they depend on
+read from standard input (one line) or C{--password-file} unless C{--password} gives
+it, so it need not appear in the process list or shell history. C{--data-dir} may come
+before or after the action. Only keys are stored, and they depend on
 the realm: C{--realm} must be the server's C{realm} setting.
 """
 
@@ -16,6 +17,10 @@ import sqlite3
 import sys
 import time
 
+from p2pnet.commands import addDataDir, fail
+from p2pnet.config import readSecretFile
+from p2pnet.errors import ConfigError
+from p2pnet.files import privateDirectory
 from p2pnet.store.users import FILENAME, addUser, deleteUser, listUsers, openSync
 
 __all__ = ["register"]
@@ -26,28 +31,34 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or sys.stdout
     path = os.path.join(args.data_dir, FILENAME)
     if args.users_command != "add" and not os.path.exists(path):
-        if args.users_command == "list":
-            out.write("0 users\n")
-            return 0
-        sys.stderr.write(f"p2pnet: no user table at {path}\n")
-        return 1
+        where = "no data directory" if not os.path.isdir(args.data_dir) else "no user table"
+        return fail(args, f"{where} at {path}: give the server's directory with --data-dir "
+                    "(users are added with 'p2pnet users add NAME')")
     password = ""
     if args.users_command == "add":
         if not args.name or ":" in args.name:
-            sys.stderr.write("p2pnet: a user name is not empty and has no ':'\n")
-            return 2
-        password = args.password
-        if password is None:
+            return fail(args, "a user name is not empty and has no ':'", 2)
+        if args.password is not None and args.password_file is not None:
+            return fail(args, "give --password or --password-file, not both", 2)
+        if args.password_file is not None:
+            try:
+                password = readSecretFile(args.password_file, "password-file")
+            except ConfigError as e:
+                return fail(args, str(e), 2)
+        elif args.password is not None:
+            password = args.password
+        else:
             password = (args.stdin or sys.stdin).readline().rstrip("\r\n")
         if not password:
-            sys.stderr.write("p2pnet: empty password\n")
-            return 2
-        os.makedirs(args.data_dir, mode=0o700, exist_ok=True)
+            return fail(args, "empty password", 2)
+        try:
+            privateDirectory(args.data_dir)
+        except OSError as e:
+            return fail(args, f"cannot create {args.data_dir}: {e.strerror}")
     try:
         conn = openSync(path)
     except (OSError, sqlite3.Error) as e:
-        sys.stderr.write(f"p2pnet: cannot open {path}: {e}\n")
-        return 1
+        return fail(args, f"cannot open {path}: {e}")
     try:
         with conn:
             cursor = conn.cursor()
@@ -55,14 +66,13 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     new = addUser(cursor, args.name, password, args.realm)
                 except ValueError as e:
-                    sys.stderr.write(f"p2pnet: {e}\n")
-                    return 2
+                    return fail(args, str(e), 2)
                 out.write(f"{'added' if new else 'changed password of'} {args.name}\n")
                 return 0
             if args.users_command == "del":
                 if not deleteUser(cursor, args.name):
-                    sys.stderr.write(f"p2pnet: no user {args.name!r}\n")
-                    return 1
+                    return fail(args, f"no user {args.name!r} in {path} ('p2pnet users list' "
+                                "shows them)")
                 out.write(f"deleted {args.name}\n")
                 return 0
             users = listUsers(cursor)
@@ -72,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
                 out.write(f"{name}\t{realm}\t{stamp}\n")
             return 0
     except sqlite3.Error as e:
-        sys.stderr.write(f"p2pnet: {path}: {e}\n")
-        return 1
+        return fail(args, f"{path}: {e}")
     finally:
         conn.close()
 
@@ -81,17 +90,19 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add C{users add|del|list}."""
     parser = subparsers.add_parser("users", help="add, delete or list TURN users")
-    parser.add_argument("--data-dir", default="./p2pnet-data",
-                        help="the server's data directory (default: ./p2pnet-data)")
     sub = parser.add_subparsers(dest="users_command", required=True, metavar="ACTION")
     add = sub.add_parser("add", help="add a user or change its password")
     add.add_argument("name")
     add.add_argument("--password", default=None,
-                     help="the password (default: one line read from standard input)")
+                     help="the password (default: one line read from standard input); "
+                          "shows in the process list, prefer --password-file")
+    add.add_argument("--password-file", default=None, metavar="FILE",
+                     help="read the password from FILE (without its final newline)")
     add.add_argument("--realm", default="p2pnet",
                      help="the server's realm setting (default: p2pnet); the stored keys "
                           "are valid in that realm only")
     remove = sub.add_parser("del", help="delete a user")
     remove.add_argument("name")
-    sub.add_parser("list", help="user names, their realm and when they were added")
+    listing = sub.add_parser("list", help="user names, their realm and when they were added")
+    addDataDir(parser, add, remove, listing)
     parser.set_defaults(run=run, out=None, stdin=None)

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_protocols_websocket -*-
+# -*- test-case-name: test.unit.test_protocols_websocket -*-
 """The WebSocket server side shared by the gateway and the RustDesk WS listeners.
 
 The HTTP side is twisted.web's: a L{Site}, the C{GET} request, and the upgrade of its

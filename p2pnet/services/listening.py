@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_services_listening -*-
+# -*- test-case-name: test.interop.test_services_listening -*-
 """L{ListeningService}: the listener lifecycle every server service shares.
 
 A subclass says which sockets it wants in L{ListeningService.listen}; the base binds

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_store_sqlite -*-
+# -*- test-case-name: test.unit.test_store_sqlite -*-
 """SQLite in WAL mode, used off the reactor thread through Twisted's C{adbapi}.
 
 One connection in a one-thread pool: SQLite serialises writers anyway, and a single

@@ -6,14 +6,10 @@ import io
 import os
 import stat
 
-from twisted.internet import defer
-from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from p2pnet.cli import buildParser
-from p2pnet.codecs.stun import longTermKey, userhash
-from p2pnet.services.turn_credentials import StoredUsers
-from p2pnet.store.users import FILENAME, UserStore
+from p2pnet.store.users import FILENAME
 
 
 def runUsers(dataDir: str, *argv: str, stdin: str = "") -> tuple[int, str]:
@@ -53,34 +49,30 @@ class UsersCommandTests(unittest.TestCase):
     def test_refused(self) -> None:
         """Empty passwords and names with ':' are refused; del needs a table."""
         self.assertEqual(runUsers(self.dataDir, "del", "x")[0], 1)
-        self.assertEqual(runUsers(self.dataDir, "list"), (0, "0 users\n"))
+        self.assertEqual(runUsers(self.dataDir, "list"), (1, ""))  # no directory: an error
         self.assertEqual(runUsers(self.dataDir, "add", "a:b", "--password", "x")[0], 2)
         self.assertEqual(runUsers(self.dataDir, "add", "a", stdin="\n")[0], 2)
         self.assertEqual(runUsers(self.dataDir, "add", "a", "--password", "\u0007")[0], 2)
 
+    def test_dataDirEitherPosition(self) -> None:
+        """--data-dir works before or after the action (issue 14 item 10)."""
+        args = buildParser().parse_args(["users", "add", "carol", "--data-dir", self.dataDir,
+                                         "--password", "pw"])
+        args.out = io.StringIO()
+        self.assertEqual((args.run(args), args.out.getvalue()), (0, "added carol\n"))
+        args = buildParser().parse_args(["users", "list", "--data-dir", self.dataDir])
+        args.out = io.StringIO()
+        self.assertEqual(args.run(args), 0)
+        self.assertIn("carol", args.out.getvalue())
+        self.assertEqual(buildParser().parse_args(["users", "list"]).data_dir, "./p2pnet-data")
 
-class StoredUsersTests(unittest.TestCase):
-    """The running server's view of the table."""
-
-    @defer.inlineCallbacks
-    def test_reload(self) -> object:
-        """Loaded on start, re-read every interval: adds and deletes take effect."""
-        dataDir = self.mktemp()
-        runUsers(dataDir, "add", "alice", "--password", "one")
-        clock = Clock()
-        users = StoredUsers(UserStore(os.path.join(dataDir, FILENAME)), clock, interval=10)
-        self.addCleanup(users.stop)
-        yield users.start()
-        self.assertEqual(users.key("alice", "p2pnet", 1), longTermKey("alice", "p2pnet", "one"))
-        self.assertEqual(users.key("alice", "p2pnet", 2),
-                         longTermKey("alice", "p2pnet", "one", 2))
-        self.assertIsNone(users.key("alice", "another realm", 1))
-        self.assertEqual(users.userFromHash(userhash("alice", "p2pnet"), "p2pnet"), "alice")
-        self.assertIsNone(users.key("bob", "p2pnet", 1))
-        runUsers(dataDir, "add", "bob", "--password", "two")
-        runUsers(dataDir, "del", "alice")
-        yield users.reload()
-        self.assertEqual((users.key("alice", "p2pnet", 1), users.key("bob", "p2pnet", 1)),
-                         (None, longTermKey("bob", "p2pnet", "two")))
-        self.assertIsNone(users.userFromHash(userhash("alice", "p2pnet"), "p2pnet"))
-        self.assertEqual(len(users), 1)
+    def test_passwordFile(self) -> None:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("from-file\n")
+        self.assertEqual(runUsers(self.dataDir, "add", "dave", "--password-file", path),
+                         (0, "added dave\n"))
+        self.assertEqual(runUsers(self.dataDir, "add", "dave", "--password-file", path,
+                                  "--password", "x")[0], 2)
+        self.assertEqual(runUsers(self.dataDir, "add", "dave", "--password-file",
+                                  "/nonexistent/pw")[0], 2)

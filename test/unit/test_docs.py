@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pnet.config import settings
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class ConfigurationDocTests(SynchronousTestCase):

@@ -61,7 +61,7 @@ class ListeningServiceTests(SynchronousTestCase):
         self.lines: list[str] = []
 
         def observe(event: dict[str, Any]) -> None:
-            if event.get("log_namespace", "").startswith("test.test_services_listening"):
+            if event.get("log_namespace", "").startswith("test.interop.test_services_listening"):
                 self.lines.append(formatEvent(event))
 
         globalLogPublisher.addObserver(observe)
