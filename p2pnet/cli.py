@@ -30,6 +30,7 @@ COMMANDS: tuple[str, ...] = (
     "p2pnet.commands.keygen",
     "p2pnet.commands.peers",
     "p2pnet.commands.gateway",
+    "p2pnet.commands.connect",
 )
 
 

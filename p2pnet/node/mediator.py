@@ -1,0 +1,227 @@
+# -*- test-case-name: test.interop.test_node_e2e -*-
+"""Answering the rendezvous server's requests (rustdesk.md §6.2-6.4).
+
+- C{PunchHole}: relay when the controller's NAT is symmetric, relay is forced, or the
+  node registers over WebSocket (§6.2 step 3); otherwise connect to the server over TCP
+  from a fresh local address L, send C{PunchHoleSent}, close, and listen on L for the
+  controller (18 s) — the TCP punch (§6.2 step 5).
+- C{FetchLocalAddr}: the same with C{LocalAddr{local_addr: L}} (§6.3), so the
+  controller connects to the address the node advertised (not One-KVM's reuse of the
+  server socket).
+- C{RequestRelay}: C{RelayResponse} to the server, then the relay leg (§6.4).
+
+Every accepted or relayed stream becomes a L{PeerStream} with a session made by the
+node (C{node.newSession(secure, source, path)}).
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from p2pnet.codecs import addrmangle
+from p2pnet.codecs.proto.rendezvous_pb2 import (
+    LocalAddr,
+    NatType,
+    PunchHoleSent,
+    RelayResponse,
+    RendezvousMessage,
+    RequestRelay,
+)
+from p2pnet.codecs.rustdesk_frame import encodeFrame
+from p2pnet.codecs.rustdesk_register import DuplicateFilter
+from p2pnet.protocols.rustdesk_client import connectReusingPort, connectStream
+from p2pnet.protocols.rustdesk_peer import PeerStream
+from p2pnet.ratelog import RateLimitedLog
+
+__all__ = ["ACCEPT_TIMEOUT", "Mediator", "NODE_VERSION", "splitHostPort"]
+
+log = Logger()
+
+#: How long the node listens on L for the controller after a punch (§6.2 step 5.4).
+ACCEPT_TIMEOUT = 18.0
+#: The version the node puts in its answers (non-empty: hbbs then signs our pk, §4.10).
+NODE_VERSION = "1.4.5"
+DEFAULT_RELAY_PORT = 21117
+
+
+def splitHostPort(text: str, defaultPort: int) -> tuple[str, int]:
+    """C{host}, C{host:port}, C{[v6]} or C{[v6]:port} (a bare IPv6 address has no port)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else defaultPort
+    if text.count(":") != 1:
+        return text, defaultPort
+    host, _, port = text.partition(":")
+    return host, int(port)
+
+
+class _OneShot(Factory):
+    """Accepts one connection on a punched address, then stops listening."""
+
+    def __init__(self, mediator: Mediator, path: str) -> None:
+        self.mediator = mediator
+        self.path = path
+        self.port: Any = None
+        self.timer: Any = None
+        self.used = False
+
+    def buildProtocol(self, addr: Any) -> PeerStream | None:
+        if self.used:
+            return None
+        self.used = True
+        self.stop()
+        return self.mediator.node.newSession(True, (addr.host, addr.port), self.path)
+
+    def stop(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        port, self.port = self.port, None
+        if port is not None:
+            port.stopListening()
+
+
+class Mediator:
+    """Turns rendezvous requests into peer streams.
+
+    @param node: gives C{peerId}, C{newSession(secure, source, path)} and C{stats}.
+    @param server: the rendezvous server's C{(host, port)} (TCP answers go there).
+    @param relay: C{host[:port]} overriding the relay the server names (C{node-relay}).
+    @param licenceKey: sent on relay legs (the server's key, as a client's "Key").
+    @param forceRelay: always answer with the relay (WebSocket mode, §6.2 step 3).
+    """
+
+    def __init__(self, reactor: Any, node: Any, server: tuple[str, int], *, relay: str = "",
+                 licenceKey: str = "", forceRelay: bool = False) -> None:
+        self.reactor = reactor
+        self.node = node
+        self.server = server
+        self.relay = relay
+        self.licenceKey = licenceKey
+        self.forceRelay = forceRelay
+        self.duplicates = DuplicateFilter()
+        self.badInput = RateLimitedLog(log, reactor)
+        self.listening: list[_OneShot] = []
+
+    def stop(self) -> None:
+        """Stop every pending punch listener."""
+        for shot in self.listening:
+            shot.stop()
+        self.listening.clear()
+
+    def relayFor(self, named: str) -> str:
+        """§6.2 step 2: our option, else the server's, else the server's host, port + 1."""
+        if self.relay:
+            return self.relay
+        if named:
+            return named
+        host, port = self.server
+        return f"[{host}]:{port + 1}" if ":" in host else f"{host}:{port + 1}"
+
+    def handle(self, message: RendezvousMessage) -> None:
+        """One request from the registration (§6.1 step 6: duplicates dropped)."""
+        if not self.duplicates.fresh(message, self.reactor.seconds()):
+            self.node.stats.add("duplicate_request")
+            return
+        kind = message.WhichOneof("union")
+        self.node.stats.add("request_" + str(kind))
+        if kind == "punch_hole":
+            d = self.punchHole(message.punch_hole)
+        elif kind == "fetch_local_addr":
+            d = self.fetchLocalAddr(message.fetch_local_addr)
+        else:
+            rr = message.request_relay
+            d = self.answerRelay(rr.socket_addr, self.relayFor(rr.relay_server), rr.uuid,
+                                 secure=rr.secure, initiate=False)
+        d.addErrback(self._failed, kind)
+
+    def _failed(self, failure: Any, kind: str) -> None:
+        self.node.stats.add("request_failed")
+        self.badInput.warn("mediator", "answering {kind} failed: {why}", kind=kind,
+                           why=failure.getErrorMessage())
+
+    def punchHole(self, ph: Any) -> defer.Deferred[Any]:
+        """§6.2: relay, or PunchHoleSent and listen."""
+        relay = self.relayFor(ph.relay_server)
+        if ph.nat_type == NatType.SYMMETRIC or ph.force_relay or self.forceRelay:
+            return self.answerRelay(ph.socket_addr, relay, str(uuidlib.uuid4()),
+                                    secure=True, initiate=True)
+
+        def message(local: tuple[str, int]) -> RendezvousMessage:
+            return RendezvousMessage(punch_hole_sent=PunchHoleSent(
+                socket_addr=ph.socket_addr, id=self.node.peerId, relay_server=relay,
+                nat_type=NatType.ASYMMETRIC, version=NODE_VERSION))
+
+        return self._answerThenListen(message, "direct", ph.socket_addr, relay)
+
+    def fetchLocalAddr(self, fla: Any) -> defer.Deferred[Any]:
+        """§6.3: LocalAddr naming L, then listen on L."""
+        relay = self.relayFor(fla.relay_server)
+        if self.forceRelay:
+            return self.answerRelay(fla.socket_addr, relay, str(uuidlib.uuid4()),
+                                    secure=True, initiate=True)
+
+        def message(local: tuple[str, int]) -> RendezvousMessage:
+            mangled = addrmangle.encode(local[0], local[1],
+                                        addrmangle.timestampFor(self.reactor.seconds()))
+            return RendezvousMessage(local_addr=LocalAddr(
+                socket_addr=fla.socket_addr, local_addr=mangled, relay_server=relay,
+                id=self.node.peerId, version=NODE_VERSION))
+
+        return self._answerThenListen(message, "lan", fla.socket_addr, relay)
+
+    @defer.inlineCallbacks
+    def _answerThenListen(self, build: Any, path: str, peerAddr: bytes, relay: str) -> Any:
+        host, port = self.server
+        stream = yield connectReusingPort(self.reactor, host, port, ("", 0))
+        local = stream.localAddress
+        stream.send(build(local))
+        stream.transport.loseConnection()
+        yield stream.closed
+        shot = _OneShot(self, path)
+        try:
+            shot.port = self.reactor.listenTCP(local[1], shot, interface=local[0])
+        except CannotListenError as e:
+            # Cannot listen where we said we would: the relay is the way left (§6.3).
+            self.badInput.warn("listen", "cannot listen on {addr}: {why}; relaying",
+                               addr=f"{local[0]}:{local[1]}", why=str(e.socketError))
+            yield self.answerRelay(peerAddr, relay, str(uuidlib.uuid4()), secure=True,
+                                   initiate=True)
+            return
+        shot.timer = self.reactor.callLater(ACCEPT_TIMEOUT, self._expire, shot)
+        self.listening.append(shot)
+
+    def _expire(self, shot: _OneShot) -> None:
+        shot.stop()
+        if shot in self.listening:
+            self.listening.remove(shot)
+        if not shot.used:
+            self.node.stats.add("punch_unused")
+
+    @defer.inlineCallbacks
+    def answerRelay(self, peerAddr: bytes, relay: str, uuid: str, *, secure: bool,
+                    initiate: bool) -> Any:
+        """§6.4: RelayResponse to the server, then our relay leg."""
+        host, port = self.server
+        answer = RelayResponse(socket_addr=peerAddr, version=NODE_VERSION)
+        if initiate:
+            answer.uuid = uuid
+            answer.relay_server = relay
+            answer.id = self.node.peerId
+        stream = yield connectStream(self.reactor, host, port)
+        stream.send(RendezvousMessage(relay_response=answer))
+        stream.transport.loseConnection()
+        relayHost, relayPort = splitHostPort(relay, DEFAULT_RELAY_PORT)
+        preamble = encodeFrame(RendezvousMessage(request_relay=RequestRelay(
+            licence_key=self.licenceKey, uuid=uuid)).SerializeToString())
+        source = addrmangle.decode(bytes(peerAddr))
+        protocol = self.node.newSession(secure or initiate, source, "relay",
+                                        preamble=preamble)
+        kind = TCP6ClientEndpoint if ":" in relayHost else TCP4ClientEndpoint
+        yield connectProtocol(kind(self.reactor, relayHost, relayPort, timeout=10), protocol)

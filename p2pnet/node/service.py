@@ -1,0 +1,291 @@
+# -*- test-case-name: test.unit.test_node_session -*-
+"""L{NodeService}: the KVM node as one Twisted service (the appliance's C{node}).
+
+It owns the identity, the registration (UDP, TCP or WebSocket), the mediator, the
+direct-access listener (off unless C{node-direct-port} is set), the viewers, and the
+video feed and input controller it is given; optionally a gateway client offering the
+C{kvm.*} commands. See docs/kvm-node.md.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from p2pnet.codecs.rustdesk_register import RegistrationState
+from p2pnet.errors import ConfigError
+from p2pnet.node.identity import NodeIdentity
+from p2pnet.node.login import LoginGuard, peerInfo
+from p2pnet.node.mediator import Mediator
+from p2pnet.node.registration import StreamRegistration, UdpRegistration
+from p2pnet.node.session import NodeSession
+from p2pnet.protocols.rustdesk_peer import PeerStream
+from p2pnet.stats import Stats
+
+__all__ = ["DEFAULT_MAX_VIEWERS", "NodeService", "readPasswordFile"]
+
+log = Logger()
+
+#: Most viewers logged in at once (more get "Too many viewers").
+DEFAULT_MAX_VIEWERS = 4
+#: Most peer connections (logged in or not) at once.
+MAX_SESSIONS = 16
+
+
+def readPasswordFile(path: str) -> str:
+    """The first line of C{path}.
+
+    @raise ConfigError: unreadable or empty (names C{node-password-file}).
+    """
+    try:
+        with open(path) as f:
+            password = f.readline().rstrip("\r\n")
+    except OSError as e:
+        raise ConfigError("node-password-file", f"cannot read {path}: {e.strerror}") from None
+    if not password:
+        raise ConfigError("node-password-file", f"{path} has an empty first line")
+    return password
+
+
+class _DirectFactory(Factory):
+    """Direct IP access (§6.5): sessions without the secure handshake."""
+
+    def __init__(self, node: NodeService) -> None:
+        self.node = node
+
+    def buildProtocol(self, addr: Any) -> PeerStream | None:
+        return self.node.newSession(False, (addr.host, addr.port), "ip")
+
+
+class NodeService(MultiService):
+    """The KVM node.
+
+    @param identity: id, keys and password hash (L{p2pnet.node.identity}).
+    @param feed: the video feed (C{p2pnet.node.video.VideoFeed}); started and stopped
+        with this service when C{ownFeed}.
+    @param inputs: the input controller (C{p2pnet.node.input.InputController}).
+    @param server: the rendezvous server's C{(host, port)}.
+    @param transport: C{udp}, C{tcp} or C{ws} registration.
+    @param licenceKey: the server's key (relay legs; PunchHole licence on p2pnet's side).
+    @param relay: overrides the relay the server names.
+    @param directPort: direct IP access port, or C{None} (off).
+    @param connectLink: opens a TCP/WS registration link (default: to C{server}).
+    """
+
+    name = "node"
+
+    def __init__(self, reactor: Any, identity: NodeIdentity, feed: Any, inputs: Any, *,
+                 server: tuple[str, int], transport: str = "udp", licenceKey: str = "",
+                 relay: str = "", directPort: int | None = None, directListen: str = "",
+                 maxViewers: int = DEFAULT_MAX_VIEWERS, source: str = "",
+                 connectLink: Callable[[], Deferred[Any]] | None = None,
+                 ownFeed: bool = True, tcpPort: int | None = None,
+                 wsPort: int | None = None) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.clock = reactor
+        self.identity = identity
+        self.feed = feed
+        self.inputs = inputs
+        self.server = server
+        self.tcpPort = tcpPort or server[1]
+        self.wsPort = wsPort or server[1] + 2
+        self.transport = transport
+        self.licenceKey = licenceKey
+        self.directPort = directPort
+        self.directListen = directListen
+        self.maxViewers = maxViewers
+        self.source = source
+        self.ownFeed = ownFeed
+        self.stats = Stats()
+        self.guard = LoginGuard()
+        self.viewers: dict[str, NodeSession] = {}
+        self.streams: set[PeerStream] = set()
+        self._nextViewer = 0
+        self.directPortListening: Any = None
+        self.gateway: Any = None
+        self.mediator = Mediator(reactor, self, (server[0], self.tcpPort), relay=relay,
+                                 licenceKey=licenceKey,
+                                 forceRelay=transport == "ws")
+        state = RegistrationState(identity.peerId, identity.uuid, identity.pk)
+        if transport == "udp":
+            self.registration: Any = UdpRegistration(reactor, server, state,
+                                                     self.mediator.handle, self._newId,
+                                                     self.stats)
+        else:
+            self.registration = StreamRegistration(
+                reactor, connectLink or self._connectLink, state, self.mediator.handle,
+                self._newId, self.stats)
+        self.stats.gauge("viewers", lambda: len(self.viewers))
+        self.stats.gauge("sessions", lambda: len(self.streams))
+
+    @classmethod
+    def fromConfig(cls, context: Any) -> NodeService:
+        """The node configured by an L{p2pnet.app.AppContext} (the C{node-*} keys)."""
+        from p2pnet.node.hid import FileHidSink, MemoryHidSink
+        from p2pnet.node.identity import loadIdentity
+        from p2pnet.node.input import InputController
+        from p2pnet.node.mediator import splitHostPort
+        from p2pnet.node.video import VideoFeed
+
+        config = context.config
+        password = config.node_password
+        if config.node_password_file:
+            password = readPasswordFile(config.node_password_file)
+        identity = loadIdentity(context.dataDir, config.node_id, password)
+        if identity.generatedPassword:
+            # Printed once: only its salted hash is kept.
+            print(f"KVM node {identity.peerId}: generated password "
+                  f"{identity.generatedPassword} (set node-password to choose one)",
+                  flush=True)
+        server = splitHostPort(config.node_server or "127.0.0.1",
+                               config.rendezvous_port or 21116)
+        feed = VideoFeed(context.reactor, config.node_video, config.node_codec,
+                         config.node_fps, config.node_bitrate)
+        keyboard = FileHidSink(config.node_keyboard) if config.node_keyboard \
+            else MemoryHidSink()
+        mouse = FileHidSink(config.node_mouse) if config.node_mouse else MemoryHidSink()
+        inputs = InputController(keyboard, mouse, lambda: (feed.width, feed.height))
+        node = cls(context.reactor, identity, feed, inputs, server=server,
+                   transport=config.node_transport, licenceKey=config.node_key,
+                   relay=config.node_relay, maxViewers=config.node_max_viewers,
+                   directPort=config.node_direct_port or None, source=config.node_video)
+        if config.node_gateway:
+            node.joinGateway(config.node_gateway, token=config.node_gateway_token,
+                             password=config.node_gateway_password,
+                             identityPath=os.path.join(context.dataDir,
+                                                       "node-gateway-identity.json"))
+        return node
+
+    def joinGateway(self, url: str, *, token: str = "", password: str = "",
+                    identityPath: str) -> None:
+        """Join the control gateway at C{url} as C{role=node}, offering C{kvm.*}."""
+        from p2pnet.node.gateway import COMMANDS, KvmCommands
+        from p2pnet.protocols.gateway_client import (
+            ClientOptions,
+            DeviceIdentity,
+            GatewayClient,
+        )
+
+        options = ClientOptions(
+            role="node", clientId="node-host", clientMode="node", token=token or None,
+            password=password or None, displayName=f"KVM node {self.peerId}",
+            commands=COMMANDS, caps=("kvm",), identity=DeviceIdentity.load(identityPath),
+            handlers=KvmCommands(self).handlers())
+        self.gateway = GatewayClient(self.reactor, url, options)
+
+    @property
+    def peerId(self) -> str:
+        """The id registered now."""
+        return self.identity.peerId
+
+    def _connectLink(self) -> Deferred[Any]:
+        host = self.server[0]
+        if self.transport == "ws":
+            from p2pnet.protocols.rustdesk_client import connectWebSocket
+
+            port = self.wsPort
+            url = f"ws://[{host}]:{port}/" if ":" in host else f"ws://{host}:{port}/"
+            return connectWebSocket(self.reactor, url)
+        from p2pnet.protocols.rustdesk_client import connectStream
+
+        return connectStream(self.reactor, host, self.tcpPort)
+
+    def _newId(self, peerId: str) -> None:
+        self.identity.setId(peerId)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        if self.ownFeed:
+            self.feed.startService()
+        if self.directPort is not None:
+            self.directPortListening = self.reactor.listenTCP(
+                self.directPort, _DirectFactory(self), interface=self.directListen)
+        super().startService()
+        self.registration.start()
+        if self.gateway is not None:
+            self.gateway.start()
+        log.info("KVM node {id} registering with {host}:{port} over {transport}",
+                 id=self.peerId, host=self.server[0], port=self.server[1],
+                 transport=self.transport)
+
+    def stopService(self) -> Deferred[Any]:
+        waits: list[Deferred[Any]] = []
+        if self.gateway is not None:
+            self.gateway.stop()
+        stopped = self.registration.stop()
+        if isinstance(stopped, Deferred):
+            waits.append(stopped)
+        self.mediator.stop()
+        for stream in list(self.streams):
+            stream.close("node stopping")
+        if self.directPortListening is not None:
+            port, self.directPortListening = self.directPortListening, None
+            waits.append(port.stopListening())
+        waits.append(super().stopService())
+        if self.ownFeed:
+            result = self.feed.stopService()
+            if isinstance(result, Deferred):
+                waits.append(result)
+        return DeferredList(waits)
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def newSession(self, secure: bool, source: tuple[str, int], path: str,
+                   preamble: bytes = b"") -> PeerStream | None:
+        """A peer stream with a fresh session, or C{None} when too many are open."""
+        if len(self.streams) >= MAX_SESSIONS:
+            self.stats.add("sessions_refused")
+            return None
+        session = NodeSession(self, secure, source, path)
+        stream = PeerStream(session, preamble=preamble)
+        self.streams.add(stream)
+        ended = session.streamEnded
+
+        def streamEnded(reason: str) -> None:
+            self.streams.discard(stream)
+            ended(reason)
+
+        session.streamEnded = streamEnded  # type: ignore[method-assign]
+        return stream
+
+    def admitViewer(self, session: NodeSession) -> bool:
+        """A session logged in: give it an id, unless the node is full."""
+        if len(self.viewers) >= self.maxViewers:
+            self.stats.add("viewers_refused")
+            return False
+        self._nextViewer += 1
+        session.viewerId = f"v{self._nextViewer}"
+        self.viewers[session.viewerId] = session
+        self.stats.add("logins")
+        return True
+
+    def viewerLeft(self, session: NodeSession) -> None:
+        """A logged-in session ended."""
+        self.viewers.pop(session.viewerId, None)
+
+    def keyRejected(self) -> None:
+        """A controller could not verify our signed id: register the key again (§6.6)."""
+        self.registration.state.keyConfirmed = False
+
+    def peerInfo(self) -> Any:
+        """The login's PeerInfo from the feed's real size and codec."""
+        return peerInfo(hostname=socket.gethostname(), width=self.feed.width,
+                        height=self.feed.height, codec=self.feed.codec)
+
+    def status(self) -> dict[str, Any]:
+        """What C{kvm.status} answers."""
+        feed = self.feed
+        return {"id": self.peerId, "registration": self.registration.status,
+                "transport": self.transport, "server": f"{self.server[0]}:{self.server[1]}",
+                "viewers": len(self.viewers), "source": self.source,
+                "codec": feed.codec, "width": feed.width, "height": feed.height,
+                "fps": feed.fps, "framesOut": feed.framesOut}

@@ -1,0 +1,214 @@
+"""End to end on loopback: a KVM node (L{p2pnet.node.service.NodeService}) registered
+with p2pnet's rendezvous server, and the viewer of C{p2pnet connect} reaching it over
+the direct, LAN and relay paths, with UDP, TCP and WebSocket registration."""
+
+from __future__ import annotations
+
+import base64
+import os
+import sys
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import TestCase
+
+from p2pnet.codecs.proto import message_pb2 as pb
+from p2pnet.node.identity import loadIdentity
+from p2pnet.node.service import NodeService
+from p2pnet.node.viewer import ConnectError, connectDirect, findAndConnect
+from p2pnet.services.relay import RelayService
+from p2pnet.services.rendezvous import RendezvousService
+from p2pnet.services.rendezvous_keys import loadServerKey
+from p2pnet.store.peers import PeerStore
+from test.unit.nodefakes import FakeFeed, FakeInputs, Frame
+
+SECRET = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQGKiOPddAnxlf1S2y08ul1yymcJvx2UEhvzdIgBtA9vXA=="
+PUBLIC = "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w="
+SERVER_PK = base64.b64decode(PUBLIC)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+async def until(check: Any, timeout: float = 10.0) -> None:
+    """Poll C{check()} every 20 ms until true (bounded)."""
+    for _ in range(int(timeout / 0.02)):
+        if check():
+            return
+        await deferLater(reactor, 0.02, lambda: None)
+    raise AssertionError("condition not reached")
+
+
+class NodeEndToEndTests(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.dir = self.mktemp()
+        os.makedirs(self.dir)
+
+    def servers(self, alwaysUseRelay: bool = False) -> None:
+        store = PeerStore(os.path.join(self.dir, "peers.sqlite3"))
+        self.relay = RelayService(reactor, key=PUBLIC, dataDir=self.dir,
+                                  listen=("127.0.0.1",), port=0)
+        self.relay.startService()
+        self.addCleanup(self.relay.stopService)
+        relayAt = f"127.0.0.1:{self.relay.boundPorts['tcp']}"
+        self.rendezvous = RendezvousService(
+            reactor, store, loadServerKey(SECRET, self.dir), listen=("127.0.0.1",), port=0,
+            relayServers=(relayAt,), alwaysUseRelay=alwaysUseRelay, keepAlive=30)
+        self.rendezvous.startService()
+        self.addCleanup(self.rendezvous.stopService)
+        self.ports = self.rendezvous.boundPorts
+
+    async def node(self, transport: str = "udp", directPort: int | None = None,
+                   alwaysUseRelay: bool = False) -> NodeService:
+        self.servers(alwaysUseRelay)
+        self.identity = loadIdentity(self.dir, "123456789", "pa55word")
+        self.feed = FakeFeed()
+        self.inputs = FakeInputs()
+        node = NodeService(reactor, self.identity, self.feed, self.inputs,
+                           server=("127.0.0.1", self.ports["udp"]), transport=transport,
+                           licenceKey=PUBLIC, tcpPort=self.ports["tcp"],
+                           wsPort=self.ports["ws"], directPort=directPort,
+                           directListen="127.0.0.1")
+        node.startService()
+        self.addCleanup(node.stopService)
+        await until(lambda: node.registration.status == "registered")
+        await until(lambda: "123456789" in self.rendezvous.peers
+                    and self.rendezvous.peers["123456789"].online(reactor.seconds()))
+        self.nodeService = node
+        return node
+
+    async def connect(self, password: str = "pa55word", bind: str = "127.0.0.2",
+                      **kw: Any) -> tuple[str, Any]:
+        path, session = await findAndConnect(
+            reactor, ("127.0.0.1", self.ports["tcp"]), "123456789", password,
+            serverPk=SERVER_PK, licenceKey=PUBLIC, bindAddress=bind, **kw)
+        self.addCleanup(session.close)
+        return path, session
+
+    async def checkSession(self, session: Any) -> None:
+        """Video flows both ways of the pipe; input reaches the node's controller."""
+        self.assertTrue(session.encrypted)
+        self.assertEqual(session.peerInfo.displays[0].width, 1280)
+        frames: list[tuple[bytes, bool, int]] = []
+        session.onFrame = lambda f, codec: frames.append((f.data, f.key, f.pts))
+        await until(lambda: len(self.feed.viewers) == 1)
+        self.feed.push(Frame(b"\x00\x00\x00\x01\x67key", True, 0))
+        self.feed.push(Frame(b"\x00\x00\x00\x01\x41delta", False, 33))
+        await until(lambda: len(frames) == 2)
+        self.assertEqual(frames, [(b"\x00\x00\x00\x01\x67key", True, 0),
+                                  (b"\x00\x00\x00\x01\x41delta", False, 33)])
+        session.send(pb.Message(key_event=pb.KeyEvent(press=True, chr=ord("a"))))
+        await until(lambda: len(self.inputs.events) == 1)
+        session.close()
+        await until(lambda: self.inputs.events[-1][1] == "release")
+        await until(lambda: self.nodeService.viewers == {})
+
+    async def test_directPathUdpRegistration(self) -> None:
+        """Controller on another address: PunchHole, PunchHoleSent, TCP to L (§6.2)."""
+        node = await self.node()
+        path, session = await self.connect()
+        self.assertEqual(path, "direct")
+        self.assertEqual([s.path for s in node.viewers.values()], ["direct"])
+        await self.checkSession(session)
+
+    async def test_lanPath(self) -> None:
+        """Same address as the node: FetchLocalAddr, LocalAddr, TCP to L (§6.3)."""
+        node = await self.node()
+        path, session = await self.connect(bind="127.0.0.1")
+        self.assertEqual(path, "lan")
+        self.assertEqual([s.path for s in node.viewers.values()], ["lan"])
+        await self.checkSession(session)
+
+    async def test_relayPathForced(self) -> None:
+        """--relay: the node chooses the relay on PunchHole (§6.2 step 3, §6.4)."""
+        node = await self.node()
+        path, session = await self.connect(forceRelay=True)
+        self.assertEqual(path, "relay")
+        self.assertEqual([s.path for s in node.viewers.values()], ["relay"])
+        await self.checkSession(session)
+
+    async def test_relayAfterDirectFails(self) -> None:
+        """No direct attempt succeeds: RequestRelay through the server, the node answers
+        RelayResponse and opens its leg (§4.5 steps 4-7)."""
+        node = await self.node()
+        path, session = await self.connect(directAttempts=0)
+        self.assertEqual(path, "relay")
+        self.assertEqual([s.path for s in node.viewers.values()], ["relay"])
+        await self.checkSession(session)
+
+    async def test_alwaysUseRelay(self) -> None:
+        node = await self.node(alwaysUseRelay=True)
+        path, session = await self.connect()
+        self.assertEqual(path, "relay")
+        self.assertEqual([s.path for s in node.viewers.values()], ["relay"])
+        await self.checkSession(session)
+
+    async def test_tcpRegistration(self) -> None:
+        node = await self.node(transport="tcp")
+        path, session = await self.connect()
+        self.assertEqual(path, "direct")
+        await self.checkSession(session)
+        self.assertIsNotNone(node.registration.link)
+
+    async def test_webSocketRegistrationRelays(self) -> None:
+        """Over WebSocket the node always answers with the relay (§6.2 step 3)."""
+        await self.node(transport="ws")
+        path, session = await self.connect()
+        self.assertEqual(path, "relay")
+        await self.checkSession(session)
+
+    async def test_wrongPassword(self) -> None:
+        node = await self.node()
+        with self.assertRaises(ConnectError) as caught:
+            await self.connect(password="wrong")
+        self.assertEqual(str(caught.exception), "Wrong Password")
+        self.assertEqual(node.viewers, {})
+        self.assertEqual(node.stats.counters["login_failed"], 1)
+
+    async def test_unknownId(self) -> None:
+        await self.node()
+        with self.assertRaises(ConnectError) as caught:
+            await findAndConnect(reactor, ("127.0.0.1", self.ports["tcp"]), "555555555",
+                                 "x", serverPk=SERVER_PK, licenceKey=PUBLIC)
+        self.assertEqual(str(caught.exception), "ID does not exist")
+
+    async def test_directIpAccess(self) -> None:
+        """--node-direct-port: no rendezvous, no handshake, password still checked."""
+        node = await self.node(directPort=0)
+        port = node.directPortListening.getHost().port
+        session = await connectDirect(reactor, ("127.0.0.1", port), "123456789", "pa55word")
+        self.addCleanup(session.close)
+        self.assertFalse(session.encrypted)
+        self.assertEqual([s.path for s in node.viewers.values()], ["ip"])
+
+    async def test_connectCommand(self) -> None:
+        """The real C{p2pnet connect} process: path, fps and bitrate printed."""
+        node = await self.node()
+        pushing = [True]
+
+        async def push() -> None:
+            n = 0
+            while pushing[0]:
+                self.feed.push(Frame(b"\x00\x00\x00\x01\x65" + bytes(1000), n % 30 == 0,
+                                     n * 33))
+                n += 1
+                await deferLater(reactor, 0.033, lambda: None)
+
+        pusher = defer.ensureDeferred(push())
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable,
+            ["-m", "p2pnet.cli", "connect", "123456789", "--password", "pa55word",
+             "--server", f"127.0.0.1:{self.ports['tcp']}", "--server-key", PUBLIC,
+             "--bind", "127.0.0.2", "--duration", "1", "--type", "hi", "--click", "10,20"],
+            env=dict(os.environ, PYTHONPATH=ROOT), path=ROOT)
+        pushing[0] = False
+        await pusher
+        self.assertEqual(code, 0, err.decode())
+        text = out.decode()
+        self.assertIn("connected to 123456789 via direct (encrypted), 1280x720 h264", text)
+        self.assertRegex(text, r"received \d+ frames in 1\.\d s: [\d.]+ fps, [\d.]+ Mbit/s")
+        kinds = [kind for _, kind, _ in self.inputs.events]
+        self.assertEqual(kinds, ["key", "key", "mouse", "mouse", "mouse", "release"])
+        self.assertEqual(node.viewers, {})
