@@ -146,8 +146,8 @@ def run(args: argparse.Namespace) -> NoReturn:
 async def connectMain(reactor: Any, args: argparse.Namespace, out: IO[str] | None = None,
                       err: IO[str] | None = None) -> int:
     """The command's work; returns the exit status."""
-    from p2pnet.node.mediator import splitHostPort
     from p2pnet.node.viewer import ConnectError, connectDirect, findAndConnect
+    from p2pnet.protocols.rustdesk_client import splitHostPort
 
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err

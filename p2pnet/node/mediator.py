@@ -36,11 +36,11 @@ from p2pnet.codecs.proto.rendezvous_pb2 import (
 )
 from p2pnet.codecs.rustdesk_frame import encodeFrame
 from p2pnet.codecs.rustdesk_register import DuplicateFilter
-from p2pnet.protocols.rustdesk_client import connectReusingPort, connectStream
+from p2pnet.protocols.rustdesk_client import connectReusingPort, connectStream, splitHostPort
 from p2pnet.protocols.rustdesk_peer import PeerStream
 from p2pnet.ratelog import RateLimitedLog
 
-__all__ = ["ACCEPT_TIMEOUT", "Mediator", "NODE_VERSION", "splitHostPort"]
+__all__ = ["ACCEPT_TIMEOUT", "Mediator", "NODE_VERSION"]
 
 log = Logger()
 
@@ -49,17 +49,6 @@ ACCEPT_TIMEOUT = 18.0
 #: The version the node puts in its answers (non-empty: hbbs then signs our pk, §4.10).
 NODE_VERSION = "1.4.5"
 DEFAULT_RELAY_PORT = 21117
-
-
-def splitHostPort(text: str, defaultPort: int) -> tuple[str, int]:
-    """C{host}, C{host:port}, C{[v6]} or C{[v6]:port} (a bare IPv6 address has no port)."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else defaultPort
-    if text.count(":") != 1:
-        return text, defaultPort
-    host, _, port = text.partition(":")
-    return host, int(port)
 
 
 class _OneShot(Factory):

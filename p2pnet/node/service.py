@@ -132,8 +132,8 @@ class NodeService(MultiService):
         from p2pnet.node.hid import FileHidSink, MemoryHidSink
         from p2pnet.node.identity import loadIdentity
         from p2pnet.node.input import InputController
-        from p2pnet.node.mediator import splitHostPort
         from p2pnet.node.video import VideoFeed
+        from p2pnet.protocols.rustdesk_client import splitHostPort
 
         config = context.config
         password = config.node_password

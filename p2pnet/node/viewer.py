@@ -34,8 +34,8 @@ from p2pnet.codecs.proto.rendezvous_pb2 import (
 from p2pnet.codecs.rustdesk_crypto import CryptoError, verifySignedIdPk
 from p2pnet.codecs.rustdesk_frame import encodeFrame
 from p2pnet.node.handshake import controllerReply
-from p2pnet.node.mediator import NODE_VERSION, splitHostPort
-from p2pnet.protocols.rustdesk_client import connectStream
+from p2pnet.node.mediator import NODE_VERSION
+from p2pnet.protocols.rustdesk_client import connectStream, splitHostPort
 from p2pnet.protocols.rustdesk_peer import PeerStream
 
 __all__ = ["ConnectError", "ViewerSession", "findAndConnect", "loginHash"]

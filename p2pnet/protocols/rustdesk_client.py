@@ -69,6 +69,7 @@ __all__ = [
     "connectStream",
     "connectWebSocket",
     "decodeOnline",
+    "splitHostPort",
 ]
 
 #: The version string the client puts in requests (a non-empty one asks for signed pk).
@@ -316,7 +317,7 @@ def decodeOnline(states: bytes, count: int) -> list[bool]:
     return [bool(states[i // 8] & (0x80 >> (i % 8))) for i in range(count)]
 
 
-def _split(server: str, defaultPort: int) -> tuple[str, int]:
+def splitHostPort(server: str, defaultPort: int) -> tuple[str, int]:
     """C{host}, C{host:port}, C{[v6]} or C{[v6]:port}; a bare IPv6 address has no port."""
     if server.startswith("["):
         host, _, rest = server[1:].partition("]")
@@ -437,7 +438,7 @@ class ControlledPeer:
     @defer.inlineCallbacks
     def connectRelay(self, relayServer: str, uuid: str) -> Any:
         """Open a relay leg for C{uuid} (§6.4 step 2)."""
-        host, port = _split(relayServer, self.relayPort) if relayServer else \
+        host, port = splitHostPort(relayServer, self.relayPort) if relayServer else \
             (self.server, self.relayPort)
         leg = RelayLegClient(uuid, self.licenceKey)
         yield connectProtocol(_endpoint(self.reactor, host, port), leg)
@@ -594,7 +595,7 @@ class Controller:
     @defer.inlineCallbacks
     def connectRelay(self, relayServer: str, uuid: str, peerId: str) -> Any:
         """Open our relay leg (§4.5 step 7)."""
-        host, port = _split(relayServer, self.relayPort) if relayServer else \
+        host, port = splitHostPort(relayServer, self.relayPort) if relayServer else \
             (self.server, self.relayPort)
         leg = RelayLegClient(uuid, self.licenceKey, peerId)
         yield connectProtocol(_endpoint(self.reactor, host, port), leg)
