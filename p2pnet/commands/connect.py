@@ -19,12 +19,11 @@ import sys
 import tempfile
 from typing import IO, Any, NoReturn
 
-from twisted.internet import defer
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 
 from p2pnet.codecs.proto import message_pb2 as pb
-from p2pnet.commands import reactMain
+from p2pnet.commands import fail, reactMain, step
 
 __all__ = ["connectMain", "keyEvents", "parseClick", "register", "textEvents"]
 
@@ -128,6 +127,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--bind", metavar="ADDR", help="local address for connections")
     parser.add_argument("--duration", type=float, default=3.0, metavar="SECONDS",
                         help="how long to receive video (default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="give up when not logged in after this long "
+                        "(default %(default)s)")
     parser.add_argument("--record", metavar="FILE", help="write the received stream")
     parser.add_argument("--snapshot", metavar="FILE.png", help="save one decoded frame")
     parser.add_argument("--type", dest="text", metavar="TEXT", help="type this text")
@@ -140,7 +142,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> NoReturn:
     """Run on the global reactor; exits with the command's status."""
-    reactMain(connectMain, args)
+    reactMain(connectMain, args, deadline=args.timeout + args.duration + 10)
 
 
 async def connectMain(reactor: Any, args: argparse.Namespace, out: IO[str] | None = None,
@@ -150,12 +152,10 @@ async def connectMain(reactor: Any, args: argparse.Namespace, out: IO[str] | Non
     from p2pnet.protocols.rustdesk_client import splitHostPort
 
     out = sys.stdout if out is None else out
-    err = sys.stderr if err is None else err
     try:
         chords = keyEvents(args.chord) if args.chord else []
     except ValueError as e:
-        print(f"p2pnet connect: --key: {e}", file=err)
-        return 2
+        return fail(args, f"--key: {e} (e.g. ctrl+alt+delete, ctrl+shift+t, f5)", 2, err)
     stream = bytearray()
     started = [False]
 
@@ -166,6 +166,7 @@ async def connectMain(reactor: Any, args: argparse.Namespace, out: IO[str] | Non
             stream.extend(frame.data)
 
     licence = base64.b64encode(args.server_key).decode() if args.server_key else ""
+    step(args, f"the login to {args.id}")
     try:
         if args.direct:
             path = "ip"
@@ -176,12 +177,14 @@ async def connectMain(reactor: Any, args: argparse.Namespace, out: IO[str] | Non
                 reactor, splitHostPort(args.server, 21116), args.id, args.password,
                 serverPk=args.server_key, licenceKey=licence, forceRelay=args.relay,
                 bindAddress=args.bind, onFrame=onFrame)
-    except (ConnectError, OSError, defer.TimeoutError) as e:
-        print(f"p2pnet connect: {e or type(e).__name__}", file=err)
-        return 1
-    except Exception as e:
-        print(f"p2pnet connect: {type(e).__name__}: {e}", file=err)
-        return 1
+    except ConnectError as e:
+        hint = {"Wrong Password": "check --password",
+                "Key mismatch": "give the server's key with --server-key",
+                "ID does not exist": "check the id and --server"}.get(str(e), "")
+        return fail(args, f"{e}{'; ' + hint if hint else ''}", 1, err)
+    except (OSError, ConnectionError) as e:
+        return fail(args, f"cannot reach the node or its server: {e}", 1, err)
+    step(args, "video")
     info = session.peerInfo
     display = info.displays[0] if info and info.displays else None
     size = f"{display.width}x{display.height}" if display else "no display"
@@ -207,15 +210,15 @@ async def connectMain(reactor: Any, args: argparse.Namespace, out: IO[str] | Non
             f.write(stream)
         print(f"recorded {len(stream)} bytes to {args.record}", file=out)
     if args.snapshot:
-        status = await _snapshot(bytes(stream), codec, args.snapshot, out, err)
+        status = await _snapshot(args, bytes(stream), codec, out, err)
     return status
 
 
-async def _snapshot(data: bytes, codec: str, target: str, out: IO[str],
-                    err: IO[str]) -> int:
+async def _snapshot(args: argparse.Namespace, data: bytes, codec: str, out: IO[str],
+                    err: IO[str] | None) -> int:
+    target = args.snapshot
     if not data:
-        print("p2pnet connect: no keyframe arrived; no snapshot", file=err)
-        return 1
+        return fail(args, "no keyframe arrived, so no snapshot; raise --duration", 1, err)
     with tempfile.NamedTemporaryFile(suffix="." + codec, delete=False) as f:
         f.write(data)
     try:
@@ -225,8 +228,7 @@ async def _snapshot(data: bytes, codec: str, target: str, out: IO[str],
     finally:
         os.unlink(f.name)
     if code != 0:
-        print(f"p2pnet connect: ffmpeg could not decode a frame: {stderr.decode()[-200:]}",
-              file=err)
-        return 1
+        return fail(args, f"ffmpeg could not decode a frame: {stderr.decode()[-200:]}", 1,
+                    err)
     print(f"snapshot saved to {target}", file=out)
     return 0

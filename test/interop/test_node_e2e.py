@@ -183,6 +183,19 @@ class NodeEndToEndTests(TestCase):
         self.assertFalse(session.encrypted)
         self.assertEqual([s.path for s in node.viewers.values()], ["ip"])
 
+    def command(self, *args: str) -> Any:
+        return getProcessOutputAndValue(
+            sys.executable,
+            ["-m", "p2pnet.cli", "connect", "123456789", "--server",
+             f"127.0.0.1:{self.ports['tcp']}", "--server-key", PUBLIC, "--bind", "127.0.0.2",
+             *args], env=dict(os.environ, PYTHONPATH=ROOT), path=ROOT)
+
+    async def test_connectCommandWrongPassword(self) -> None:
+        await self.node()
+        out, err, code = await self.command("--password", "nope")
+        self.assertEqual((code, out), (1, b""))
+        self.assertEqual(err.decode(), "p2pnet connect: Wrong Password; check --password\n")
+
     async def test_connectCommand(self) -> None:
         """The real C{p2pnet connect} process: path, fps and bitrate printed."""
         node = await self.node()
@@ -197,12 +210,8 @@ class NodeEndToEndTests(TestCase):
                 await deferLater(reactor, 0.033, lambda: None)
 
         pusher = defer.ensureDeferred(push())
-        out, err, code = await getProcessOutputAndValue(
-            sys.executable,
-            ["-m", "p2pnet.cli", "connect", "123456789", "--password", "pa55word",
-             "--server", f"127.0.0.1:{self.ports['tcp']}", "--server-key", PUBLIC,
-             "--bind", "127.0.0.2", "--duration", "1", "--type", "hi", "--click", "10,20"],
-            env=dict(os.environ, PYTHONPATH=ROOT), path=ROOT)
+        out, err, code = await self.command("--password", "pa55word", "--duration", "1",
+                                            "--type", "hi", "--click", "10,20")
         pushing[0] = False
         await pusher
         self.assertEqual(code, 0, err.decode())
