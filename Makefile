@@ -1,6 +1,8 @@
 # One command runs the appliance, one runs the tests; both set themselves up.
 #   make run    - venv + install, then twistd -n p2pnet on the embedded defaults
 #   make test   - venv + install + interop clients (Debian packages), then the whole suite
+#                 (test/unit and test/interop)
+#   make test-unit - the unit tests only
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # ffmpeg (encoder output for the Annex-B parser and the KVM node's video sources).
 SYSTEM_PACKAGES := coturn stun-client ffmpeg
 
-.PHONY: run test lint bench system-deps venv clean
+.PHONY: run test test-unit lint bench system-deps venv clean
 
 $(STAMP): setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +39,10 @@ test: $(STAMP) system-deps
 	# No --jobs: trial starts its workers as a script from twisted/trial/_dist/, whose own
 	# `test` package would shadow ours.
 	$(PY) -m twisted.trial $(or $(TESTS),test)
+
+# The unit tests alone: no socket, no subprocess, no real time; seconds.
+test-unit: $(STAMP)
+	$(PY) -m twisted.trial test.unit
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check p2pnet test bench twisted docs/examples

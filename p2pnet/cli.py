@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from p2pnet import __version__
+from p2pnet._version import __version__
 from p2pnet.commands import INTERRUPTED, closedPipe, fail
 
 __all__ = ["COMMANDS", "Parser", "main"]
