@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from p2pnet.codecs.device_auth import b64urlEncode, buildPayloadV3, deriveDeviceId, signPayload
 from p2pnet.codecs.gateway_frames import Event, Frame, Request, Response, decodeFrame
-from p2pnet.store.gateway import DeviceToken, PairedDevice
+from p2pnet.store.gateway import DeviceToken, PairedDevice, PairedNode
 
 
 class FakeSink:
@@ -41,6 +41,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self.devices: dict[str, PairedDevice] = {}
         self.tokens: dict[tuple[str, str], DeviceToken] = {}
+        self.labels: dict[str, str] = {}
+        self.nodes: dict[str, PairedNode] = {}
         self.secrets: dict[str, str] = {}
         self.closed = False
         self.writes = 0
@@ -55,6 +57,8 @@ class MemoryStore:
 
     def removeDevice(self, deviceId: str) -> Deferred[None]:
         self.devices.pop(deviceId, None)
+        self.labels.pop(deviceId, None)
+        self.nodes.pop(deviceId, None)
         for key in [k for k in self.tokens if k[0] == deviceId]:
             del self.tokens[key]
         return succeed(None)
@@ -71,6 +75,19 @@ class MemoryStore:
         if token is None:
             return None
         return self.saveToken(replace(token, revokedAtMs=nowMs))
+
+    def saveLabel(self, deviceId: str, label: str) -> Deferred[None]:
+        self.labels[deviceId] = label
+        return succeed(None)
+
+    def saveNode(self, node: PairedNode) -> Deferred[None]:
+        self.nodes[node.nodeId] = node
+        self.writes += 1
+        return succeed(None)
+
+    def removeNode(self, nodeId: str) -> Deferred[None]:
+        self.nodes.pop(nodeId, None)
+        return succeed(None)
 
     def close(self) -> None:
         self.closed = True

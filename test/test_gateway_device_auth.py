@@ -1,4 +1,4 @@
-"""Tests for L{p2pnet.codecs.device_auth}, with the spec's vectors (section 2.2)."""
+"""Tests for L{p2pnet.codecs.device_auth}, with the vectors of gateway.md §2.2."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ def nets(*cidrs: str) -> list:
 
 
 class ClientIpTests(SynchronousTestCase):
-    """The table of spec section 4.2."""
+    """The table of gateway.md §4.2."""
 
     def test_untrustedRemote(self) -> None:
         self.assertEqual(

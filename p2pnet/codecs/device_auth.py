@@ -137,7 +137,7 @@ def signPayload(key: SigningKey, payload: str) -> str:
 
 @dataclass(frozen=True)
 class DeviceProofError(Exception):
-    """A device proof check failed (spec section 2.4); the connect closes with 1008."""
+    """A device proof check failed (gateway.md §2.4); the connect closes with 1008."""
 
     message: str
     reason: str

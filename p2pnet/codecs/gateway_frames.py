@@ -79,7 +79,7 @@ CLIENT_MODES = frozenset({"webchat", "cli", "ui", "backend", "node", "probe", "t
 
 
 class CloseCode:
-    """WebSocket close codes the gateway uses (spec section 3.5)."""
+    """WebSocket close codes the gateway uses (gateway.md §3.5)."""
 
     NORMAL = 1000
     PROTOCOL_MISMATCH = 1002

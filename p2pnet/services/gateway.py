@@ -56,6 +56,7 @@ from p2pnet.protocols.gateway_server import (
 from p2pnet.ratelog import RateLimitedLog
 from p2pnet.services.gateway_handshake import Connect, GatewaySession, Handshake, Reject
 from p2pnet.services.gateway_methods import GatewayMethods, RequestContext, nodeIdOf
+from p2pnet.services.gateway_node_pairing import NodePairing
 from p2pnet.services.gateway_nodes import NodeRegistry
 from p2pnet.services.gateway_pairing import DevicePairing, MethodError
 from p2pnet.services.gateway_policy import (
@@ -118,6 +119,8 @@ EVENTS = (
     "node.event",
     "device.pair.requested",
     "device.pair.resolved",
+    "node.pair.requested",
+    "node.pair.resolved",
 )
 
 
@@ -150,8 +153,18 @@ METHODS = (
     "device.pair.approve",
     "device.pair.reject",
     "device.pair.remove",
+    "device.pair.rename",
     "device.token.rotate",
     "device.token.revoke",
+    "node.pair.list",
+    "node.pair.approve",
+    "node.pair.reject",
+    "node.pair.remove",
+    "node.rename",
+    "node.pending.enqueue",
+    "node.pending.pull",
+    "node.pending.ack",
+    "node.pending.drain",
 )
 
 
@@ -206,8 +219,14 @@ class GatewayService(ListeningService):
             clock, store, newId, lambda event, payload: self.broadcast(
                 event, payload, scope=PAIRING)
         )
+        self.nodePairing = NodePairing(
+            clock, store, newId, lambda event, payload: self.broadcast(
+                event, payload, scope=PAIRING), self._retarget
+        )
         self.handshaker = Handshake(self)
         self.methods = GatewayMethods(self)
+        for method, handler in self.nodePairing.handlers().items():
+            self.methods.register(method, handler)
         for method, (name, kind) in LISTINGS.items():
             self.methods.register(method, _listingHandler(name, kind))
         for method, (name, kind, action) in MANAGERS.items():
@@ -444,7 +463,13 @@ class GatewayService(ListeningService):
         self.preauth.release(session.info.clientIp)
         self.clients[session.connId] = session
         if role == "node":
-            self.nodes.add(nodeIdOf(session), session)
+            nodeId = nodeIdOf(session)
+            info = session.info
+            session.commands = self.nodePairing.reconcile(
+                nodeId, client, params.commands or (), info.clientIp,
+                silent=info.localDirect and info.origin is None,
+            )
+            self.nodes.add(nodeId, session)
         session.respond(connect.requestId, hello)
         self.stats.add("handshakes")
         self.log.info(
@@ -457,6 +482,20 @@ class GatewayService(ListeningService):
             ip=session.info.clientIp,
             method=connect.method,
         )
+
+    def _retarget(self, nodeId: str, commands: tuple[str, ...] | None) -> None:
+        """Node pairing changed: a connected node may now be invoked for what it
+        declared within C{commands}; when its pairing was removed (C{None}) it is
+        closed with 4001, and asks again when it reconnects."""
+        session = self.nodes.connected.get(nodeId)
+        if session is None or session.params is None:
+            return
+        if commands is None:
+            session.commands = ()
+            session.close(CloseCode.AUTH_CHANGED, "device removed")
+            return
+        approved = set(commands)
+        session.commands = tuple(c for c in session.params.commands or () if c in approved)
 
     def advertisedMethods(self) -> tuple[str, ...]:
         """The methods in hello-ok: every served one, the sibling ones only while a

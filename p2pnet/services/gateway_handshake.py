@@ -106,6 +106,8 @@ class GatewaySession:
     @ivar role: C{operator} or C{node} once connected.
     @ivar scopes: the scopes this session holds.
     @ivar deviceId: the verified device, if one was presented.
+    @ivar commands: a node's commands operators may invoke (those node pairing
+        approved, gateway.md §2.6).
     """
 
     service: SessionOwner
@@ -123,6 +125,7 @@ class GatewaySession:
     deviceId: str | None = None
     params: ConnectParams | None = None
     presenceKey: str | None = None
+    commands: tuple[str, ...] = ()
     timer: IDelayedCall | None = None
     denials: int = 0
 

@@ -148,10 +148,11 @@ class GatewayMethods:
             "node.invoke": self.nodeInvoke,
             "node.invoke.result": self.nodeInvokeResult,
             "node.event": self.nodeEvent,
-            "device.pair.list": lambda c: c.gateway.pairing.listing(),
+            "device.pair.list": self.pairList,
             "device.pair.approve": self.pairApprove,
             "device.pair.reject": self.pairReject,
             "device.pair.remove": self.pairRemove,
+            "device.pair.rename": self.pairRename,
             "device.token.rotate": self.tokenRotate,
             "device.token.revoke": self.tokenRevoke,
         }
@@ -227,15 +228,17 @@ class GatewayMethods:
         """C{node.describe}'s shape for C{nodeId}, or C{None} when it is unknown."""
         host = self.host
         session = host.nodes.connected.get(nodeId)
-        paired = host.store.devices.get(nodeId)
+        device = host.store.devices.get(nodeId)
+        node = host.store.nodes.get(nodeId)
         if session is None:
-            if paired is None or "node" not in paired.roles:
+            if node is None and (device is None or "node" not in device.roles):
                 return None
             return {
                 "nodeId": nodeId,
-                "displayName": paired.displayName,
-                "platform": paired.platform,
-                "paired": True,
+                "displayName": node.displayName if node else device.displayName,  # type: ignore[union-attr]
+                "platform": node.platform if node else device.platform,  # type: ignore[union-attr]
+                "commands": list(node.commands) if node else [],
+                "paired": node is not None,
                 "connected": False,
             }
         params = session.params
@@ -244,15 +247,17 @@ class GatewayMethods:
         return {
             "nodeId": nodeId,
             "connId": session.connId,
-            "displayName": client.displayName,
+            "displayName": node.displayName if node and node.displayName
+            else client.displayName,
             "platform": client.platform,
             "version": client.version,
             "deviceFamily": client.deviceFamily,
             "modelIdentifier": client.modelIdentifier,
             "remoteIp": session.info.clientIp,
             "caps": list(params.caps),
-            "commands": list(params.commands or ()),
-            "paired": paired is not None,
+            "commands": list(session.commands),
+            "declaredCommands": list(params.commands or ()),
+            "paired": node is not None,
             "connected": True,
             "connectedAtMs": int(session.openedAt * 1000),
         }
@@ -261,7 +266,7 @@ class GatewayMethods:
         """C{node.list}: connected nodes, then paired ones that are not."""
         host = self.host
         ids = dict.fromkeys(
-            [*host.nodes.connected,
+            [*host.nodes.connected, *host.store.nodes,
              *(d for d, p in host.store.devices.items() if "node" in p.roles)]
         )
         return {"nodes": [self.describeNode(nodeId) for nodeId in ids]}
@@ -293,8 +298,7 @@ class GatewayMethods:
             raise MethodError(
                 ErrorCode.UNAVAILABLE, "node not connected", {"code": "NOT_CONNECTED"}
             )
-        assert node.params is not None
-        if command not in (node.params.commands or ()):
+        if command not in node.commands:
             raise MethodError(
                 ErrorCode.INVALID_REQUEST,
                 f"command not allowed: {command}",
@@ -373,6 +377,31 @@ class GatewayMethods:
         return {"ok": True}
 
     # -- device pairing and tokens -------------------------------------------------------
+
+    def pairList(self, context: RequestContext) -> Any:
+        """C{device.pair.list}: pending requests and paired devices (with labels)."""
+        store = self.host.store
+        listing = self.host.pairing.listing()
+        for device in listing["paired"]:
+            deviceId = device["deviceId"]
+            if deviceId in store.labels:
+                device["operatorLabel"] = store.labels[deviceId]
+            device["tokens"] = [
+                token.summary() for (owner, _), token in store.tokens.items()
+                if owner == deviceId
+            ]
+        return listing
+
+    def pairRename(self, context: RequestContext) -> Any:
+        """C{device.pair.rename {deviceId, label}}: an operator's name for a device."""
+        deviceId = param(context.params, "deviceId", str)
+        label = param(context.params, "label", str).strip()
+        if not label:
+            raise MethodError(ErrorCode.INVALID_REQUEST, "label required")
+        if deviceId not in self.host.store.devices:
+            raise MethodError(ErrorCode.INVALID_REQUEST, "unknown deviceId")
+        return self.host.store.saveLabel(deviceId, label).addCallback(
+            lambda _: {"deviceId": deviceId, "label": label})
 
     def pairApprove(self, context: RequestContext) -> Any:
         """C{device.pair.approve {requestId}}."""

@@ -77,6 +77,7 @@ class PairingRequest:
             "deviceId": self.deviceId,
             "publicKey": self.publicKey,
             "role": self.role,
+            "roles": self.role.split(","),
             "scopes": list(self.scopes),
             "platform": self.platform,
             "deviceFamily": self.deviceFamily,
@@ -85,6 +86,7 @@ class PairingRequest:
             "reason": self.reason,
             "remoteIp": self.remoteIp,
             "createdAtMs": self.createdAtMs,
+            "ts": self.createdAtMs,
         }
 
 

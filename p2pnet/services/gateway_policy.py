@@ -136,7 +136,7 @@ def _origin(text: str | None) -> tuple[str, str] | None:
 
 
 def checkOrigin(origin: str | None, allowed: Iterable[str], localDirect: bool) -> OriginCheck:
-    """The browser origin rules of spec section 4.1, in order."""
+    """The browser origin rules of gateway.md §4.1, in order."""
     parsed = _origin(origin)
     if parsed is None:
         return OriginCheck(False, "origin missing or invalid")
@@ -379,7 +379,7 @@ def authorizeShared(
     rateIp: str | None,
     localDirect: bool,
 ) -> AuthResult:
-    """The shared-secret part of a connect (spec section 3.2).
+    """The shared-secret part of a connect (gateway.md §3.2).
 
     A missing credential is not counted as a failure; a wrong one is (C{counted}).
     """
@@ -405,7 +405,7 @@ def authorizeShared(
     return AuthResult(True, method=config.mode)
 
 
-#: Auth failure reason to C{error.details.code} (spec section 3.5).
+#: Auth failure reason to C{error.details.code} (gateway.md §3.5).
 _DETAIL_CODES = {
     "token_missing": "AUTH_TOKEN_MISSING",
     "token_mismatch": "AUTH_TOKEN_MISMATCH",
@@ -495,7 +495,7 @@ def missingDeviceDecision(
     sharedSent: bool,
     localDirect: bool,
 ) -> DeviceDecision:
-    """The device-less decision table (spec sections 3.4 and 9)."""
+    """The device-less decision table (gateway.md §3.4 and §9)."""
     if isControlUi(clientId):
         if role == "operator" and shared.ok and shared.method == "trusted-proxy":
             return DeviceDecision("allow", keepScopes=True)
@@ -522,6 +522,11 @@ NODE_METHODS = frozenset(
         "node.pending.pull",
         "node.pending.ack",
         "node.canvas.capability.refresh",
+        "node.invoke.progress",
+        "node.pluginSurface.refresh",
+        "node.pluginTools.update",
+        "node.skills.update",
+        "node.runnerInventory.update",
         "skills.bins",
     }
 )
@@ -544,6 +549,13 @@ METHOD_SCOPES: dict[str, str] = {
     "rendezvous.peers.list": READ,
     "relay.pairs.list": READ,
     "node.invoke": WRITE,
+    "node.pending.enqueue": WRITE,
+    "node.pair.list": PAIRING,
+    "node.pair.approve": PAIRING,
+    "node.pair.reject": PAIRING,
+    "node.pair.remove": PAIRING,
+    "node.rename": PAIRING,
+    "device.pair.rename": PAIRING,
     "device.pair.list": PAIRING,
     "device.pair.approve": PAIRING,
     "device.pair.reject": PAIRING,

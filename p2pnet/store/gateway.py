@@ -20,7 +20,13 @@ from twisted.internet.defer import Deferred
 from p2pnet.errors import ConfigError
 from p2pnet.store.sqlite import Database
 
-__all__ = ["DeviceToken", "GatewayStore", "GatewayStoreInterface", "PairedDevice"]
+__all__ = [
+    "DeviceToken",
+    "GatewayStore",
+    "GatewayStoreInterface",
+    "PairedDevice",
+    "PairedNode",
+]
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS gateway_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -33,6 +39,12 @@ SCHEMA = (
     " role TEXT NOT NULL, token TEXT NOT NULL, scopes TEXT NOT NULL,"
     " created_ms INTEGER NOT NULL, rotated_ms INTEGER, revoked_ms INTEGER,"
     " PRIMARY KEY (device_id, role))",
+    "CREATE TABLE IF NOT EXISTS gateway_device_labels ("
+    " device_id TEXT PRIMARY KEY REFERENCES gateway_devices(device_id) ON DELETE CASCADE,"
+    " label TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS gateway_nodes ("
+    " node_id TEXT PRIMARY KEY, display_name TEXT NOT NULL, platform TEXT NOT NULL,"
+    " version TEXT NOT NULL, commands TEXT NOT NULL, approved_ms INTEGER NOT NULL)",
 )
 
 
@@ -66,6 +78,30 @@ class PairedDevice:
 
 
 @dataclass(frozen=True)
+class PairedNode:
+    """A node approved by node pairing (gateway.md §2.6): the commands it may be
+    invoked for, and the name operators gave it."""
+
+    nodeId: str
+    displayName: str
+    platform: str
+    version: str
+    commands: tuple[str, ...]
+    approvedAtMs: int
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON shape operators see in C{node.pair.list}."""
+        return {
+            "nodeId": self.nodeId,
+            "displayName": self.displayName,
+            "platform": self.platform,
+            "version": self.version,
+            "commands": list(self.commands),
+            "approvedAtMs": self.approvedAtMs,
+        }
+
+
+@dataclass(frozen=True)
 class DeviceToken:
     """The token of one (device, role)."""
 
@@ -76,6 +112,16 @@ class DeviceToken:
     createdAtMs: int
     rotatedAtMs: int | None = None
     revokedAtMs: int | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """What operators see of a token: everything but its value."""
+        return {
+            "role": self.role,
+            "scopes": list(self.scopes),
+            "createdAtMs": self.createdAtMs,
+            "rotatedAtMs": self.rotatedAtMs,
+            "revokedAtMs": self.revokedAtMs,
+        }
 
     @property
     def issuedAtMs(self) -> int:
@@ -98,6 +144,23 @@ class GatewayStoreInterface(Protocol):
     @property
     def tokens(self) -> Mapping[tuple[str, str], DeviceToken]:
         """Device tokens by C{(deviceId, role)}."""
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        """Operator labels of paired devices by device id."""
+
+    @property
+    def nodes(self) -> Mapping[str, PairedNode]:
+        """Nodes approved by node pairing, by node id."""
+
+    def saveLabel(self, deviceId: str, label: str) -> Deferred[None]:
+        """Give a paired device an operator label."""
+
+    def saveNode(self, node: PairedNode) -> Deferred[None]:
+        """Add or replace a node's pairing."""
+
+    def removeNode(self, nodeId: str) -> Deferred[None]:
+        """Forget a node's pairing."""
 
     def secret(self, name: str) -> str | None:
         """A stored gateway secret."""
@@ -129,6 +192,8 @@ class GatewayStore:
         self.db = Database(path, SCHEMA)
         self.devices: dict[str, PairedDevice] = {}
         self.tokens: dict[tuple[str, str], DeviceToken] = {}
+        self.labels: dict[str, str] = {}
+        self.nodes: dict[str, PairedNode] = {}
         self._secrets: dict[str, str] = {}
         self._closed = False
         try:
@@ -153,6 +218,13 @@ class GatewayStore:
         ):
             token = DeviceToken(row[0], row[1], row[2], tuple(json.loads(row[3])), *row[4:])
             self.tokens[(token.deviceId, token.role)] = token
+        self.labels = dict(cursor.execute("SELECT device_id, label FROM gateway_device_labels"))
+        for row in cursor.execute(
+            "SELECT node_id, display_name, platform, version, commands, approved_ms"
+            " FROM gateway_nodes"
+        ):
+            node = PairedNode(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])), row[5])
+            self.nodes[node.nodeId] = node
 
     def close(self) -> None:
         """Stop the database thread (once; later calls do nothing)."""
@@ -202,13 +274,41 @@ class GatewayStore:
         )
 
     def removeDevice(self, deviceId: str) -> Deferred[None]:
-        """Forget a device and its tokens."""
+        """Forget a device, its tokens, its label and its node pairing."""
         self.devices.pop(deviceId, None)
+        self.labels.pop(deviceId, None)
+        self.nodes.pop(deviceId, None)
         for key in [k for k in self.tokens if k[0] == deviceId]:
             del self.tokens[key]
+
+        def remove(cursor: sqlite3.Cursor) -> None:
+            cursor.execute("DELETE FROM gateway_devices WHERE device_id = ?", (deviceId,))
+            cursor.execute("DELETE FROM gateway_nodes WHERE node_id = ?", (deviceId,))
+
+        return self.db.runInteraction(remove)
+
+    def saveLabel(self, deviceId: str, label: str) -> Deferred[None]:
+        """Give a paired device an operator label (C{device.pair.rename})."""
+        self.labels[deviceId] = label
         return self.db.runOperation(
-            "DELETE FROM gateway_devices WHERE device_id = ?", (deviceId,)
+            "INSERT OR REPLACE INTO gateway_device_labels (device_id, label) VALUES (?, ?)",
+            (deviceId, label),
         )
+
+    def saveNode(self, node: PairedNode) -> Deferred[None]:
+        """Add or replace a node's pairing."""
+        self.nodes[node.nodeId] = node
+        return self.db.runOperation(
+            "INSERT OR REPLACE INTO gateway_nodes (node_id, display_name, platform, version,"
+            " commands, approved_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            (node.nodeId, node.displayName, node.platform, node.version,
+             json.dumps(list(node.commands)), node.approvedAtMs),
+        )
+
+    def removeNode(self, nodeId: str) -> Deferred[None]:
+        """Forget a node's pairing."""
+        self.nodes.pop(nodeId, None)
+        return self.db.runOperation("DELETE FROM gateway_nodes WHERE node_id = ?", (nodeId,))
 
     def saveToken(self, token: DeviceToken) -> Deferred[None]:
         """Add or replace the token of C{(token.deviceId, token.role)}."""
