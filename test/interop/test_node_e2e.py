@@ -15,7 +15,9 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from p2pnet.codecs.proto import message_pb2 as pb
+from p2pnet.node.hid import FileHidSink
 from p2pnet.node.identity import loadIdentity
+from p2pnet.node.input import InputController
 from p2pnet.node.service import NodeService
 from p2pnet.node.viewer import ConnectError, connectDirect, findAndConnect
 from p2pnet.services.relay import RelayService
@@ -61,11 +63,17 @@ class NodeEndToEndTests(TestCase):
         self.ports = self.rendezvous.boundPorts
 
     async def node(self, transport: str = "udp", directPort: int | None = None,
-                   alwaysUseRelay: bool = False) -> NodeService:
+                   alwaysUseRelay: bool = False, realInput: bool = False) -> NodeService:
         self.servers(alwaysUseRelay)
         self.identity = loadIdentity(self.dir, "123456789", "pa55word")
         self.feed = FakeFeed()
-        self.inputs = FakeInputs()
+        self.inputs: Any = FakeInputs()
+        if realInput:
+            self.keyboardPath = os.path.join(self.dir, "hidg0")
+            self.mousePath = os.path.join(self.dir, "hidg1")
+            self.inputs = InputController(
+                FileHidSink(self.keyboardPath), FileHidSink(self.mousePath),
+                lambda: (self.feed.width, self.feed.height))
         node = NodeService(reactor, self.identity, self.feed, self.inputs,
                            server=("127.0.0.1", self.ports["udp"]), transport=transport,
                            licenceKey=PUBLIC, tcpPort=self.ports["tcp"],
@@ -221,3 +229,36 @@ class NodeEndToEndTests(TestCase):
         kinds = [kind for _, kind, _ in self.inputs.events]
         self.assertEqual(kinds, ["key", "key", "mouse", "mouse", "mouse", "release"])
         self.assertEqual(node.viewers, {})
+
+    def reports(self, path: str, size: int) -> list[bytes]:
+        with open(path, "rb") as f:
+            data = f.read()
+        return [data[i:i + size] for i in range(0, len(data), size)]
+
+    async def test_inputBecomesExactReports(self) -> None:
+        """p2pnet connect --type and --click through the real process: the HID files
+        get exactly the boot keyboard and absolute mouse reports, and a key held when
+        the viewer leaves is released."""
+        node = await self.node(realInput=True)
+        out, err, code = await self.command("--password", "pa55word", "--duration", "0.2",
+                                            "--type", "Hi", "--click", "640,360")
+        self.assertEqual(code, 0, err.decode())
+        await until(lambda: node.viewers == {})
+        shiftH = bytes([0x02, 0, 0x0B, 0, 0, 0, 0, 0])
+        i = bytes([0, 0, 0x0C, 0, 0, 0, 0, 0])
+        none = bytes(8)
+        self.assertEqual(self.reports(self.keyboardPath, 8), [shiftH, none, i, none])
+        # 1280x720 display: x = round(640 * 32767 / 1279), y = round(360 * 32767 / 719).
+        x, y = 16396, 16406
+        at = bytes([x & 0xFF, x >> 8, y & 0xFF, y >> 8, 0])
+        self.assertEqual(self.reports(self.mousePath, 6),
+                         [b"\x00" + at, b"\x01" + at, b"\x00" + at])
+
+        # A viewer that leaves with a key down: the node lets go of it.
+        path, session = await self.connect()
+        session.send(pb.Message(key_event=pb.KeyEvent(down=True, chr=ord("a"))))
+        await until(lambda: len(self.reports(self.keyboardPath, 8)) == 5)
+        session.close()
+        await until(lambda: len(self.reports(self.keyboardPath, 8)) == 6)
+        self.assertEqual(self.reports(self.keyboardPath, 8)[4:],
+                         [bytes([0, 0, 0x04, 0, 0, 0, 0, 0]), none])
