@@ -110,13 +110,13 @@ def buildService(config: Config, reactor: IReactorCore | None = None) -> MultiSe
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
-        reactor = globalReactor  # type: ignore[assignment]
+        reactor = globalReactor
     config.check()
     setProcessGuard(ConnectionGuard(
         config.max_open_connections, config.max_pending_per_ip, config.pending_timeout,
         reactor,  # type: ignore[arg-type]
     ))
-    context = AppContext(config, reactor)  # type: ignore[arg-type]
+    context = AppContext(config, reactor)
     root = MultiService()
     wanted = set(config.services)
     if "turn" in wanted:

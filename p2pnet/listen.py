@@ -45,10 +45,10 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
-from twisted.logger import Logger, globalLogPublisher
+from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
-from zope.interface import directlyProvides, providedBy
+from zope.interface import directlyProvides, implementer, providedBy
 
 from p2pnet.addresses import sourceKey
 from p2pnet.errors import ConfigError
@@ -148,12 +148,15 @@ def listenTCP(reactor: IReactorSocket, factory: Factory, host: str, port: int, k
     sock = _bound(socket.SOCK_STREAM, host, port, key, proto)
     guarded = GuardedFactory(factory, guard or processGuard(), reactor, f"{proto} {port}")
     try:
-        listening = reactor.adoptStreamPort(sock.fileno(), sock.family, guarded)
+        listening = reactor.adoptStreamPort(
+            sock.fileno(), sock.family, guarded  # type: ignore[arg-type]
+        )
     finally:
         sock.close()
-    if hasattr(listening, "_logger"):  # a real tcp.Port: its accept loop's EMFILE lines
-        listening._logger = Logger(  # type: ignore[attr-defined]
-            namespace=listening._logger.namespace, observer=_acceptLogObserver
+    accepting: Any = listening
+    if hasattr(accepting, "_logger"):  # a real tcp.Port: its accept loop's EMFILE lines
+        accepting._logger = Logger(
+            namespace=accepting._logger.namespace, observer=_acceptLogObserver
         )
     return listening
 
@@ -192,6 +195,7 @@ def descriptorReserve(limit: int) -> int:
     return max(64, limit // 8)
 
 
+@implementer(ILogObserver)
 class _AcceptLogObserver:
     """Twisted's accept loop logs every EMFILE (and every socket its recovery closes):
     at most C{burst} such events a minute reach the log, and the count of the others is
@@ -331,6 +335,8 @@ class GuardedConnection(Protocol):
     @ivar source: the key its source address is counted under.
     @ivar pending: it has not finished its handshake yet.
     """
+
+    transport: Any
 
     def __init__(self, factory: GuardedFactory, wrapped: IProtocol, source: str,
                  pending: bool) -> None:
@@ -509,18 +515,24 @@ def listenSamePort(
     try:
         for host in hosts:
             bound.append(bind(host, port))
-            port = port or bound[0].getHost().port
+            port = port or _portOf(bound[0])
     except BaseException:
         closePorts(bound)
         raise
     return bound
 
 
+def _portOf(listening: IListeningPort) -> int:
+    """The port number a listener got (its address is an IPv4Address or IPv6Address)."""
+    address: Any = listening.getHost()
+    return int(address.port)
+
+
 def describePorts(ports: Iterable[IListeningPort]) -> str:
     """C{udp 0.0.0.0:21116, tcp [::]:21116} for a log line."""
     described = []
     for port in ports:
-        address = port.getHost()
+        address: Any = port.getHost()
         host = f"[{address.host}]" if ":" in address.host else address.host
         described.append(f"{address.type.lower()} {host}:{address.port}")
     return ", ".join(described)

@@ -142,7 +142,7 @@ class CommandLineService(MultiService):
                 reactor._exitSignal = None  # type: ignore[attr-defined]
             return result
 
-        return super().stopService().addCallback(clean)  # type: ignore[union-attr]
+        return super().stopService().addCallback(clean)
 
 
 def makeService(options: Options) -> MultiService:

@@ -21,7 +21,7 @@ __all__ = ["FakeDatagramTransport", "FakeListeningPort", "UDPMemoryReactor", "ad
 def address(kind: str, host: str, port: int) -> IPv4Address | IPv6Address:
     """A Twisted address object of the right family for C{host}."""
     cls = IPv6Address if ":" in host else IPv4Address
-    return cls(kind, host, port)
+    return cls(kind, host, port)  # type: ignore[arg-type]
 
 
 class FakeDatagramTransport:

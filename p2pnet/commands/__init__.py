@@ -160,7 +160,7 @@ async def guarded(
         if "interrupted" in reason:
             return fail(args, "interrupted", INTERRUPTED, err)
         if "deadline" in reason:
-            return _gaveUp(args, deadline, err)  # type: ignore[arg-type]
+            return _gaveUp(args, deadline, err)
         raise
     except TimeoutError as e:  # a step's own Deferred.addTimeout
         seconds = e.args[0] if e.args and isinstance(e.args[0], int | float) else deadline

@@ -233,7 +233,7 @@ async def _resolve(reactor: Any, host: str, port: int) -> tuple[str, int]:
     infos = await deferToThreadPool(
         reactor, reactor.getThreadPool(), socket.getaddrinfo, host, port, 0, socket.SOCK_DGRAM
     )
-    return infos[0][4][0], port
+    return str(infos[0][4][0]), port
 
 
 def _sourceAddress(server: tuple[str, int]) -> str:

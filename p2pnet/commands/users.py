@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         conn.close()
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add C{users add|del|list}."""
     parser = subparsers.add_parser("users", help="add, delete or list TURN users")
     sub = parser.add_subparsers(dest="users_command", required=True, metavar="ACTION")

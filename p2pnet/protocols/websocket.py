@@ -374,7 +374,7 @@ class WebSocketUpgrade(WebSocketResource):
             return b"WebSocket upgrade expected\n"
         protocol = self.factory.buildProtocol(request)
         accept = handshake.send(AcceptConnection())
-        connection = WebSocketConnection(protocol, self.maxMessage)
+        connection = WebSocketConnection(protocol, self.maxMessage)  # type: ignore[arg-type]
         request.channel._protocolUpgradeForWebsockets(connection)
         markEstablished(connection.transport)  # no longer pending at the listener
         connection.transport.write(accept)
@@ -412,7 +412,7 @@ class BoundedHTTPChannel(HTTPChannel):
         length = self.length  # None: chunked, so unbounded
         if length is None or length > min(self.maxBody, 65536):
             self.refused = True
-            self.transport.write(TOO_LARGE)
+            self.transport.write(TOO_LARGE)  # type: ignore[union-attr]
             self.loseConnection()
             return
         super().allHeadersReceived()
@@ -452,13 +452,13 @@ class WebSocketSite(Site):
         super().__init__(resource, timeout=timeout, reactor=reactor)
         self.displayTracebacks = False
 
-    def protocol(self) -> _GenericHTTPChannelProtocol:  # type: ignore[override]
+    def protocol(self) -> _GenericHTTPChannelProtocol:
         """A connection's protocol: twisted.web's, around a L{BoundedHTTPChannel}."""
         channel = BoundedHTTPChannel()
         channel.maxBody = self.maxBody
         return _GenericHTTPChannelProtocol(channel)
 
-    def log(self, request: Request) -> None:
+    def log(self, request: Any) -> None:
         """Not logged (scrapes of C{/metrics} would fill the log)."""
 
     def acceptableProtocols(self) -> list[bytes]:

@@ -63,7 +63,7 @@ class ListeningService(Service, ABC):
         """
         bound = listenSamePort(hosts, port, bind)
         self.ports += bound
-        self.boundPorts[kind] = bound[0].getHost().port
+        self.boundPorts[kind] = bound[0].getHost().port  # type: ignore[attr-defined]
         return self.boundPorts[kind]
 
     def privilegedStartService(self) -> None:
