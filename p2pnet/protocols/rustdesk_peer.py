@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
 
@@ -56,6 +56,8 @@ class PeerStream(TwistedProtocol):
     @param preamble: bytes written first (a relay leg's framed C{RequestRelay}).
     @ivar bytesIn: payload bytes received (for the viewer's bitrate).
     """
+
+    transport: Any  # a TCP transport (abortConnection, producer methods)
 
     def __init__(self, handler: PeerHandler, maxPayload: int = 64 * 1024,
                  preamble: bytes = b"") -> None:

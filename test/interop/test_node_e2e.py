@@ -41,6 +41,24 @@ async def until(check: Any, timeout: float = 10.0) -> None:
     raise AssertionError("condition not reached")
 
 
+def startServers(case: TestCase, directory: str, alwaysUseRelay: bool = False
+                 ) -> tuple[RendezvousService, RelayService]:
+    """p2pnet's rendezvous and relay on 127.0.0.1 (ephemeral ports), the server key of
+    rustdesk.md §9.4, the relay handed out by the server; stopped at cleanup."""
+    store = PeerStore(os.path.join(directory, "peers.sqlite3"))
+    relay = RelayService(reactor, key=PUBLIC, dataDir=directory, listen=("127.0.0.1",),
+                         port=0)
+    relay.startService()
+    case.addCleanup(relay.stopService)
+    relayAt = f"127.0.0.1:{relay.boundPorts['tcp']}"
+    rendezvous = RendezvousService(
+        reactor, store, loadServerKey(SECRET, directory), listen=("127.0.0.1",), port=0,
+        relayServers=(relayAt,), alwaysUseRelay=alwaysUseRelay, keepAlive=30)
+    rendezvous.startService()
+    case.addCleanup(rendezvous.stopService)
+    return rendezvous, relay
+
+
 class NodeEndToEndTests(TestCase):
     timeout = 60
 
@@ -49,17 +67,7 @@ class NodeEndToEndTests(TestCase):
         os.makedirs(self.dir)
 
     def servers(self, alwaysUseRelay: bool = False) -> None:
-        store = PeerStore(os.path.join(self.dir, "peers.sqlite3"))
-        self.relay = RelayService(reactor, key=PUBLIC, dataDir=self.dir,
-                                  listen=("127.0.0.1",), port=0)
-        self.relay.startService()
-        self.addCleanup(self.relay.stopService)
-        relayAt = f"127.0.0.1:{self.relay.boundPorts['tcp']}"
-        self.rendezvous = RendezvousService(
-            reactor, store, loadServerKey(SECRET, self.dir), listen=("127.0.0.1",), port=0,
-            relayServers=(relayAt,), alwaysUseRelay=alwaysUseRelay, keepAlive=30)
-        self.rendezvous.startService()
-        self.addCleanup(self.rendezvous.stopService)
+        self.rendezvous, self.relay = startServers(self, self.dir, alwaysUseRelay)
         self.ports = self.rendezvous.boundPorts
 
     async def node(self, transport: str = "udp", directPort: int | None = None,
