@@ -83,8 +83,26 @@ def _buildRelay(context: AppContext) -> IService:
 
 def _buildGateway(context: AppContext) -> IService:
     from p2pnet.services.gateway import GatewayService
+    from p2pnet.services.gateway_operator import OperatorListing
+    from p2pnet.services.relay import RelayService
+    from p2pnet.services.rendezvous import RendezvousService
 
-    return GatewayService.fromConfig(context)
+    gateway = GatewayService.fromConfig(context)
+    # The operator lists of the services built before the gateway (issue 14 item 5);
+    # the gateway imports none of them, it is handed their typed listing methods.
+    rendezvous = context.built.get("rendezvous")
+    if isinstance(rendezvous, RendezvousService):
+        gateway.provideListing(
+            "rendezvous.peers.list", OperatorListing(rendezvous, rendezvous.onlinePeers)
+        )
+    relay = context.built.get("relay")
+    if isinstance(relay, RelayService):
+        pairs = relay.pairs
+        gateway.provideListing(
+            "relay.pairs.list",
+            OperatorListing(relay, lambda offset, limit: pairs()[offset : offset + limit]),
+        )
+    return gateway
 
 
 #: Service name to a function making that service from the shared context.

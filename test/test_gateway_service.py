@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pnet.codecs.gateway_frames import CloseCode, Event, FrameError, Response, decodeFrame
 from p2pnet.services.gateway import GatewayService, GatewaySession
+from p2pnet.services.gateway_operator import OperatorListing
 from p2pnet.services.gateway_policy import AuthConfig
 from p2pnet.stats import Stats
 from test.gateway_helpers import Device, FakeSink, MemoryStore, connectParams, request
@@ -803,43 +804,55 @@ class BroadcastTests(Harness):
 
 
 class Sibling(Service):
-    def __init__(self) -> None:
+    """A sibling service with counters and a paged list of rows."""
+
+    def __init__(self, rows: int = 3) -> None:
         self.stats = Stats()
         self.stats.add("allocations", 3)
+        self.rows = [{"id": i} for i in range(rows)]
 
-    def listing(self, kind: str) -> list:
-        if kind != "allocations":
-            raise KeyError(kind)
-        return [{"id": 1}]
+    def page(self, offset: int, limit: int) -> list:
+        return self.rows[offset:offset + limit]
 
 
 class SiblingTests(Harness):
+    """Other services' lists through the gateway (handed in by the wiring)."""
+
     def setUp(self) -> None:
         super().setUp()
         self.root = MultiService()
         self.service.setName("gateway")
         self.service.setServiceParent(self.root)
+        self.turn = Sibling()
+        self.turn.setName("turn")
+        self.turn.setServiceParent(self.root)
+        self.service.provideListing("turn.allocations.list",
+                                    OperatorListing(self.turn, self.turn.page))
         self.session, self.sink, _ = self.connect(
             connectParams(scopes=["operator.admin"], clientId="cli", mode="cli", token=TOKEN),
             remote=LOCAL)
 
     def test_absent(self) -> None:
+        """The owner is not running: UNAVAILABLE, naming it."""
+        self.turn.stopService()
         error = self.call(self.session, self.sink, "turn.allocations.list").error
         self.assertEqual(error["code"], "UNAVAILABLE")
         self.assertEqual(error["details"], {"code": "SERVICE_NOT_RUNNING", "service": "turn"})
 
     def test_present(self) -> None:
-        turn = Sibling()
-        turn.setName("turn")
-        turn.setServiceParent(self.root)
-        turn.startService()
+        self.turn.startService()
         self.assertEqual(self.call(self.session, self.sink, "turn.allocations.list").payload,
-                         {"items": [{"id": 1}]})
-        self.assertEqual(self.call(self.session, self.sink, "turn.users.list").error["message"],
-                         "unknown listing kind")
+                         {"items": [{"id": 0}, {"id": 1}, {"id": 2}], "offset": 0,
+                          "limit": 100, "nextOffset": None})
+        page = self.call(self.session, self.sink, "turn.allocations.list",
+                         {"offset": 1, "limit": 1}).payload
+        self.assertEqual((page["items"], page["nextOffset"]), ([{"id": 1}], 2))
+        self.assertEqual(self.call(self.session, self.sink, "turn.allocations.list",
+                                   {"limit": 0}).error["code"], "INVALID_REQUEST")
+        # What the wiring did not hand in is not served.
         self.assertEqual(self.call(self.session, self.sink, "turn.users.add",
-                                   {"name": "a"}).error["details"]["code"],
-                         "SERVICE_UNSUPPORTED")
+                                   {"name": "a"}).error["message"],
+                         "unknown method: turn.users.add")
         status = self.call(self.session, self.sink, "status").payload
         self.assertEqual(status["services"]["turn"], {"running": True,
                                                       "stats": {"allocations": 3}})
@@ -847,23 +860,17 @@ class SiblingTests(Harness):
         health = self.call(self.session, self.sink, "health").payload
         self.assertEqual(health["services"], {"gateway": True, "turn": True})
 
-
     def test_advertisedOnlyWhenOffered(self) -> None:
-        """Issue 14 item 5: hello-ok lists a sibling method only while it works."""
+        """Issue 14 item 5: hello-ok lists another service's method only when the wiring
+        provided it."""
         params = connectParams(scopes=["operator.admin"], clientId="cli", mode="cli",
                                token=TOKEN)
         methods = self.connect(params, remote=LOCAL)[2].payload["features"]["methods"]
-        self.assertNotIn("turn.allocations.list", methods)
-        self.assertNotIn("relay.pairs.list", methods)
-        self.assertIn("device.pair.list", methods)
-        turn = Sibling()
-        turn.setName("turn")
-        turn.setServiceParent(self.root)
-        turn.startService()
-        methods = self.connect(params, remote=LOCAL)[2].payload["features"]["methods"]
         self.assertIn("turn.allocations.list", methods)
-        self.assertNotIn("turn.users.add", methods)
-        self.assertNotIn("rendezvous.peers.list", methods)
+        self.assertIn("device.pair.list", methods)
+        for method in ("turn.users.add", "turn.users.list", "relay.pairs.list",
+                       "rendezvous.peers.list"):
+            self.assertNotIn(method, methods)
 
 
 class DecodeIntegrationTests(SynchronousTestCase):

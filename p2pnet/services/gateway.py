@@ -15,10 +15,10 @@ The wire (HTTP, WebSocket, JSON text) is L{p2pnet.protocols.gateway_server}'s bu
 this service implements that module's C{GatewayBackend} and hands itself to
 C{listenGateway}; sessions write frames to its C{GatewayConnection}.
 
-Sibling services (found by name in the parent C{MultiService}) serve the gateway's
-read methods through L{GatewayDataSource}: C{listing(kind)} and C{manage(kind, action,
-params)}; C{status} and C{/metrics} read each sibling's C{stats}. Such a method is
-advertised in hello-ok only while a running sibling offers it.
+Other services' lists (C{rendezvous.peers.list}, C{relay.pairs.list}, ...) are handed
+in by the application wiring through L{provideListing}
+(L{p2pnet.services.gateway_operator}); C{status}, C{health} and C{/metrics} read each
+sibling's C{running} and C{stats} from the parent C{MultiService}.
 """
 
 from __future__ import annotations
@@ -28,13 +28,12 @@ import os
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.application.service import IServiceCollection
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.python.failure import Failure
 
 from p2pnet._version import __version__
 from p2pnet.codecs.device_auth import b64urlEncode
@@ -43,7 +42,6 @@ from p2pnet.codecs.gateway_frames import (
     MAX_PAYLOAD,
     MAX_PREAUTH_PAYLOAD,
     CloseCode,
-    ErrorCode,
     Event,
     Request,
     encodeFrame,
@@ -55,9 +53,10 @@ from p2pnet.protocols.gateway_server import (
 )
 from p2pnet.ratelog import RateLimitedLog
 from p2pnet.services.gateway_handshake import Connect, GatewaySession, Handshake, Reject
-from p2pnet.services.gateway_methods import GatewayMethods, RequestContext, nodeIdOf
+from p2pnet.services.gateway_methods import GatewayMethods, nodeIdOf
 from p2pnet.services.gateway_node_pairing import NodePairing
 from p2pnet.services.gateway_nodes import NodeRegistry
+from p2pnet.services.gateway_operator import OperatorListing, listingHandler
 from p2pnet.services.gateway_pairing import DevicePairing, MethodError
 from p2pnet.services.gateway_policy import (
     ADMIN,
@@ -81,7 +80,6 @@ __all__ = [
     "METHODS",
     "ConnectionInfo",
     "FrameSink",
-    "GatewayDataSource",
     "GatewayService",
     "GatewaySession",
     "MethodError",
@@ -95,19 +93,6 @@ TICK_INTERVAL = 30.0
 #: Seconds over which disconnects are gathered into one C{presence} broadcast (each
 #: broadcast carries the whole list to every client, so churn must not multiply it).
 PRESENCE_COALESCE = 1.0
-
-#: Sibling read methods: gateway method -> (service name, listing kind).
-LISTINGS = {
-    "turn.allocations.list": ("turn", "allocations"),
-    "turn.users.list": ("turn", "users"),
-    "rendezvous.peers.list": ("rendezvous", "peers"),
-    "relay.pairs.list": ("relay", "pairs"),
-}
-#: Sibling write methods: gateway method -> (service name, kind, action).
-MANAGERS = {
-    "turn.users.add": ("turn", "users", "add"),
-    "turn.users.remove": ("turn", "users", "remove"),
-}
 
 #: Events this gateway sends, in C{hello-ok.features.events}.
 EVENTS = (
@@ -123,22 +108,6 @@ EVENTS = (
     "node.pair.resolved",
 )
 
-
-class GatewayDataSource(Protocol):
-    """What a sibling service offers the gateway (all optional but C{stats}).
-
-    C{listing("allocations")} on the C{turn} service answers C{turn.allocations.list};
-    C{manage("users", "add", params)} answers C{turn.users.add}. Either may return a
-    value or a Deferred; C{KeyError} means an unknown kind, C{ValueError} bad params.
-    """
-
-    stats: Stats
-
-    def listing(self, kind: str) -> list[dict[str, Any]] | Deferred[list[dict[str, Any]]]:
-        """The rows of C{kind}, JSON-ready."""
-
-    def manage(self, kind: str, action: str, params: Mapping[str, Any]) -> Any:
-        """Change C{kind} (e.g. add a TURN user); the result is JSON-ready."""
 
 #: Methods every gateway serves, in C{hello-ok.features.methods}.
 METHODS = (
@@ -227,10 +196,6 @@ class GatewayService(ListeningService):
         self.methods = GatewayMethods(self)
         for method, handler in self.nodePairing.handlers().items():
             self.methods.register(method, handler)
-        for method, (name, kind) in LISTINGS.items():
-            self.methods.register(method, _listingHandler(name, kind))
-        for method, (name, kind, action) in MANAGERS.items():
-            self.methods.register(method, _manageHandler(name, kind, action))
         self.stats.gauge("connections_open", lambda: len(self.sessions))
         self.stats.gauge("clients_connected", lambda: len(self.clients))
         self.stats.gauge("nodes_connected", lambda: len(self.nodes.connected))
@@ -498,20 +463,14 @@ class GatewayService(ListeningService):
         session.commands = tuple(c for c in session.params.commands or () if c in approved)
 
     def advertisedMethods(self) -> tuple[str, ...]:
-        """The methods in hello-ok: every served one, the sibling ones only while a
-        running sibling offers them."""
-        siblings = self.siblings()
+        """The methods in hello-ok: every one served (the other services' lists only
+        when the wiring provided them, L{provideListing})."""
+        return self.methods.names
 
-        def offered(name: str, capability: str) -> bool:
-            service = siblings.get(name)
-            return bool(service is not None and service.running
-                        and callable(getattr(service, capability, None)))
-
-        return tuple(
-            method for method in self.methods.names
-            if (method not in LISTINGS or offered(LISTINGS[method][0], "listing"))
-            and (method not in MANAGERS or offered(MANAGERS[method][0], "manage"))
-        )
+    def provideListing(self, method: str, listing: OperatorListing) -> None:
+        """Serve C{method} (e.g. C{rendezvous.peers.list}) from a sibling's paged list;
+        called by the application wiring, which knows the sibling services."""
+        self.methods.register(method, listingHandler(listing))
 
     def _presenceEntry(self, session: GatewaySession) -> dict[str, Any]:
         assert session.params is not None
@@ -601,53 +560,6 @@ class GatewayService(ListeningService):
             "authMode": self.auth.mode,
             "services": services,
         }
-
-
-def _sibling(context: RequestContext, name: str, capability: str) -> Callable[..., Any]:
-    gateway = context.gateway
-    assert isinstance(gateway, GatewayService)
-    service = gateway.siblings().get(name)
-    if service is None or not service.running:
-        raise MethodError(
-            ErrorCode.UNAVAILABLE,
-            f"service not running: {name}",
-            {"code": "SERVICE_NOT_RUNNING", "service": name},
-        )
-    method = getattr(service, capability, None)
-    if method is None:
-        raise MethodError(
-            ErrorCode.UNAVAILABLE,
-            f"service {name} does not offer {capability}",
-            {"code": "SERVICE_UNSUPPORTED", "service": name},
-        )
-    return method  # type: ignore[no-any-return]
-
-
-def _listingHandler(name: str, kind: str) -> Callable[[RequestContext], Any]:
-    def handler(context: RequestContext) -> Deferred[Any]:
-        listing = _sibling(context, name, "listing")
-        result = maybeDeferred(listing, kind)
-        return result.addCallbacks(lambda rows: {"items": rows}, _siblingError)
-
-    return handler
-
-
-def _manageHandler(name: str, kind: str, action: str) -> Callable[[RequestContext], Any]:
-    def handler(context: RequestContext) -> Deferred[Any]:
-        if not isinstance(context.params, dict):
-            raise MethodError(ErrorCode.INVALID_REQUEST, "params must be an object")
-        manage = _sibling(context, name, "manage")
-        return maybeDeferred(manage, kind, action, context.params).addErrback(_siblingError)
-
-    return handler
-
-
-def _siblingError(failure: Failure) -> Any:
-    if failure.check(KeyError):
-        raise MethodError(ErrorCode.INVALID_REQUEST, "unknown listing kind")
-    if failure.check(ValueError):
-        raise MethodError(ErrorCode.INVALID_REQUEST, str(failure.value))
-    return failure
 
 
 def _label(text: str) -> str:
