@@ -361,10 +361,11 @@ class GatewayClientProtocol:
         self.connected.callback(self)
 
     def _refused(self, failure: Failure) -> None:
-        if failure.check(GatewayError):
-            self.lastError = failure.value
+        error = failure.value
+        if isinstance(error, GatewayError):
+            self.lastError = error
             identity = self.options.identity
-            if identity is not None and self.lastError.detailCode == "AUTH_DEVICE_TOKEN_MISMATCH":
+            if identity is not None and error.detailCode == "AUTH_DEVICE_TOKEN_MISMATCH":
                 identity.setToken(self.options.role, None)
 
     def _armWatchdog(self) -> None:
@@ -589,7 +590,7 @@ class GatewayClient:
         self._schedule()
 
     def _failed(self, failure: Failure, made: list[GatewayClientProtocol]) -> None:
-        error = failure.value if failure.check(GatewayError) else None
+        error = failure.value if isinstance(failure.value, GatewayError) else None
         if error is not None and error.detailCode in STOP_RECONNECT_CODES:
             self.log.warn(
                 "Gateway refused the connection ({code}: {message}); not reconnecting",

@@ -205,7 +205,7 @@ class GatewayMethods:
                 context.respond(payload)
 
         def failed(failure: Failure) -> None:
-            if failure.check(MethodError):
+            if isinstance(failure.value, MethodError):
                 context.respond(error=failure.value.error)
                 return
             self.log.failure("Gateway method {method} failed", failure, method=request.method)
