@@ -35,7 +35,7 @@ from twisted.trial import unittest
 
 from p2pnet.app import buildService
 from p2pnet.config import Config
-from test.test_interop_stun import runClient, showRun
+from test.interop.test_stun_clients import runClient, showRun
 
 AIOICE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "interop",
                              "aioice_turn.py")

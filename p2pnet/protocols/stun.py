@@ -1,10 +1,14 @@
-# -*- test-case-name: test.test_protocols_stun -*-
+# -*- test-case-name: test.unit.test_protocols_stun -*-
 """STUN server transports: one UDP socket, and one TCP/TLS connection.
 
 Thin by design: they frame, decode with L{p2pnet.codecs.stun}, and hand the message to
 a L{StunHandler} (the service) together with themselves as the way back. They hold no
 policy. No exception escapes: a handler failure is reported to the handler's
 C{internalError} and the transport carries on.
+
+Services answer with L{Reply} objects; L{StunResponder} is the one place an answer is
+finished (SOFTWARE, MESSAGE-INTEGRITY or MESSAGE-INTEGRITY-SHA256 with the key the
+request was checked with, FINGERPRINT) and sent through its link.
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from p2pnet.codecs.stun import CHANNEL_MAX, Message, StreamDecoder, StunDecodeError, decode
+from p2pnet.codecs.channeldata import CHANNEL_DATA, STUN, classify
+from p2pnet.codecs.stun import (
+    Attr,
+    Message,
+    StreamDecoder,
+    StunClass,
+    StunDecodeError,
+    decode,
+)
 
 __all__ = [
     "StunDatagramProtocol",
@@ -73,19 +85,77 @@ class StunLink(TypingProtocol):
 
 def _dispatch(handler: StunHandler, link: StunLink, data: bytes,
               source: tuple[str, int]) -> None:
-    first = data[0] if data else 0xFF
-    if first < 0x40:
+    kind = classify(data, handler.channelMax)
+    if kind == STUN:
         try:
             message = decode(data)
         except StunDecodeError as e:
             handler.malformed(data, e, link, source)
             return
         handler.messageReceived(message, link, source)
-    elif first < 0x50 or (first < 0x80 and handler.channelMax > CHANNEL_MAX):
-        # ChannelData: channel numbers 0x4000-0x4FFF, or up to 0x7FFE (RFC 5766)
+    elif kind == CHANNEL_DATA:
         handler.channelDataReceived(data, link, source)
     else:
         handler.garbage(data, link, source)
+
+
+class Reply:
+    """An answer a service hands back: the message and how to sign and route it.
+
+    @ivar message: the response (built with C{request.reply()}/C{errorReply()}).
+    @ivar key: the long-term key the request was authenticated with, or C{None}.
+    @ivar sha256: sign with MESSAGE-INTEGRITY-SHA256 (the request used it).
+    @ivar link: the link to send from (RFC 5780 CHANGE-REQUEST), or C{None}: the one
+        the request came on.
+    @ivar destination: where to send (RFC 5780 RESPONSE-PORT), or C{None}: the source.
+    """
+
+    __slots__ = ("message", "key", "sha256", "link", "destination")
+
+    def __init__(self, message: Message, key: bytes | None = None, sha256: bool = False,
+                 link: StunLink | None = None,
+                 destination: tuple[str, int] | None = None) -> None:
+        self.message = message
+        self.key = key
+        self.sha256 = sha256
+        self.link = link
+        self.destination = destination
+
+
+class StunResponder:
+    """Finishes and sends every STUN/TURN answer; nothing else encodes one.
+
+    - RFC 3489 classic answers: as built (no attribute of RFC 5389 added).
+    - Error answers without a key (to unauthenticated requests): as small as the RFCs
+      allow: no SOFTWARE, FINGERPRINT only when the request had one (RFC 8489 §14.7).
+    - Everything else: SOFTWARE when configured, MESSAGE-INTEGRITY (or -SHA256) with
+      the key (RFC 8489 §9.2.4: "the server MUST ... include a MESSAGE-INTEGRITY ...
+      using the same password"), FINGERPRINT last.
+
+    @ivar software: the SOFTWARE value, or empty.
+    """
+
+    def __init__(self, software: bytes = b"") -> None:
+        self.software = software
+
+    def encode(self, reply: Message, request: Message, key: bytes | None = None,
+               sha256: bool = False) -> bytes:
+        """The bytes of C{reply} to C{request}, finished as the class says."""
+        if reply.classic:
+            return reply.encode()
+        if key is None and reply.cls == StunClass.ERROR:
+            return reply.encode(fingerprint=request.get(Attr.FINGERPRINT) is not None)
+        if self.software:
+            reply.add(Attr.SOFTWARE, self.software)
+        return reply.encode(key, sha256=sha256, fingerprint=True)
+
+    def send(self, link: StunLink, destination: tuple[str, int], reply: Message,
+             request: Message, key: bytes | None = None, sha256: bool = False) -> bytes:
+        """Finish C{reply} (L{encode}) and send it on C{link}; return the bytes sent
+        (TURN keeps an Allocate's answer to repeat it to a retransmission)."""
+        data = self.encode(reply, request, key, sha256)
+        link.send(data, destination)
+        return data
 
 
 #: Bytes one UDP socket reads per reactor turn (Twisted's default is 256 KiB, which for

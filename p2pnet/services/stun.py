@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_services_stun -*-
+# -*- test-case-name: test.unit.test_services_stun,test.interop.test_stun_limits -*-
 """The STUN service: Binding over UDP, TCP and TLS (RFC 8489/5389), RFC 3489 classic
 clients, and RFC 5780 NAT behaviour discovery with a second address and port.
 
@@ -29,43 +29,37 @@ from p2pnet.addresses import family as addressFamily
 from p2pnet.addresses import sourceKey, unmapped
 from p2pnet.codecs.stun import (
     CHANNEL_MAX,
-    HEADER_LENGTH,
-    MAGIC_COOKIE_BYTES,
+    KNOWN_ATTRIBUTES,
     Attr,
     Message,
     Method,
     StunClass,
     StunDecodeError,
-    decodeChangeRequest,
-    decodeResponsePort,
+    checkRequest,
     encodeAddress,
-    encodeUnknownAttributes,
-    isComprehensionRequired,
 )
 from p2pnet.listen import bindAddresses, listenTCP, listenUDP
 from p2pnet.protocols.stun import (
     AdmittingTLSFactory,
+    Reply,
     StunDatagramProtocol,
     StunLink,
+    StunResponder,
     StunStreamFactory,
 )
 from p2pnet.ratelimit import SourceBudgets
 from p2pnet.ratelog import RateLimitedLog
-from p2pnet.services.auth import AuthResult, Credentials, LongTermAuth, StaticUsers
+from p2pnet.services.auth import Credentials, LongTermAuth, StaticUsers
 from p2pnet.services.listening import ListeningService
 from p2pnet.stats import Stats
 
-__all__ = ["StunService"]
+__all__ = ["KNOWN_ATTRIBUTES", "MethodHandler", "StunService"]
 
-#: Every attribute type this server understands; any other comprehension-required type
-#: in a request gets 420 (RFC 8489 section 6.3.1).
-KNOWN_ATTRIBUTES = frozenset(int(a) for a in Attr)
-
-_INTEGRITY = frozenset((Attr.MESSAGE_INTEGRITY, Attr.MESSAGE_INTEGRITY_SHA256))
 _RFC5780 = frozenset((Attr.CHANGE_REQUEST, Attr.RESPONSE_PORT, Attr.PADDING))
 
-#: A method handler registered by a sibling service (TURN): it answers through the link.
-MethodHandler = Callable[[Message, StunLink, tuple[str, int]], None]
+#: A method handler (the Binding method, TURN's methods): the L{Reply} to send, or
+#: C{None} when there is none or the handler sent its own.
+MethodHandler = Callable[[Message, StunLink, tuple[str, int]], Reply | None]
 ChannelDataHandler = Callable[[bytes, StunLink, tuple[str, int]], None]
 #: Told when a TCP/TLS connection closes (TURN ends the allocation it carried).
 StreamClosedHandler = Callable[[StunLink], None]
@@ -147,6 +141,8 @@ class StunService(ListeningService):
         self.alternates = {addressFamily(a): a for a in altListen}
         self.altPort = altPort
         self.software = software.encode()
+        #: The one place answers are finished and sent (TURN sends through it too).
+        self.responder = StunResponder(self.software)
         self.credentials = credentials
         self.secureStun = secureStun
         self.auth = LongTermAuth(realm, credentials or StaticUsers({}), reactor,
@@ -307,29 +303,61 @@ class StunService(ListeningService):
     # -- input (StunHandler) --------------------------------------------------------------
 
     def messageReceived(self, message: Message, link: StunLink, source: tuple[str, int]) -> None:
-        """Dispatch a decoded message by method; requests of unknown methods get 400.
+        """Dispatch a decoded message by method and send the L{Reply} its handler returns.
 
         A request without MESSAGE-INTEGRITY first spends from its source's request
         budget; one of a method that cannot be answered without authentication (every
         TURN method) also from the error budget, since its answer can only be an error.
-        Over budget it is dropped, unanswered, and counted.
+        Over budget it is dropped, unanswered, and counted. Then L{checkRequest} judges
+        every request's attributes (420, 400) in one place; requests of unknown methods
+        get 400.
         """
         handler = self.methods.get(message.method)
-        if message.cls == StunClass.REQUEST and not message.hasIntegrity():
-            if not self._withinBudget(message.method != Method.BINDING and handler is not None,
-                                      source):
-                return
-        if handler is not None:
-            handler(message, link, source)
-            return
+        charged = False
         if message.cls == StunClass.REQUEST:
-            self._error(link, source, message, 400)
-        else:
-            self.stats.add("stun.dropped.unknown_method")
+            attributes = message.attributes
+            if not attributes or not message.hasIntegrity():
+                charged = message.method != Method.BINDING and handler is not None
+                if not self._withinBudget(charged, source):
+                    return
+            if attributes:
+                refusal = checkRequest(message)
+                if refusal is not None:
+                    self.respond(Reply(refusal), message, link, source, charged)
+                    return
+        if handler is None:
+            if message.cls == StunClass.REQUEST:
+                self.respond(Reply(message.errorReply(400, "Unknown method")), message,
+                             link, source, charged)
+            else:
+                self.stats.add("stun.dropped.unknown_method")
+            return
+        reply = handler(message, link, source)
+        if reply is not None:
+            self.respond(reply, message, link, source, charged)
+
+    def respond(self, reply: Reply, request: Message, link: StunLink,
+                source: tuple[str, int], charged: bool = False) -> bytes | None:
+        """Send C{reply} to C{request} through the one L{StunResponder}; an error answer to
+        an unauthenticated request first spends from the source's error budget (unless
+        C{charged} already) and is dropped past it. Return the bytes sent, or C{None}."""
+        message = reply.message
+        if message.cls == StunClass.ERROR:
+            code = message.errorCode
+            if reply.key is None and code != 300 and not charged:
+                # 300 Try Alternate is a redirecting server's normal answer, not what
+                # the error budget is for.
+                if not self._errorWithinBudget(_sourceKey(source[0]), self.clock.seconds()):
+                    return None
+            self.stats.add(f"stun.errors.{code}")
+        return self.responder.send(reply.link or link, reply.destination or source, message,
+                                   request, reply.key, reply.sha256)
 
     def _withinBudget(self, errorOnly: bool, source: tuple[str, int]) -> bool:
         """Spend one unauthenticated request (and one error answer when C{errorOnly})
         from C{source}'s budgets; C{False}, counted and logged (bounded), when spent."""
+        if self.requestBudgets is None and (not errorOnly or self.errorBudgets is None):
+            return True
         key = _sourceKey(source[0])
         now = self.clock.seconds()
         if self.requestBudgets is not None and not self.requestBudgets.allow(key, now):
@@ -360,19 +388,15 @@ class StunService(ListeningService):
 
     def malformed(self, data: bytes, error: StunDecodeError, link: StunLink,
                   source: tuple[str, int]) -> None:
-        """A request whose header is sound gets 400; anything else is dropped. Both counted."""
+        """A request whose header the codec could salvage gets 400 (within the error
+        budget); anything else is dropped. Both counted."""
         self.stats.add("stun.malformed")
         self.badInputLog.warn(
             "malformed", "malformed STUN message from {source}: {error}",
             source=source, error=str(error),
         )
-        if len(data) < HEADER_LENGTH or (data[0] & 0x01) or (data[1] & 0x10):
-            return  # not a request (class bits C1, C0 are 0 only for requests)
-        if data[4:8] != MAGIC_COOKIE_BYTES or "FINGERPRINT" in str(error):
-            return  # an RFC 3489 header or a failed fingerprint is no proof it is STUN
-        method = (data[1] & 0x0F) | ((data[1] & 0xE0) >> 1) | ((data[0] & 0x3E) << 6)
-        request = Message(method, StunClass.REQUEST, data[8:20])
-        self._error(link, source, request, 400)
+        if error.request is not None:
+            self.respond(Reply(error.request.errorReply(400)), error.request, link, source)
 
     def garbage(self, data: bytes, link: StunLink, source: tuple[str, int]) -> None:
         """Bytes that are not STUN: never answered, counted and logged at a bounded rate."""
@@ -397,18 +421,6 @@ class StunService(ListeningService):
 
     # -- the Binding method ---------------------------------------------------------------
 
-    def _send(self, link: StunLink, destination: tuple[str, int], reply: Message,
-              auth: AuthResult | None) -> None:
-        if reply.classic:
-            data = reply.encode()
-        else:
-            if self.software:
-                reply.add(Attr.SOFTWARE, self.software)
-            key = auth.key if auth is not None else None
-            sha256 = auth.sha256 if auth is not None else False
-            data = reply.encode(key, sha256=sha256, fingerprint=True)
-        link.send(data, destination)
-
     def _otherLink(self, link: StunLink, family: int, changeIp: bool,
                    changePort: bool) -> StunLink | None:
         if link.kind != "udp" or family not in self.rfc5780:
@@ -424,79 +436,63 @@ class StunService(ListeningService):
             ports = self.rfc5780Tcp[family]
         return addresses[1 - link.addressIndex], ports[1 - link.portIndex]
 
-    def binding(self, request: Message, link: StunLink, source: tuple[str, int]) -> None:
-        """Answer a Binding request (RFC 8489 section 6.3, RFC 5780 section 6.1, RFC 3489
-        section 9.2). Binding indications are keep-alives: counted, never answered."""
+    def binding(self, request: Message, link: StunLink, source: tuple[str, int]
+                ) -> Reply | None:
+        """Answer a Binding request (RFC 8489 §6.3, RFC 5780 §6.1, RFC 3489 §9.2) whose
+        attributes L{checkRequest} has passed. Binding indications are keep-alives:
+        counted, never answered."""
         if request.cls == StunClass.INDICATION:
             self.stats.add("stun.indications")
-            return
+            return None
         if request.cls != StunClass.REQUEST:
             self.stats.add("stun.dropped.responses")
-            return
+            return None
         self.stats.add("stun.binding.requests")
         host = unmapped(source[0])
         family = addressFamily(host)
+        attributes = request.attributes
 
-        # RFC 8489 6.3.1: "If the request contains one or more unknown comprehension-
-        # required attributes, the server replies with an error response with an error
-        # code of 420 (Unknown Attribute) and includes an UNKNOWN-ATTRIBUTES attribute".
-        present = {t for t, _ in request.attributes}
-        unknown = [t for t in present if t not in KNOWN_ATTRIBUTES and isComprehensionRequired(t)]
-        if unknown:
-            self._error(link, source, request, 420, extra=(
-                (Attr.UNKNOWN_ATTRIBUTES, encodeUnknownAttributes(unknown)),))
-            return
-
-        # RFC 8489 9.2.4: long-term credentials, when the server has users. Requests
+        # RFC 8489 §9.2.4: long-term credentials, when the server has users. Requests
         # that carry no integrity are answered plainly unless secure-stun is on.
-        auth: AuthResult | None = None
-        if not request.classic and self.credentials is not None and (
-            self.secureStun or not present.isdisjoint(_INTEGRITY)
-        ):
+        key: bytes | None = None
+        sha256 = False
+        if self.credentials is not None and not request.classic and (
+                self.secureStun or request.hasIntegrity()):
             auth = self.auth.check(request, host)
             if auth.error is not None:
-                self._sendError(link, source, request, auth.error)
-                return
+                return Reply(auth.error)
+            key, sha256 = auth.key, auth.sha256
 
-        # RFC 8489 10: ALTERNATE-SERVER. "the server ... responds with an error response
-        # with an error code of 300 (Try Alternate) ... [with] an ALTERNATE-SERVER".
+        # RFC 8489 §10: ALTERNATE-SERVER. "the server ... responds with an error
+        # response with an error code of 300 (Try Alternate) ... [with] an
+        # ALTERNATE-SERVER".
         alternate = self.alternateServers.get(family)
         if alternate is not None and not request.classic:
-            self._error(link, source, request, 300, auth, (
-                (Attr.ALTERNATE_SERVER, encodeAddress(*alternate)),))
-            return
+            return Reply(request.errorReply(300).set(Attr.ALTERNATE_SERVER, alternate),
+                         key, sha256)
 
-        # RFC 5780 6.1: CHANGE-REQUEST, RESPONSE-PORT and PADDING are UDP-only; a server
+        # RFC 5780 §6.1: CHANGE-REQUEST, RESPONSE-PORT and PADDING are UDP-only; a server
         # without a second address cannot honour a change and says 420.
-        changeIp = changePort = False
+        out: StunLink | None = link
         responsePort: int | None = None
         padding: bytes | None = None
-        out: StunLink | None = link
-        if not present.isdisjoint(_RFC5780):
-            padding = request.get(Attr.PADDING)
-            try:
-                change = request.get(Attr.CHANGE_REQUEST)
-                if change is not None:
-                    changeIp, changePort = decodeChangeRequest(change)
-                rp = request.get(Attr.RESPONSE_PORT)
-                if rp is not None:
-                    responsePort = decodeResponsePort(rp)
-            except StunDecodeError:
-                self._error(link, source, request, 400, auth)
-                return
-            if link.kind != "udp" and (changeIp or changePort or rp is not None
+        if attributes and any(t in _RFC5780 for t, _ in attributes):
+            changeIp, changePort = request.value(Attr.CHANGE_REQUEST, (False, False))
+            responsePort = request.value(Attr.RESPONSE_PORT)
+            padding = request.value(Attr.PADDING)
+            if link.kind != "udp" and (changeIp or changePort or responsePort is not None
                                        or padding is not None):
-                self._error(link, source, request, 400, auth)
-                return
+                return Reply(request.errorReply(400), key, sha256)
             out = self._otherLink(link, family, changeIp, changePort)
-        if out is None:
-            self._error(link, source, request, 420, auth, (
-                (Attr.UNKNOWN_ATTRIBUTES, encodeUnknownAttributes([Attr.CHANGE_REQUEST])),))
-            return
+            if out is None:
+                reply = request.errorReply(420).set(Attr.UNKNOWN_ATTRIBUTES,
+                                                    [Attr.CHANGE_REQUEST])
+                return Reply(reply, key, sha256)
+        assert out is not None
 
         reply = request.reply()
         if request.classic:
-            # RFC 3489 11.2: MAPPED-ADDRESS, SOURCE-ADDRESS and CHANGED-ADDRESS.
+            # RFC 3489 §11.2: MAPPED-ADDRESS, SOURCE-ADDRESS and CHANGED-ADDRESS.
             reply.add(Attr.MAPPED_ADDRESS, encodeAddress(host, source[1]))
             if family in self.rfc5780 and link.kind == "udp":
                 reply.add(Attr.SOURCE_ADDRESS, encodeAddress(*out.local))
@@ -504,50 +500,16 @@ class StunService(ListeningService):
         else:
             reply.add(Attr.XOR_MAPPED_ADDRESS, request.xorMapped(host, source[1]))
             if family in self.rfc5780:
-                # RFC 5780 4.2 compares MAPPED-ADDRESS with XOR-MAPPED-ADDRESS to detect
-                # an ALG; 7.3, 7.4: where the response comes from, and the address and
+                # RFC 5780 §4.2 compares MAPPED-ADDRESS with XOR-MAPPED-ADDRESS to detect
+                # an ALG; §7.3, §7.4: where the response comes from, and the address and
                 # port that differ in both from where the request arrived.
                 reply.add(Attr.MAPPED_ADDRESS, encodeAddress(host, source[1]))
                 reply.add(Attr.RESPONSE_ORIGIN, encodeAddress(*out.local))
                 if link.kind != "tls":  # there is no second TLS port to name
                     reply.add(Attr.OTHER_ADDRESS, encodeAddress(*self._other(family, link)))
             if padding is not None:
-                # RFC 5780 7.6: the response is padded like the request was.
+                # RFC 5780 §7.6: the response is padded like the request was.
                 reply.add(Attr.PADDING, bytes(len(padding)))
-        destination = (source[0], responsePort) if responsePort else source
         self.stats.add("stun.binding.success")
-        self._send(out, destination, reply, auth)
-
-    def _error(self, link: StunLink, source: tuple[str, int], request: Message, code: int,
-               auth: AuthResult | None = None,
-               extra: Iterable[tuple[int, bytes]] = ()) -> None:
-        reply = request.errorReply(code)
-        for attrType, value in extra:
-            reply.add(attrType, value)
-        if code == 300 or (auth is not None and auth.key is not None):
-            # 300 Try Alternate is the normal answer of a redirecting server, and an
-            # authenticated error is signed: neither is what the error budget is for.
-            self._count(reply)
-            self._send(link, source, reply, auth)
-        else:
-            self._sendError(link, source, request, reply)
-
-    def _sendError(self, link: StunLink, source: tuple[str, int], request: Message,
-                   reply: Message) -> None:
-        """Send an error answer to an unauthenticated request, within the source's error
-        budget, and no larger than it must be: no SOFTWARE, and FINGERPRINT only when the
-        request carried one (RFC 8489 §14.7 makes both optional)."""
-        if not self._errorWithinBudget(_sourceKey(source[0]), self.clock.seconds()):
-            return
-        self._count(reply)
-        if reply.classic:
-            data = reply.encode()
-        else:
-            fingerprint = request.get(Attr.FINGERPRINT) is not None
-            data = reply.encode(fingerprint=fingerprint)
-        link.send(data, source)
-
-    def _count(self, reply: Message) -> None:
-        code = reply.get(Attr.ERROR_CODE)
-        if code is not None:
-            self.stats.add(f"stun.errors.{(code[2] & 7) * 100 + code[3]}")
+        return Reply(reply, key, sha256, out,
+                     (source[0], responsePort) if responsePort else None)

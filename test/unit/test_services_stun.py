@@ -1,8 +1,10 @@
-"""Tests for L{p2pnet.services.stun}: the Binding method, RFC 3489, RFC 5780, auth, limits."""
+"""Tests for L{p2pnet.services.stun}: the Binding method, RFC 3489, RFC 5780, auth, limits.
+
+In memory: a L{UDPMemoryReactor}, C{StringTransport}s and its clock; binding real sockets
+is in C{test/interop/test_stun_listen.py}."""
 
 from __future__ import annotations
 
-import socket
 import struct
 
 from twisted.internet.address import IPv4Address
@@ -11,7 +13,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pnet.codecs import stun
 from p2pnet.codecs.stun import Attr, Message, Method, StunClass, decode, userhash
-from p2pnet.errors import ConfigError
 from p2pnet.services.auth import PASSWORD_ALGORITHMS, StaticUsers
 from p2pnet.services.stun import StunService
 from p2pnet.testing import UDPMemoryReactor
@@ -628,22 +629,3 @@ class StreamTests(ServiceMixin, SynchronousTestCase):
         self.assertIsNotNone(self.connect()[0])
         self.assertEqual(self.service.stats.counters["stun.connections.refused"], 2)
         self.assertEqual(self.service.stats.snapshot()["stun.connections"], 3)
-
-
-class ListenTests(SynchronousTestCase):
-    """Binding real sockets."""
-
-    def test_portInUse(self) -> None:
-        """A taken port stops start-up with the setting named, and nothing stays bound."""
-        from twisted.internet import reactor
-
-        taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        taken.bind(("127.0.0.1", 0))
-        self.addCleanup(taken.close)
-        port = taken.getsockname()[1]
-        service = StunService(reactor, listen=("127.0.0.1",), port=port)
-        error = self.assertRaises(ConfigError, service.startService)
-        self.assertEqual(error.key, "stun-port")
-        self.assertIn(f"127.0.0.1:{port}", str(error))
-        self.assertIn("address already in use", str(error))
-        self.assertEqual(service.ports, [])

@@ -50,7 +50,7 @@ PACKAGES = {
 }
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-AIOICE_SCRIPT = os.path.join(HERE, "interop", "aioice_stun.py")
+AIOICE_SCRIPT = os.path.join(HERE, "aioice_stun.py")
 
 
 def _missing(name: str) -> None:
