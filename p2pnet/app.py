@@ -105,6 +105,12 @@ def _buildGateway(context: AppContext) -> IService:
     return gateway
 
 
+def _buildNode(context: AppContext) -> IService:
+    from p2pnet.node.service import NodeService
+
+    return NodeService.fromConfig(context)
+
+
 #: Service name to a function making that service from the shared context.
 BUILDERS: dict[str, Callable[[AppContext], IService]] = {
     "stun": _buildStun,
@@ -112,6 +118,7 @@ BUILDERS: dict[str, Callable[[AppContext], IService]] = {
     "rendezvous": _buildRendezvous,
     "relay": _buildRelay,
     "gateway": _buildGateway,
+    "node": _buildNode,
 }
 assert set(BUILDERS) == set(SERVICES)
 

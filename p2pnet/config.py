@@ -30,6 +30,7 @@ from p2pnet.errors import ConfigError
 __all__ = [
     "Config",
     "ConfigError",
+    "DEFAULT_SERVICES",
     "FILE_SUFFIX",
     "SERVICES",
     "Setting",
@@ -43,7 +44,10 @@ __all__ = [
 FILE_SUFFIX = "-file"
 
 #: Every service the appliance knows, in start-up order.
-SERVICES: tuple[str, ...] = ("stun", "turn", "rendezvous", "relay", "gateway")
+SERVICES: tuple[str, ...] = ("stun", "turn", "rendezvous", "relay", "gateway", "node")
+#: What runs without C{--services}: every server; not the KVM node (a server box has no
+#: screen to capture).
+DEFAULT_SERVICES: tuple[str, ...] = tuple(s for s in SERVICES if s != "node")
 
 
 # -- value parsers: one string (from a flag, or a TOML scalar) to a typed value ------------
@@ -203,6 +207,78 @@ def parseCount(text: str) -> int:
     return value
 
 
+def parseNodeId(text: str) -> str:
+    """A RustDesk id: 6 to 16 letters, digits, C{_} or C{-}, starting with a letter or
+    digit (RustDesk's own ids are 9 or 10 digits)."""
+    value = text.strip()
+    if not (6 <= len(value) <= 16 and value[0].isalnum() and value.isascii()
+            and all(c.isalnum() or c in "_-" for c in value)):
+        raise ValueError("expected 6 to 16 letters, digits, _ or -")
+    return value
+
+
+def parseServerAddress(text: str) -> str:
+    """C{HOST}, C{HOST:PORT} or C{[V6]:PORT} (returned as given, checked)."""
+    value = text.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+        if rest and not port:
+            raise ValueError("expected [ADDR]:PORT")
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+    else:
+        host, port = value, ""
+    if not host or any(c.isspace() or c in "/@" for c in host):
+        raise ValueError("expected HOST[:PORT]")
+    if port and not 1 <= parsePort(port):
+        raise ValueError("the port must be from 1 to 65535")
+    return value
+
+
+def parseChoice(*choices: str) -> Callable[[str], str]:
+    """One of C{choices}."""
+
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected {' or '.join(choices)}")
+        return value
+
+    return parse
+
+
+def parseVideoSource(text: str) -> str:
+    """C{testsrc[:WxH]}, C{file:PATH}, C{pipe:SHELL-LINE} or C{v4l2:/dev/videoN}."""
+    value = text.strip()
+    kind, sep, rest = value.partition(":")
+    if value == "testsrc" or (sep and kind in ("testsrc", "file", "pipe", "v4l2") and rest):
+        return value
+    raise ValueError("expected testsrc[:WxH], file:PATH, pipe:SHELL-LINE or v4l2:DEVICE")
+
+
+def parseBitrate(text: str) -> int:
+    """Bits per second, with an optional C{k} or C{M} suffix (C{4M}, C{2500k})."""
+    value = text.strip()
+    scale = {"k": 1000, "m": 1_000_000}.get(value[-1:].lower(), 1)
+    number = int(float(value[:-1] if scale > 1 else value) * scale)
+    if not 100_000 <= number <= 100_000_000:
+        raise ValueError("must be from 100k to 100M bits per second")
+    return number
+
+
+def parseGatewayUrl(text: str) -> str:
+    """A C{ws://} or C{wss://} URL."""
+    from urllib.parse import urlsplit
+
+    value = text.strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError("expected ws://HOST:PORT/ or wss://HOST:PORT/")
+    parts.port  # noqa: B018 - raises ValueError on a bad port
+    return value
+
+
 # -- the settings ---------------------------------------------------------------------------
 
 
@@ -273,7 +349,11 @@ class Config:
         "./p2pnet-data", "Directory for state: TLS certificate, keys, database."
     )
     services: tuple[str, ...] = _setting(
-        SERVICES, "Comma-separated services to run (default: all).", parseServices, sep=","
+        DEFAULT_SERVICES,
+        "Comma-separated services to run (default: every server; 'node' is the KVM "
+        "node and runs only when named).",
+        parseServices,
+        sep=",",
     )
     listen: tuple[str, ...] = _setting(
         (),
@@ -605,6 +685,74 @@ class Config:
         False, "Rate-limit failed gateway auth from loopback addresses too.", switch=True
     )
 
+    # node (the KVM node; docs/kvm-node.md)
+    node_id: str = _setting(
+        "", "The node's RustDesk id (default: 9 digits made on first start, kept in "
+        "data-dir).", parseNodeId,
+    )
+    node_password: str = _setting(
+        "",
+        "Password viewers log in with (default: the stored one, else generated and "
+        "printed once; only a salted hash is stored).",
+        secret=True,
+        env="P2PNET_NODE_PASSWORD",
+    )
+    node_server: str = _setting(
+        "",
+        "Rendezvous server HOST[:PORT] the node registers with (default: this host, "
+        "127.0.0.1 and rendezvous-port).",
+        parseServerAddress,
+    )
+    node_key: str = _setting(
+        "", "The rendezvous server's public key (a RustDesk client's 'Key' field)."
+    )
+    node_relay: str = _setting(
+        "", "Relay HOST[:PORT] used instead of the one the server names.",
+        parseServerAddress,
+    )
+    node_transport: str = _setting(
+        "udp",
+        "Register over udp (as RustDesk), or over a kept tcp or ws link (p2pnet's "
+        "rendezvous server; for networks that block UDP).",
+        parseChoice("udp", "tcp", "ws"),
+    )
+    node_video: str = _setting(
+        "testsrc",
+        "Video source: testsrc[:WxH], file:PATH (Annex-B, looped), pipe:SHELL-LINE (Annex-B on "
+        "stdout) or v4l2:/dev/videoN.",
+        parseVideoSource,
+    )
+    node_codec: str = _setting("h264", "Video codec: h264 or h265.",
+                               parseChoice("h264", "h265"))
+    node_fps: int = _setting(30, "Frames per second of the encoder.", parsePositiveInt)
+    node_bitrate: int = _setting(
+        4_000_000, "Encoder bitrate in bits per second (4M, 2500k, ...).", parseBitrate
+    )
+    node_keyboard: str = _setting(
+        "", "Where keyboard HID reports go: /dev/hidg0 or a file (default: nowhere)."
+    )
+    node_mouse: str = _setting(
+        "", "Where mouse HID reports go: /dev/hidg1 or a file (default: nowhere)."
+    )
+    node_direct_port: int = _setting(
+        0,
+        "RustDesk direct IP access port (unencrypted, password only; 0: off; RustDesk "
+        "uses 21118).",
+        parsePort,
+    )
+    node_max_viewers: int = _setting(4, "Most viewers logged in at once.", parsePositiveInt)
+    node_gateway: str = _setting(
+        "", "Control gateway ws:// or wss:// URL to join as role=node (default: none).",
+        parseGatewayUrl,
+    )
+    node_gateway_token: str = _setting(
+        "", "Gateway token for node-gateway.", secret=True, env="P2PNET_NODE_GATEWAY_TOKEN"
+    )
+    node_gateway_password: str = _setting(
+        "", "Gateway password for node-gateway.", secret=True,
+        env="P2PNET_NODE_GATEWAY_PASSWORD",
+    )
+
     def check(self) -> Config:
         """Validate the combination of settings; return C{self} or raise L{ConfigError}."""
         for name in self.services:
@@ -665,7 +813,19 @@ class Config:
             self._checkTurn()
         if "gateway" in self.services:
             self._checkGateway()
+        if "node" in self.services:
+            self._checkNode()
         return self
+
+    def _checkNode(self) -> None:
+        if self.node_gateway_token and self.node_gateway_password:
+            raise ConfigError("node-gateway-password", "give a token or a password, not both")
+        if (self.node_gateway_token or self.node_gateway_password) and not self.node_gateway:
+            raise ConfigError("node-gateway", "required with node-gateway-token/password")
+        if (self.node_direct_port and "rendezvous" in self.services
+                and self.node_direct_port in (self.rendezvous_port - 1, self.rendezvous_port,
+                                              self.rendezvous_port + 2)):
+            raise ConfigError("node-direct-port", "is a port of the rendezvous service")
 
     def _checkTurn(self) -> None:
         families = [ipaddress.ip_address(a).version for a in self.relay_ip]

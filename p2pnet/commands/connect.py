@@ -206,8 +206,11 @@ async def connectMain(reactor: Any, args: argparse.Namespace, out: IO[str] | Non
     session.close()
     status = 0
     if args.record:
-        with open(args.record, "wb") as f:
-            f.write(stream)
+        try:
+            with open(args.record, "wb") as f:
+                f.write(stream)
+        except OSError as e:
+            return fail(args, f"--record: cannot write {args.record}: {e.strerror}", 1, err)
         print(f"recorded {len(stream)} bytes to {args.record}", file=out)
     if args.snapshot:
         status = await _snapshot(args, bytes(stream), codec, out, err)

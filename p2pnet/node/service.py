@@ -20,7 +20,6 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from p2pnet.codecs.rustdesk_register import RegistrationState
-from p2pnet.errors import ConfigError
 from p2pnet.node.identity import NodeIdentity
 from p2pnet.node.login import LoginGuard, peerInfo
 from p2pnet.node.mediator import Mediator
@@ -29,7 +28,7 @@ from p2pnet.node.session import NodeSession
 from p2pnet.protocols.rustdesk_peer import PeerStream
 from p2pnet.stats import Stats
 
-__all__ = ["DEFAULT_MAX_VIEWERS", "NodeService", "readPasswordFile"]
+__all__ = ["DEFAULT_MAX_VIEWERS", "NodeService"]
 
 log = Logger()
 
@@ -37,21 +36,6 @@ log = Logger()
 DEFAULT_MAX_VIEWERS = 4
 #: Most peer connections (logged in or not) at once.
 MAX_SESSIONS = 16
-
-
-def readPasswordFile(path: str) -> str:
-    """The first line of C{path}.
-
-    @raise ConfigError: unreadable or empty (names C{node-password-file}).
-    """
-    try:
-        with open(path) as f:
-            password = f.readline().rstrip("\r\n")
-    except OSError as e:
-        raise ConfigError("node-password-file", f"cannot read {path}: {e.strerror}") from None
-    if not password:
-        raise ConfigError("node-password-file", f"{path} has an empty first line")
-    return password
 
 
 class _DirectFactory(Factory):
@@ -136,10 +120,7 @@ class NodeService(MultiService):
         from p2pnet.protocols.rustdesk_client import splitHostPort
 
         config = context.config
-        password = config.node_password
-        if config.node_password_file:
-            password = readPasswordFile(config.node_password_file)
-        identity = loadIdentity(context.dataDir, config.node_id, password)
+        identity = loadIdentity(context.dataDir, config.node_id, config.node_password)
         if identity.generatedPassword:
             # Printed once: only its salted hash is kept.
             print(f"KVM node {identity.peerId}: generated password "

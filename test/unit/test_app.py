@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pnet import Config, ConfigError, buildService
 from p2pnet.app import BUILDERS, AppContext
-from p2pnet.config import SERVICES
+from p2pnet.config import DEFAULT_SERVICES, SERVICES
 from p2pnet.testing import UDPMemoryReactor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -85,9 +85,18 @@ class TacTests(SynchronousTestCase):
         self.assertTrue(os.path.exists(os.path.join(work, "p2pnet-data", "tls-cert.pem")))
 
     def test_everythingTac(self) -> None:
-        """tac/p2pnet.tac runs every service, reading ./p2pnet.toml when present."""
-        self.assertEqual(self.loadTac("p2pnet.tac")[1], list(SERVICES))
+        """tac/p2pnet.tac runs every server (not the KVM node), reading ./p2pnet.toml
+        when present."""
+        self.assertEqual(self.loadTac("p2pnet.tac")[1], list(DEFAULT_SERVICES))
+        self.assertNotIn("node", DEFAULT_SERVICES)
         self.assertEqual(self.loadTac("p2pnet.tac", 'services = "stun"\n')[1], ["stun"])
 
     def test_rustdeskTac(self) -> None:
         self.assertEqual(self.loadTac("rustdesk.tac")[1], ["rendezvous", "relay"])
+
+    def test_kvmNodeTac(self) -> None:
+        """tac/kvm-node.tac builds the node; its identity is made in the data dir."""
+        work, names = self.loadTac("kvm-node.tac", 'node-id = "kvm-test"\n')
+        self.assertEqual(names, ["node"])
+        with open(os.path.join(work, "p2pnet-data", "node.json")) as f:
+            self.assertIn('"id": "kvm-test"', f.read())
