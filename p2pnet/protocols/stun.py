@@ -14,9 +14,15 @@ request was checked with, FINGERPRINT) and sent through its link.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IProtocolNegotiationFactory,
+    IReactorTime,
+)
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.protocols.policies import TimeoutMixin
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
@@ -193,7 +199,7 @@ class StunDatagramProtocol(DatagramProtocol):
         sock = getattr(self.transport, "socket", None)
         self._sendto = sock.sendto if sock is not None else self.transport.write  # type: ignore[union-attr]
 
-    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         source = (addr[0], addr[1])
         try:
             _dispatch(self.handler, self, data, source)
@@ -222,17 +228,20 @@ class StunStreamProtocol(Protocol, TimeoutMixin):
         self.kind = factory.kind
         self.addressIndex = factory.addressIndex
         self.portIndex = factory.portIndex
-        self.callLater = factory.clock.callLater  # TimeoutMixin's timer source
         self._decoder = StreamDecoder(self.handler.channelMax)
         #: Set by L{startRaw}: where bytes go once this is an RFC 6062 data connection.
         self.rawReceiver: Callable[[bytes], None] | None = None
         self.peer: tuple[str, int] = ("", 0)
         self.local: tuple[str, int] = ("", 0)
 
+    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
+        """TimeoutMixin's timer source: the factory's (injected) clock."""
+        return self.factory.clock.callLater(period, func)
+
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        transport: Any = self.transport
+        peer, host = transport.getPeer(), transport.getHost()
         self.peer = (peer.host, peer.port)
-        host = self.transport.getHost()  # type: ignore[union-attr]
         self.local = (host.host, host.port)
         self.setTimeout(self.factory.idleTimeout)
 
@@ -301,7 +310,7 @@ class StunStreamFactory(Factory):
         self.portIndex = portIndex
         self.connections: set[StunStreamProtocol] = set()
 
-    def buildProtocol(self, addr: IAddress) -> StunStreamProtocol | None:
+    def buildProtocol(self, addr: IAddress | None) -> StunStreamProtocol | None:
         host = getattr(addr, "host", "")
         if not self.handler.admit(host):
             return None

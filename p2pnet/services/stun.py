@@ -210,7 +210,8 @@ class StunService(ListeningService):
         listening = listenUDP(self.reactor, protocol, host, port, key)
         self.ports.append(listening)
         self.matrix.setdefault(addressFamily(host), {})[(a, p)] = protocol
-        return listening.getHost().port
+        bound: Any = listening.getHost()
+        return int(bound.port)
 
     def _bindStream(self, host: str, port: int, key: str, kind: str, a: int, p: int) -> int:
         factory = StunStreamFactory(self, kind, self.clock, self.idleTimeout, a, p)
@@ -222,7 +223,8 @@ class StunService(ListeningService):
             wrapped = AdmittingTLSFactory(self._tlsOptions(), False, factory)
         listening = listenTCP(self.reactor, wrapped, host, port, key, kind.upper())
         self.ports.append(listening)
-        return listening.getHost().port
+        bound: Any = listening.getHost()
+        return int(bound.port)
 
     def listen(self) -> None:
         udpPort = self.port
@@ -265,8 +267,9 @@ class StunService(ListeningService):
         closed = super().stopService()
         for factory in self.streamFactories:
             for connection in list(factory.connections):
-                if connection.transport is not None:  # built, not yet connected: nothing
-                    connection.transport.abortConnection()  # type: ignore[union-attr]
+                transport: Any = connection.transport
+                if transport is not None:  # built, not yet connected: nothing to abort
+                    transport.abortConnection()
         self.streamFactories.clear()
         return closed
 
