@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.python.failure import Failure
 
 from p2pnet.addresses import family as addressFamily
@@ -53,9 +54,38 @@ from p2pnet.services.auth import Credentials, LongTermAuth, StaticUsers
 from p2pnet.services.listening import ListeningService
 from p2pnet.stats import Stats
 
-__all__ = ["KNOWN_ATTRIBUTES", "MethodHandler", "StunService"]
+__all__ = ["KNOWN_ATTRIBUTES", "KernelSockets", "MethodHandler", "Sockets", "StunService"]
 
 _RFC5780 = frozenset((Attr.CHANGE_REQUEST, Attr.RESPONSE_PORT, Attr.PADDING))
+
+class Sockets(TypingProtocol):
+    """Where the service's sockets come from: the kernel (L{KernelSockets}, the
+    default), or a test's fake that binds nothing."""
+
+    def udp(self, protocol: StunDatagramProtocol, host: str, port: int, key: str
+            ) -> IListeningPort:
+        """A UDP socket on C{host:port} (0: any free port) served by C{protocol}; a
+        failure raises L{p2pnet.errors.ConfigError} naming C{key}."""
+
+    def tcp(self, factory: Any, host: str, port: int, key: str, proto: str
+            ) -> IListeningPort:
+        """A listening TCP socket on C{host:port} served by C{factory}."""
+
+
+class KernelSockets:
+    """L{Sockets} bound by L{p2pnet.listen} (TCP listeners behind its connection guard)."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def udp(self, protocol: StunDatagramProtocol, host: str, port: int, key: str
+            ) -> IListeningPort:
+        return listenUDP(self.reactor, protocol, host, port, key)
+
+    def tcp(self, factory: Any, host: str, port: int, key: str, proto: str
+            ) -> IListeningPort:
+        return listenTCP(self.reactor, factory, host, port, key, proto)
+
 
 #: A method handler (the Binding method, TURN's methods): the L{Reply} to send, or
 #: C{None} when there is none or the handler sent its own.
@@ -105,6 +135,7 @@ class StunService(ListeningService):
         (401, 400, 420, 300...), burst twice that: the most a spoofed source can be sent.
         Beyond it requests that can only get an error are dropped and counted
         (C{stun.dropped.error_rate}). 0: no limit.
+    @param sockets: where sockets come from (default: the kernel, L{KernelSockets}).
     """
 
     listeningName = "STUN"
@@ -130,10 +161,12 @@ class StunService(ListeningService):
         idleTimeout: float = 300.0,
         requestRate: float = DEFAULT_REQUEST_RATE,
         errorRate: float = DEFAULT_ERROR_RATE,
+        sockets: Sockets | None = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
         self.clock: IReactorTime = reactor
+        self.sockets: Sockets = sockets if sockets is not None else KernelSockets(reactor)
         self.listenAddresses = bindAddresses(listen)
         self.port = port
         self.tlsPort = tlsPort
@@ -207,7 +240,7 @@ class StunService(ListeningService):
 
     def _bindUDP(self, host: str, port: int, key: str, a: int = 0, p: int = 0) -> int:
         protocol = StunDatagramProtocol(self, a, p)
-        listening = listenUDP(self.reactor, protocol, host, port, key)
+        listening = self.sockets.udp(protocol, host, port, key)
         self.ports.append(listening)
         self.matrix.setdefault(addressFamily(host), {})[(a, p)] = protocol
         bound: Any = listening.getHost()
@@ -221,7 +254,7 @@ class StunService(ListeningService):
             assert self._tlsOptions is not None
             # Refused connections are closed at once, not wrapped around nothing.
             wrapped = AdmittingTLSFactory(self._tlsOptions(), False, factory)
-        listening = listenTCP(self.reactor, wrapped, host, port, key, kind.upper())
+        listening = self.sockets.tcp(wrapped, host, port, key, kind.upper())
         self.ports.append(listening)
         bound: Any = listening.getHost()
         return int(bound.port)

@@ -6,6 +6,7 @@ is in C{test/interop/test_stun_listen.py}."""
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
@@ -15,7 +16,7 @@ from p2pnet.codecs import stun
 from p2pnet.codecs.stun import Attr, Message, Method, StunClass, decode, userhash
 from p2pnet.services.auth import PASSWORD_ALGORITHMS, StaticUsers
 from p2pnet.services.stun import StunService
-from p2pnet.testing import UDPMemoryReactor
+from p2pnet.testing import FakeListeningPort, UDPMemoryReactor, address
 
 CLIENT = ("127.0.0.1", 40000)
 
@@ -23,6 +24,30 @@ CLIENT = ("127.0.0.1", 40000)
 def binding(*attributes: tuple[int, bytes]) -> Message:
     """A Binding request with C{attributes}."""
     return Message(Method.BINDING, StunClass.REQUEST, attributes=list(attributes))
+
+
+class MemorySockets:
+    """L{p2pnet.services.stun.Sockets} that bind nothing: UDP sockets are the reactor's
+    fake transports, TCP listeners are recorded in C{reactor.streamPorts}; port 0 is
+    the next number from 40000 up."""
+
+    def __init__(self, reactor: UDPMemoryReactor) -> None:
+        self.reactor = reactor
+        self.next = 40000
+
+    def _port(self, port: int) -> int:
+        if port:
+            return port
+        self.next += 1
+        return self.next
+
+    def udp(self, protocol: Any, host: str, port: int, key: str) -> Any:
+        return self.reactor.listenUDP(self._port(port), protocol, host)
+
+    def tcp(self, factory: Any, host: str, port: int, key: str, proto: str) -> Any:
+        port = self._port(port)
+        self.reactor.streamPorts[(host, port)] = factory
+        return FakeListeningPort(address("TCP", host, port))
 
 
 class ServiceMixin:
@@ -33,6 +58,7 @@ class ServiceMixin:
         kwargs.setdefault("listen", ("127.0.0.1",))
         kwargs.setdefault("port", 0)
         kwargs.setdefault("altPort", 0)
+        kwargs.setdefault("sockets", MemorySockets(self.reactor))
         self.service = StunService(self.reactor, **kwargs)  # type: ignore[arg-type]
         self.service.startService()
         self.addCleanup(self.service.stopService)  # type: ignore[attr-defined]
@@ -351,8 +377,7 @@ class LimitTests(ServiceMixin, SynchronousTestCase):
         from p2pnet.protocols.stun import AdmittingTLSFactory
 
         self.startStun(tlsPort=0, tlsOptions=CertificateOptions, maxConnectionsPerIp=1)
-        listener = self.reactor.streamPorts[("127.0.0.1", self.service.boundPorts["tls"])]
-        factory = getattr(listener, "wrappedFactory", listener)  # inside listen's guard
+        factory = self.reactor.streamPorts[("127.0.0.1", self.service.boundPorts["tls"])]
         self.assertIsInstance(factory, AdmittingTLSFactory)
         first = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
         self.assertIsNotNone(first)
