@@ -163,3 +163,22 @@ class NodeVideoTests(TestCase):
         self.assertEqual((int.from_bytes(header[16:20], "big"),
                           int.from_bytes(header[20:24], "big")), (320, 240))
         self.assertGreaterEqual(len(await framemd5(rec)), 20)
+
+    async def test_gatewaySnapshotDecodesTheScreen(self) -> None:
+        """C{kvm.snapshot} on the real feed: a PNG (and a JPEG) of the stream's size."""
+        import base64
+
+        from p2pnet.node.gateway import KvmCommands
+
+        source = await self.makeSource("src.h264", "320x240", [])
+        node = await self.startNode(source)
+        await self.feed.whenReady()
+        commands = KvmCommands(node)
+        png = await commands.run("kvm.snapshot", {"format": "png"})
+        data = base64.b64decode(png["data"])
+        self.assertEqual(data[:8], b"\x89PNG\r\n\x1a\n")
+        self.assertEqual((int.from_bytes(data[16:20], "big"),
+                          int.from_bytes(data[20:24], "big")), (320, 240))
+        self.assertEqual((png["width"], png["height"]), (320, 240))
+        jpeg = await commands.run("kvm.snapshot", {"format": "jpeg"})
+        self.assertEqual(base64.b64decode(jpeg["data"])[:2], b"\xff\xd8")
