@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_gateway_device_auth -*-
+# -*- test-case-name: test.unit.test_gateway_device_auth -*-
 """Ed25519 device identity of the control gateway (sans-IO; time is a parameter).
 
 A device proves itself by signing a C{|}-joined payload string (v3, else v2) that binds

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_gateway_frames -*-
+# -*- test-case-name: test.unit.test_gateway_frames -*-
 """Control-gateway frames: JSON text messages on a WebSocket (sans-IO).
 
 Four frame kinds, discriminated on C{type}: L{Request} (C{req}), L{Response} (C{res}),

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_gateway_command -*-
+# -*- test-case-name: test.unit.test_gateway_command,test.interop.test_gateway_command -*-
 """C{p2pnet gateway call METHOD [JSON]} and C{p2pnet gateway token}: the gateway from a shell.
 
 C{call} connects as an operator (client C{cli}, mode C{cli}), sends one request and prints

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_gateway_client -*-
+# -*- test-case-name: test.unit.test_gateway_client -*-
 """A Twisted client of the control gateway, for operators and for KVM nodes.
 
 L{DeviceIdentity} is the Ed25519 key in a file (and the device tokens the gateway

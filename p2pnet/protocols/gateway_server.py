@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_gateway_server -*-
+# -*- test-case-name: test.unit.test_gateway_server,test.unit.test_gateway_preauth,test.interop.test_gateway_server -*-
 """The gateway's HTTP+WebSocket listener on C{twisted.web} and C{twisted.web.websocket}.
 
 C{GET /} upgrades to the WebSocket control plane, C{GET /healthz} answers liveness and

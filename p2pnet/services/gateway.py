@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_gateway_service -*-
+# -*- test-case-name: test.unit.test_gateway_service,test.unit.test_gateway_preauth -*-
 """The control gateway service: what the sessions share, and the wiring of its parts.
 
 L{GatewayService} owns the connections (sessions, connected clients, presence, the tick

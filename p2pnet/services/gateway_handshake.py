@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_gateway_service -*-
+# -*- test-case-name: test.unit.test_gateway_service,test.unit.test_gateway_preauth -*-
 """The control gateway's handshake: one session per WebSocket, and the connect checks.
 
 A L{GatewaySession} sends the challenge, runs the handshake timer and accepts only

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_gateway_service -*-
+# -*- test-case-name: test.unit.test_gateway_service,test.unit.test_gateway_openclaw_cli -*-
 """The control gateway's methods: authorisation, dispatch and one handler per method.
 
 L{GatewayMethods.dispatch} checks the caller's role and scopes (gateway.md §5.1) and

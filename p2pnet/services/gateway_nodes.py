@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_gateway_nodes -*-
+# -*- test-case-name: test.unit.test_gateway_nodes -*-
 """The gateway's node registry and the C{node.invoke} requests waiting on nodes.
 
 A node connection is registered under its node id once its handshake completes (a

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_gateway_service -*-
+# -*- test-case-name: test.unit.test_gateway_pairing,test.unit.test_gateway_service -*-
 """Device pairing and device tokens of the control gateway (gateway.md §2.5, §2.6).
 
 A device that is not paired (or asks for more than it was approved for) makes a

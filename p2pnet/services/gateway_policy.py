@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_gateway_policy -*-
+# -*- test-case-name: test.unit.test_gateway_policy -*-
 """Policy of the control gateway's front door, as plain functions and small classes.
 
 Client address resolution through trusted proxies, local-direct detection, the origin

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_gateway_store -*-
+# -*- test-case-name: test.interop.test_gateway_store -*-
 """Durable state of the control gateway: secrets, paired devices and device tokens.
 
 The tables are small (one row per device and role), so they are read into memory once

@@ -1,4 +1,5 @@
-"""Tests for L{p2pnet.protocols.gateway_server}: the wire, close codes, HTTP endpoints."""
+"""Tests for L{p2pnet.protocols.gateway_server} on real loopback sockets: the wire,
+close codes, HTTP endpoints, TLS."""
 
 from __future__ import annotations
 
@@ -6,13 +7,11 @@ import json
 import os
 from typing import Any
 
-from twisted.application.service import MultiService, Service
 from twisted.internet import reactor, ssl
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -24,12 +23,9 @@ from wsproto.events import (
 from wsproto.events import Request as WSRequest
 
 from p2pnet.certs import generateSelfSigned, loadServerTLS
-from p2pnet.codecs.gateway_frames import Event
-from p2pnet.protocols.gateway_server import GatewayWebSocket, listenGateway, renderMetrics
-from p2pnet.protocols.websocket import WebSocketConnection
-from p2pnet.services.gateway import MAX_BUFFERED_BYTES, GatewayService
+from p2pnet.protocols.gateway_server import listenGateway
+from p2pnet.services.gateway import GatewayService
 from p2pnet.services.gateway_policy import AuthConfig
-from p2pnet.stats import Stats
 from test.gateway_helpers import MemoryStore, until
 
 TOKEN = "wire-token"
@@ -216,75 +212,3 @@ class TLSTests(TestCase):
         response = yield collect.done
         self.assertTrue(response.startswith(b"HTTP/1.0 200"), response[:40])
         self.assertIn(b'"ok": true', response)
-
-
-
-
-class FakeSession:
-    authenticated = True
-
-    def __init__(self) -> None:
-        self.closed: tuple[int, str] | None = None
-
-    def close(self, code: int, reason: str = "") -> None:
-        self.closed = (code, reason)
-
-
-class SlowConsumerTests(SynchronousTestCase):
-    """The slow-consumer rule on the send-buffer state of L{WebSocketConnection}."""
-
-    def setUp(self) -> None:
-        self.socket = GatewayWebSocket(None, None)  # type: ignore[arg-type]
-        self.wire = WebSocketConnection(self.socket, 1024)
-        self.transport = StringTransport()
-        self.transport.registerProducer(object(), True)  # what the HTTP channel leaves
-        self.wire.makeConnection(self.transport)
-        self.socket.session = FakeSession()  # type: ignore[assignment]
-
-    def test_dropIfSlow(self) -> None:
-        self.wire.pauseProducing()
-        self.socket.sendFrame(Event("tick", {"ts": 1}), dropIfSlow=True)
-        self.assertEqual(self.transport.value(), b"")
-        self.socket.sendFrame(Event("presence", {}))
-        text = b'{"type":"event","event":"presence","payload":{}}'
-        self.assertEqual(self.transport.value(), bytes((0x81, len(text))) + text)
-
-    def test_slowConsumerClosed(self) -> None:
-        self.wire.pauseProducing()
-        self.wire.unflushed = MAX_BUFFERED_BYTES + 1
-        self.socket.sendFrame(Event("presence", {}))
-        self.assertEqual(self.socket.session.closed, (1008, "slow consumer"))
-        self.assertEqual(self.transport.value(), b"")
-
-    def test_writesWhilePausedCounted(self) -> None:
-        self.wire.pauseProducing()
-        self.socket.sendFrame(Event("presence", {}))
-        self.assertEqual(self.wire.unflushed, len(self.transport.value()))
-        self.wire.resumeProducing()
-        self.assertEqual((self.wire.paused, self.wire.unflushed), (False, 0))
-
-
-class MetricsTests(SynchronousTestCase):
-    def test_render(self) -> None:
-        root = MultiService()
-        turn = Service()
-        turn.stats = Stats()  # type: ignore[attr-defined]
-        turn.stats.add("allocations.created", 2)  # type: ignore[attr-defined]
-        turn.stats.add('auth_failures{reason="a"}')  # type: ignore[attr-defined]
-        turn.stats.add('auth_failures{reason="b"}', 3)  # type: ignore[attr-defined]
-        turn.setName("turn")
-        turn.setServiceParent(root)
-        bare = Service()
-        bare.setName("relay")
-        bare.setServiceParent(root)
-        text = renderMetrics({s.name: s for s in root})
-        self.assertEqual(text.splitlines(), [
-            "# TYPE p2pnet_service_up untyped",
-            'p2pnet_service_up{service="turn"} 0',
-            'p2pnet_service_up{service="relay"} 0',
-            "# TYPE p2pnet_turn_allocations_created untyped",
-            "p2pnet_turn_allocations_created 2",
-            "# TYPE p2pnet_turn_auth_failures untyped",
-            'p2pnet_turn_auth_failures{reason="a"} 1',
-            'p2pnet_turn_auth_failures{reason="b"} 3',
-        ])

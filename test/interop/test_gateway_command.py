@@ -1,46 +1,23 @@
-"""Tests for L{p2pnet.commands.gateway}."""
+"""Tests for L{p2pnet.commands.gateway} against a gateway on real loopback sockets."""
 
 from __future__ import annotations
 
-import io
 import os
-import sys
 
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from p2pnet.certs import generateSelfSigned, loadServerTLS
-from p2pnet.cli import buildParser
-from p2pnet.commands.gateway import call, runToken, storedToken
+from p2pnet.commands.gateway import call
 from p2pnet.protocols.gateway_client import ClientOptions, GatewayError, TrustPolicy
 from p2pnet.protocols.gateway_server import listenGateway
 from p2pnet.services.gateway import GatewayService
 from p2pnet.services.gateway_policy import AuthConfig
-from p2pnet.store.gateway import GatewayStore
 from test.gateway_helpers import MemoryStore
 
 
 class CommandTests(TestCase):
-    def test_parser(self) -> None:
-        args = buildParser().parse_args(["gateway", "call", "node.list", '{"a": 1}',
-                                         "--scope", "operator.read"])
-        self.assertEqual((args.method, args.params, args.scope),
-                         ("node.list", '{"a": 1}', ["operator.read"]))
-
-    def test_token(self) -> None:
-        dataDir = self.mktemp()
-        os.makedirs(dataDir)
-        self.assertIsNone(storedToken(dataDir))
-        store = GatewayStore(os.path.join(dataDir, "gateway.sqlite"))
-        store.createSecret("gateway-token", "tok")
-        store.close()
-        out = io.StringIO()
-        self.patch(sys, "stdout", out)
-        self.assertEqual(runToken(buildParser().parse_args(
-            ["gateway", "token", "--data-dir", dataDir])), 0)
-        self.assertEqual(out.getvalue(), "tok\n")
-
     @inlineCallbacks
     def test_call(self):
         service = GatewayService(

@@ -1,0 +1,84 @@
+"""Tests for L{p2pnet.protocols.gateway_server} in memory: the slow-consumer rule and
+the metrics text."""
+
+from __future__ import annotations
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2pnet.codecs.gateway_frames import Event
+from p2pnet.protocols.gateway_server import GatewayWebSocket, renderMetrics
+from p2pnet.protocols.websocket import WebSocketConnection
+from p2pnet.services.gateway import MAX_BUFFERED_BYTES
+from p2pnet.stats import Stats
+
+
+class FakeSession:
+    authenticated = True
+
+    def __init__(self) -> None:
+        self.closed: tuple[int, str] | None = None
+
+    def close(self, code: int, reason: str = "") -> None:
+        self.closed = (code, reason)
+
+
+class SlowConsumerTests(SynchronousTestCase):
+    """The slow-consumer rule on the send-buffer state of L{WebSocketConnection}."""
+
+    def setUp(self) -> None:
+        self.socket = GatewayWebSocket(None, None)  # type: ignore[arg-type]
+        self.wire = WebSocketConnection(self.socket, 1024)
+        self.transport = StringTransport()
+        self.transport.registerProducer(object(), True)  # what the HTTP channel leaves
+        self.wire.makeConnection(self.transport)
+        self.socket.session = FakeSession()  # type: ignore[assignment]
+
+    def test_dropIfSlow(self) -> None:
+        self.wire.pauseProducing()
+        self.socket.sendFrame(Event("tick", {"ts": 1}), dropIfSlow=True)
+        self.assertEqual(self.transport.value(), b"")
+        self.socket.sendFrame(Event("presence", {}))
+        text = b'{"type":"event","event":"presence","payload":{}}'
+        self.assertEqual(self.transport.value(), bytes((0x81, len(text))) + text)
+
+    def test_slowConsumerClosed(self) -> None:
+        self.wire.pauseProducing()
+        self.wire.unflushed = MAX_BUFFERED_BYTES + 1
+        self.socket.sendFrame(Event("presence", {}))
+        self.assertEqual(self.socket.session.closed, (1008, "slow consumer"))
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_writesWhilePausedCounted(self) -> None:
+        self.wire.pauseProducing()
+        self.socket.sendFrame(Event("presence", {}))
+        self.assertEqual(self.wire.unflushed, len(self.transport.value()))
+        self.wire.resumeProducing()
+        self.assertEqual((self.wire.paused, self.wire.unflushed), (False, 0))
+
+
+class MetricsTests(SynchronousTestCase):
+    def test_render(self) -> None:
+        root = MultiService()
+        turn = Service()
+        turn.stats = Stats()  # type: ignore[attr-defined]
+        turn.stats.add("allocations.created", 2)  # type: ignore[attr-defined]
+        turn.stats.add('auth_failures{reason="a"}')  # type: ignore[attr-defined]
+        turn.stats.add('auth_failures{reason="b"}', 3)  # type: ignore[attr-defined]
+        turn.setName("turn")
+        turn.setServiceParent(root)
+        bare = Service()
+        bare.setName("relay")
+        bare.setServiceParent(root)
+        text = renderMetrics({s.name: s for s in root})
+        self.assertEqual(text.splitlines(), [
+            "# TYPE p2pnet_service_up untyped",
+            'p2pnet_service_up{service="turn"} 0',
+            'p2pnet_service_up{service="relay"} 0',
+            "# TYPE p2pnet_turn_allocations_created untyped",
+            "p2pnet_turn_allocations_created 2",
+            "# TYPE p2pnet_turn_auth_failures untyped",
+            'p2pnet_turn_auth_failures{reason="a"} 1',
+            'p2pnet_turn_auth_failures{reason="b"} 3',
+        ])
