@@ -217,7 +217,7 @@ def decodeFrame(text: str | bytes) -> Frame:
         raise FrameError(f"not JSON: {e}", badJson=True) from None
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    if _SURROGATE_ESCAPE.search(text) is not None and not _validUnicode(obj):
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None and not _validUnicode(obj):
         raise FrameError("a string holds a lone UTF-16 surrogate")
     if not isinstance(obj, dict):
         raise FrameError("a frame is a JSON object")

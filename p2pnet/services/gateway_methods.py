@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -86,14 +85,21 @@ class MethodsHost(Protocol):
         """Send an event to every client (or operators holding C{scope})."""
 
 
-@dataclass(frozen=True)
 class RequestContext:
-    """Everything a handler gets: who asks, what, and the gateway it runs in."""
+    """Everything a handler gets: who asks, what, and the gateway it runs in.
 
-    gateway: MethodsHost
-    session: GatewaySession
-    request: Request
-    params: Any
+    (A plain class with slots: one is made per request, on the hot path.)
+    """
+
+    __slots__ = ("gateway", "session", "request", "params")
+
+    def __init__(
+        self, gateway: MethodsHost, session: GatewaySession, request: Request, params: Any
+    ) -> None:
+        self.gateway = gateway
+        self.session = session
+        self.request = request
+        self.params = params
 
     def respond(self, payload: Any = None, error: dict | None = None) -> None:
         """Answer this request (for handlers that return L{ANSWERED_LATER})."""
