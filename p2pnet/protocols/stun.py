@@ -215,7 +215,7 @@ class StunDatagramProtocol(DatagramProtocol):
 
 
 class StunStreamProtocol(Protocol, TimeoutMixin):
-    """One STUN connection over TCP or TLS: RFC 8489 section 6.2.2 framing.
+    """One STUN connection over TCP or TLS: RFC 8489 §6.2.2 framing.
 
     Closed when the stream holds something that is neither STUN nor ChannelData (a
     stream cannot be resynchronised), and when it stays silent for C{idleTimeout}.
@@ -269,7 +269,7 @@ class StunStreamProtocol(Protocol, TimeoutMixin):
                 return
 
     def startRaw(self, receiver: Callable[[bytes], None]) -> None:
-        """Stop STUN framing (RFC 6062 section 5.4 ConnectionBind): every later byte
+        """Stop STUN framing (RFC 6062 §5.4 ConnectionBind): every later byte
         goes to C{receiver} as it is, and the STUN idle timeout no longer applies."""
         self.rawReceiver = receiver
         self.setTimeout(None)
@@ -319,7 +319,7 @@ class StunStreamFactory(Factory):
         return protocol
 
     def acceptableProtocols(self) -> list[bytes]:
-        """ALPN protocol IDs for STUN and TURN over TLS (RFC 7443 section 4.3)."""
+        """ALPN protocol IDs for STUN and TURN over TLS (RFC 7443 §4.3)."""
         return [b"stun.turn", b"stun.nat-discovery"]
 
     def connectionClosed(self, protocol: StunStreamProtocol) -> None:

@@ -1,12 +1,12 @@
 # -*- test-case-name: test.test_stun_client -*-
-"""The client transaction table of STUN (RFC 8489 section 6.2), without timers of its own.
+"""The client transaction table of STUN (RFC 8489 §6.2), without timers of its own.
 
 In the pion/stun style the table never reads a clock: every call that depends on time
 takes C{now}, and the owner (a Twisted protocol, a test) asks L{TransactionTable.nextDeadline}
 when to call L{TransactionTable.expire} next. Over UDP a request is retransmitted after
 RTO, 2*RTO, 4*RTO... until Rc requests have been sent, then the client waits Rm*RTO more
-and gives up (RFC 8489 section 6.2.1). Over TCP/TLS it is sent once and given up after
-Ti (section 6.2.2).
+and gives up (RFC 8489 §6.2.1). Over TCP/TLS it is sent once and given up after
+Ti (§6.2.2).
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ __all__ = [
     "TransactionTable",
 ]
 
-#: Initial retransmission timeout in seconds (RFC 8489 section 6.2.1: SHOULD be 500 ms).
+#: Initial retransmission timeout in seconds (RFC 8489 §6.2.1: SHOULD be 500 ms).
 DEFAULT_RTO = 0.5
-#: Requests sent in total over UDP before giving up (Rc, RFC 8489 section 6.2.1).
+#: Requests sent in total over UDP before giving up (Rc, RFC 8489 §6.2.1).
 DEFAULT_RC = 7
-#: Multiple of RTO waited after the last request (Rm, RFC 8489 section 6.2.1).
+#: Multiple of RTO waited after the last request (Rm, RFC 8489 §6.2.1).
 DEFAULT_RM = 16
-#: Transaction timeout over a reliable transport (Ti, RFC 8489 section 6.2.2).
+#: Transaction timeout over a reliable transport (Ti, RFC 8489 §6.2.2).
 DEFAULT_TI = 39.5
 
 
@@ -144,7 +144,7 @@ class TransactionTable:
                 del self._transactions[t.transactionId]
                 timedOut.append(t)
                 continue
-            # RFC 8489 section 6.2.1: retransmit, doubling the interval each time; after
+            # RFC 8489 §6.2.1: retransmit, doubling the interval each time; after
             # the Rc-th request wait Rm times the initial RTO for a response.
             t.sent += 1
             if t.sent < self.rc:

@@ -51,7 +51,7 @@ __all__ = ["AuthResult", "Credentials", "FailureLimits", "LongTermAuth", "Static
 class Credentials(Protocol):
     """Where L{LongTermAuth} finds users (configured users, the user table, REST secrets).
 
-    A source gives the long-term key, never the password: RFC 8489 section 9.2.2 needs
+    A source gives the long-term key, never the password: RFC 8489 §9.2.2 needs
     only the key, so a durable store can keep keys (as coturn's does) and no password
     has to be stored anywhere.
     """
@@ -88,7 +88,7 @@ class StaticUsers:
             self._hashes = {(userhash(name, realm), realm): name for name in self._users}
         return self._hashes.get((userhash_, realm))
 
-#: RFC 8489 section 9.2: the nonce cookie announcing the security features.
+#: RFC 8489 §9.2: the nonce cookie announcing the security features.
 NONCE_COOKIE = "obMatJos2"
 #: Security feature bits: password algorithms (bit 0) and username anonymity (bit 1).
 _FEATURES = base64.b64encode(bytes([0b11000000, 0, 0])).decode()
@@ -239,7 +239,7 @@ class LongTermAuth:
         return reply
 
     def check(self, request: Message, client: str) -> AuthResult:
-        """Apply RFC 8489 section 9.2.4 to C{request} from IP address C{client}."""
+        """Apply RFC 8489 §9.2.4 to C{request} from IP address C{client}."""
         sha256 = request.get(Attr.MESSAGE_INTEGRITY_SHA256) is not None
         if not sha256 and request.get(Attr.MESSAGE_INTEGRITY) is None:
             # "If the message does not contain a MESSAGE-INTEGRITY or a

@@ -274,7 +274,7 @@ class StunService(ListeningService):
                 tlsPort = self._bindStream(host, tlsPort, "tls-port", "tls", 0, 0)
             if alt is None:
                 continue
-            # RFC 5780 section 6: "the server ... two IP addresses and two ports", so
+            # RFC 5780 §6: "the server ... two IP addresses and two ports", so
             # the second port on both addresses and the primary port on the alternate.
             altPort = self._bindUDP(host, self.altPort, "alt-port", 0, 1)
             self._bindUDP(alt, udpPort, "alt-listen", 1, 0)

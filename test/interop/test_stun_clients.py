@@ -273,7 +273,7 @@ class CoturnClientTests(ServerMixin, unittest.TestCase):
         """
         natdiscovery prints its local port: the reflexive address is 127.0.0.1 on that
         port in every answer, and MAPPED-ADDRESS equals XOR-MAPPED-ADDRESS (RFC 5780
-        section 4.2's ALG check).
+        §4.2's ALG check).
         """
         self.assertEqual(out.count("No ALG: Mapped == XOR-Mapped"), len(found), shown)
         for fields in found:
@@ -307,7 +307,7 @@ class ClassicStunClientTests(ServerMixin, unittest.TestCase):
         for line in ["test I = 1", "test II = 1", "test III = 1", "test I(2) = 1",
                      "hairpin = 1"]:
             self.assertIn(line, err, shown)
-        # RFC 3489 section 11.2: SOURCE-ADDRESS names the socket the answer came from,
+        # RFC 3489 §11.2: SOURCE-ADDRESS names the socket the answer came from,
         # CHANGED-ADDRESS the (A2, P2) pair.
         self.assertIn(f"ChangedAddress = {ALTERNATE}:{self.alternatePort}", err, shown)
         self.assertIn(f"SourceAddress = {PRIMARY}:{self.primaryPort}", err, shown)

@@ -20,7 +20,7 @@ from p2pnet.codecs.stun import (
     decode,
 )
 
-# RFC 5769 section 2.1: sample request with short-term credentials.
+# RFC 5769 §2.1: sample request with short-term credentials.
 SAMPLE_REQUEST = bytes.fromhex(
     "000100582112a442b7e7a701bc34d686fa87dfae802200105354554e207465737420636c69656e74"
     "002400046e0001ff80290008932ff9b151263b36000600096576746a3a6836765920202000080014"
@@ -28,21 +28,21 @@ SAMPLE_REQUEST = bytes.fromhex(
 )
 SHORT_TERM_PASSWORD = b"VOkJxbRl1RmTxUk/WvJxBt"
 
-# RFC 5769 section 2.2: sample IPv4 response.
+# RFC 5769 §2.2: sample IPv4 response.
 SAMPLE_IPV4_RESPONSE = bytes.fromhex(
     "0101003c2112a442b7e7a701bc34d686fa87dfae8022000b7465737420766563746f7220"
     "002000080001a147e112a643000800142b91f599fd9e90c38c7489f92af9ba53f06be7d7"
     "80280004c07d4c96"
 )
 
-# RFC 5769 section 2.3: sample IPv6 response.
+# RFC 5769 §2.3: sample IPv6 response.
 SAMPLE_IPV6_RESPONSE = bytes.fromhex(
     "010100482112a442b7e7a701bc34d686fa87dfae8022000b7465737420766563746f7220"
     "002000140002a1470113a9faa5d3f179bc25f4b5bed2b9d900080014a382954e4be67bf1"
     "1784c97c8292c275bfe3ed4180280004c8fb0b4c"
 )
 
-# RFC 5769 section 2.4: sample request with long-term credentials.
+# RFC 5769 §2.4: sample request with long-term credentials.
 SAMPLE_LONG_TERM_REQUEST = (
     bytes.fromhex("000100602112a44278ad3433c6ad72c029da412e00060012")
     + "\u30de\u30c8\u30ea\u30c3\u30af\u30b9".encode()
@@ -147,7 +147,7 @@ class MessageTests(SynchronousTestCase):
         self.assertFalse(decoded.checkIntegrity(b"other"))
 
     def test_attributesAfterIntegrityIgnored(self) -> None:
-        """RFC 8489 14.5: only MI-SHA256 and FINGERPRINT count after MESSAGE-INTEGRITY."""
+        """RFC 8489 §14.5: only MI-SHA256 and FINGERPRINT count after MESSAGE-INTEGRITY."""
         message = Message(Method.BINDING, StunClass.REQUEST)
         data = bytearray(message.encode(b"k"))
         data += struct.pack("!HH", Attr.SOFTWARE, 4) + b"late"

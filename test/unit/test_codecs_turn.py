@@ -20,7 +20,7 @@ from p2pnet.codecs.stun import (
 
 class AttributeValueTests(SynchronousTestCase):
     def test_requestedTransport(self) -> None:
-        """One protocol byte and three of RFFU (RFC 8656 18.11)."""
+        """One protocol byte and three of RFFU (RFC 8656 §18.11)."""
         self.assertEqual(stun.encodeRequestedTransport(PROTOCOL_UDP), b"\x11\0\0\0")
         self.assertEqual(stun.decodeRequestedTransport(b"\x06\0\0\0"), PROTOCOL_TCP)
         self.assertRaises(StunDecodeError, stun.decodeRequestedTransport, b"\x11")

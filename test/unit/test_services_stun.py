@@ -452,7 +452,7 @@ class RFC5780Tests(ServiceMixin, SynchronousTestCase):
 
 
 class AuthTests(ServiceMixin, SynchronousTestCase):
-    """Long-term credentials on Binding (RFC 8489 section 9.2)."""
+    """Long-term credentials on Binding (RFC 8489 §9.2)."""
 
     def setUp(self) -> None:
         self.startStun(credentials=StaticUsers({"alice": "secret"}), realm="example.org")
