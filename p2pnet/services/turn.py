@@ -55,7 +55,7 @@ from p2pnet.codecs.stun import (
     isComprehensionRequired,
     splitChannelData,
 )
-from p2pnet.protocols.stun import StunLink
+from p2pnet.protocols.stun import Reply, StunLink
 from p2pnet.protocols.turn import (
     DONT_FRAGMENT_SUPPORTED,
     ConnectFactory,
@@ -445,7 +445,10 @@ class TurnService(Service):
         auth = self.stun.auth.check(message, host)
         if auth.error is not None:
             self._count(auth.error)
-            link.send(auth.error.encode(fingerprint=True), source)
+            # Through the STUN responder: within the source's error budget (requests
+            # without integrity were charged when dispatched), and no larger than needed.
+            self.stun.respond(Reply(auth.error), message, link, source,
+                              charged=not message.hasIntegrity())
             return
         if message.method == Method.ALLOCATE:
             self.allocate(message, link, source, auth)

@@ -369,6 +369,30 @@ class LimitTests(ServiceMixin, SynchronousTestCase):
         self.assertEqual([t for t, _ in reply.attributes],
                          [Attr.ERROR_CODE, Attr.REALM, Attr.NONCE, Attr.PASSWORD_ALGORITHMS])
 
+    def test_turnChallengesWithinBudget(self) -> None:
+        """TURN's 401/438 answers go through the same responder and error budget: a
+        spoofed source sending signed requests with a forged nonce gets at most the
+        budget's burst of small 438 answers."""
+        from p2pnet.services.turn import TurnService
+
+        self.startStun(errorRate=5, realm="example.org")
+        turn = TurnService(self.reactor, self.service,
+                           credentials=StaticUsers({"alice": "secret"}))
+        turn.startService()
+        self.addCleanup(turn.stopService)
+        key = stun.longTermKey("alice", "example.org", "secret")
+        for _ in range(30):
+            forged = Message(Method.ALLOCATE, StunClass.REQUEST, attributes=[
+                (Attr.REQUESTED_TRANSPORT, b"\x11\0\0\0"), (Attr.USERNAME, b"alice"),
+                (Attr.REALM, b"example.org"), (Attr.NONCE, b"obMatJos2wAAAffffffff.AAAA")])
+            self.sendUDP(forged.encode(key))
+        answers = self.replies()
+        self.assertEqual(len(answers), 10)
+        reply = decode(answers[0][0])
+        self.assertEqual(errorCode(reply), 438)
+        self.assertIsNone(reply.get(Attr.SOFTWARE))
+        self.assertEqual(self.service.stats.counters["stun.dropped.error_rate"], 20)
+
     def test_refusedTlsConnectionNotWrapped(self) -> None:
         """Over the per-address cap the TLS listener's factory returns C{None}, so the
         port closes the connection, instead of wrapping TLS around no protocol."""
