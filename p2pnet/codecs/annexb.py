@@ -339,6 +339,7 @@ class AccessUnitParser:
     @ivar droppedBytes: bytes thrown away (garbage before a start code, dropped NALs).
     @ivar droppedAccessUnits: access units dropped (broken, too big, undecodable).
     @ivar badParameterSets: SPS NAL units that could not be parsed.
+    @ivar cutErrors: times L{endAccessUnit} ended a NAL unit that went on.
     @ivar accessUnits: access units returned.
     """
 
@@ -355,6 +356,7 @@ class AccessUnitParser:
         self._buf = bytearray()
         self._inNal = False  # the buffer starts inside a NAL unit (a start code was seen)
         self._scan = 0
+        self._afterCut = False
         self._au: list[bytes] = []
         self._auSize = 0
         self._auVcl = False
@@ -369,6 +371,7 @@ class AccessUnitParser:
         self.droppedBytes = 0
         self.droppedAccessUnits = 0
         self.badParameterSets = 0
+        self.cutErrors = 0
         self.accessUnits = 0
 
     @property
@@ -393,7 +396,11 @@ class AccessUnitParser:
             if self._inNal:
                 self._nal(bytes(buf[pos:i]).rstrip(b"\x00"), out)
             else:
-                self.droppedBytes += len(buf[pos:i].rstrip(b"\x00"))
+                lost = len(buf[pos:i].rstrip(b"\x00"))
+                self.droppedBytes += lost
+                if lost and self._afterCut:
+                    self._miscut()
+            self._afterCut = False
             self._inNal = True
             pos = i + 3
             self._scan = 0
@@ -408,7 +415,40 @@ class AccessUnitParser:
             self._lose(len(buf) - 2)
             self._inNal = False
         elif not self._inNal and len(buf) > 2:
-            self._lose(len(buf) - 2, counted=len(buf[:-2].rstrip(b"\x00")))
+            lost = len(buf[:-2].rstrip(b"\x00"))
+            if lost and self._afterCut:
+                self._miscut()
+                self._afterCut = False
+            self._lose(len(buf) - 2, counted=lost)
+        return out
+
+    def _miscut(self) -> None:
+        # endAccessUnit ended a NAL unit that went on: the picture sent was cut short.
+        self.cutErrors += 1
+        self._synced = False
+
+    def endAccessUnit(self) -> list[AccessUnit]:
+        """The source paused: take the bytes so far as ending a NAL unit and an access unit.
+
+        Annex-B has no end marker, so an access unit is otherwise known complete only when
+        the next one begins, one frame later. A live encoder that writes each access unit
+        at once (ffmpeg with C{-flush_packets 1}) lets the caller end it at a pause. If
+        the guess was wrong (the next bytes do not begin with a start code), those bytes
+        are dropped, counted in C{cutErrors}, and pictures are dropped until the next
+        keyframe.
+        """
+        out: list[AccessUnit] = []
+        if self._inNal:
+            end = len(self._buf.rstrip(b"\x00"))
+            if end:
+                nal = bytes(self._buf[:end])
+                del self._buf[:end]  # trailing zeros may begin the next start code
+                self._scan = 0
+                self._inNal = False
+                self._afterCut = True
+                self._nal(nal, out)
+        if self._auVcl:
+            self._finish(out)
         return out
 
     def flush(self) -> list[AccessUnit]:

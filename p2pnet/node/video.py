@@ -240,10 +240,17 @@ class VideoFeed(Service):
     @param maxPendingBytes: a viewer whose transport holds more loses frames until its
         next keyframe.
     @param maxGopBytes: bound on the cached group of pictures replayed to new viewers.
+    @param idleFlush: seconds of silence from an encoder process after which the bytes
+        so far are taken as a whole access unit, instead of waiting for the next one to
+        begin (a frame interval later): C{True} picks 5 ms (a quarter frame above 50 fps)
+        for the ffmpeg the node runs and none for C{pipe:}; C{None} turns it off.
     @ivar framesOut: access units the source produced (sent to zero or more viewers).
     @ivar restarts: encoder processes started after the first.
     @ivar keyframeRequests: calls of L{requestKeyframe}.
     @ivar lastFrameAt: the reactor's time when the latest frame came out of the source.
+    @ivar playStart: a file source's clock: frame n is due at C{playStart + n / fps}.
+    @ivar skippedTicks: frames of a file source skipped because the reactor was more than
+        a second late.
     """
 
     name = "video"
@@ -260,6 +267,7 @@ class VideoFeed(Service):
         maxGopBytes: int = 8 * 1024 * 1024,
         ffmpeg: str = "ffmpeg",
         keyframeInterval: float = KEYFRAME_INTERVAL,
+        idleFlush: float | None | bool = True,
     ) -> None:
         if codec not in CODECS:
             raise ConfigError("node-codec", f"must be one of {', '.join(CODECS)}, not {codec!r}")
@@ -280,6 +288,12 @@ class VideoFeed(Service):
         self.maxGopBytes = maxGopBytes
         self.ffmpeg = ffmpeg
         self.keyframeInterval = keyframeInterval
+        if idleFlush is True:
+            # The ffmpeg the node starts writes each access unit at once (-flush_packets
+            # 1); what a pipe: command does is not known.
+            idleFlush = min(0.005, 0.25 / fps) if self.kind in ("testsrc", "v4l2") else None
+        self.idleFlush: float | None = idleFlush or None
+        self._idleCall: Any = None
         self._ratelog = RateLimitedLog(log, reactor)
         self._subscriptions: dict[Subscription, None] = {}
         self._waiters: list[defer.Deferred[None]] = []
@@ -300,7 +314,7 @@ class VideoFeed(Service):
         self._failures = 0
         self._lastForcedRestart: float | None = None
         self._restartNow = False
-        self._droppedBase = [0, 0, 0]
+        self._droppedBase = [0, 0, 0, 0]
         self._stopped: defer.Deferred[None] | None = None
         # File source.
         self._fileFrames: list[AccessUnit] = []
@@ -308,6 +322,8 @@ class VideoFeed(Service):
         self._fileCount = 0
         self._loop: LoopingCall | None = None
         self._skipToKey = False
+        self.playStart = 0.0
+        self.skippedTicks = 0
 
     # -- what the session reads --------------------------------------------------------
 
@@ -328,10 +344,11 @@ class VideoFeed(Service):
 
     @property
     def dropped(self) -> dict[str, int]:
-        """What the source sent that was dropped: garbage bytes, NAL units, access units."""
+        """What the source sent that was dropped: garbage bytes, NAL units, access units,
+        and access units ended early by L{idleFlush} (C{cuts})."""
         p = self._parser
-        current = (p.droppedBytes, p.droppedNals, p.droppedAccessUnits)
-        names = ("bytes", "nals", "accessUnits")
+        current = (p.droppedBytes, p.droppedNals, p.droppedAccessUnits, p.cutErrors)
+        names = ("bytes", "nals", "accessUnits", "cuts")
         return {n: b + c for n, b, c in zip(names, self._droppedBase, current, strict=True)}
 
     def subscribe(self, viewer: IViewer) -> Subscription:
@@ -385,9 +402,7 @@ class VideoFeed(Service):
         """
         if fmt not in ("png", "jpeg"):
             return defer.fail(ValueError(f"format must be png or jpeg, not {fmt!r}"))
-        d = self.whenReady()
-        d.addCallback(lambda _: self._snapshot(fmt))
-        return d
+        return self.whenReady().addCallback(lambda _: self._snapshot(fmt))
 
     def _snapshot(self, fmt: str) -> defer.Deferred[bytes]:
         frames = list(self._gop) if self._gop else [self.lastKeyframe]
@@ -406,8 +421,13 @@ class VideoFeed(Service):
         except OSError as e:
             return defer.fail(VideoUnavailable(f"cannot run {self.ffmpeg}: {e}"))
         timer = self.clock.callLater(SNAPSHOT_TIMEOUT, proto._kill)
-        done.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
-        return done
+
+        def ended(result: bytes | Failure) -> bytes | Failure:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return done.addBoth(ended)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -425,8 +445,9 @@ class VideoFeed(Service):
         super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        if self._restartCall is not None and self._restartCall.active():
-            self._restartCall.cancel()
+        for call in (self._restartCall, self._idleCall):
+            if call is not None and call.active():
+                call.cancel()
         self._failWaiters("video feed stopped")
         self.error = None
         if self._process is None:
@@ -514,7 +535,8 @@ class VideoFeed(Service):
         argv = self._argv()
         proto = _EncoderProtocol(self)
         old = self._parser
-        for i, n in enumerate((old.droppedBytes, old.droppedNals, old.droppedAccessUnits)):
+        counts = (old.droppedBytes, old.droppedNals, old.droppedAccessUnits, old.cutErrors)
+        for i, n in enumerate(counts):
             self._droppedBase[i] += n
         self._parser = AccessUnitParser(self.codec)
         try:
@@ -530,8 +552,20 @@ class VideoFeed(Service):
             self.restarts += 1
 
     def _sourceData(self, proto: _EncoderProtocol, data: bytes) -> None:
+        if proto is not self._process:
+            return
+        self._parsed(self._parser.feed(data))
+        if self.idleFlush is not None and self._parser.buffered:
+            call = self._idleCall
+            if call is not None and call.active():
+                call.reset(self.idleFlush)
+            else:
+                self._idleCall = self.clock.callLater(self.idleFlush, self._idle, proto)
+
+    def _idle(self, proto: _EncoderProtocol) -> None:
+        """The encoder paused: what it wrote is a whole access unit (see L{idleFlush})."""
         if proto is self._process:
-            self._parsed(self._parser.feed(data))
+            self._parsed(self._parser.endAccessUnit())
 
     def _kill(self, proto: _EncoderProtocol, signal: str) -> None:
         try:
@@ -585,6 +619,8 @@ class VideoFeed(Service):
                 log.error("{error}", error=self.error)
                 self._failWaiters(self.error)
                 return
+        # Frame n is due at _loopStart + n / fps; a restarted feed goes on counting.
+        self.playStart = self.clock.seconds() - self._fileCount / self.fps
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self.clock
         self._loop.start(1.0 / self.fps, now=True)
@@ -604,15 +640,30 @@ class VideoFeed(Service):
         return frames
 
     def _tick(self) -> None:
+        """Emit the frames due since the last call: more than one when the reactor was
+        late, so the stream keeps to the clock (up to one second of backlog; beyond
+        that the frames are skipped, play goes on at the next keyframe, and the time stamps still
+        follow the clock)."""
         frames = self._fileFrames
+        elapsed = self.clock.seconds() - self.playStart
+        due = int(elapsed * self.fps + 1e-6) + 1 - self._fileCount
+        if due <= 0:
+            return
+        skipped = max(0, due - self.fps)
+        if skipped:
+            # A gap in the pictures: go on from a keyframe, or decoders break.
+            self._fileCount += skipped
+            self.skippedTicks += skipped
+            self._skipToKey = True
         if self._skipToKey:
             self._skipToKey = False
             for step in range(len(frames)):
                 if frames[(self._fileIndex + step) % len(frames)].key:
                     self._fileIndex = (self._fileIndex + step) % len(frames)
                     break
-        au = frames[self._fileIndex]
-        self._fileIndex = (self._fileIndex + 1) % len(frames)
-        pts = self._fileCount * 1000 // self.fps
-        self._fileCount += 1
-        self._emit(au, pts)
+        for _ in range(due - skipped):
+            au = frames[self._fileIndex]
+            self._fileIndex = (self._fileIndex + 1) % len(frames)
+            pts = self._fileCount * 1000 // self.fps
+            self._fileCount += 1
+            self._emit(au, pts)

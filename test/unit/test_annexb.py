@@ -272,6 +272,38 @@ class ParserTests(SynchronousTestCase):
         self.assertEqual(p.flush(), [])  # an AUD alone is not a picture
         self.assertEqual(p.droppedAccessUnits, 1)
 
+    def test_endAccessUnit(self) -> None:
+        # Each unit written whole, then a pause: the same units, each one unit earlier.
+        aus = [joinNalUnits(au) for au in h264Stream()]
+        p = AccessUnitParser(H264)
+        out = []
+        for au in aus:
+            got = p.feed(au) + p.endAccessUnit()
+            self.assertEqual([a.data for a in got], [au])
+            out += got
+        self.assertEqual(p.flush(), [])
+        self.assertEqual((p.cutErrors, p.droppedBytes, p.droppedAccessUnits), (0, 0, 0))
+
+    def test_endAccessUnitKeepsStartCodeZeros(self) -> None:
+        # The pause fell inside the next start code: its zeros are kept for it.
+        aus = [joinNalUnits(au) for au in h264Stream(1, 3)]
+        p = AccessUnitParser(H264)
+        out = p.feed(aus[0] + b"\x00\x00") + p.endAccessUnit()
+        out += p.feed(aus[1][2:]) + p.endAccessUnit()
+        self.assertEqual([a.data for a in out], aus[:2])
+        self.assertEqual(p.cutErrors, 0)
+
+    def test_endAccessUnitWrongGuess(self) -> None:
+        aus = [joinNalUnits(au) for au in h264Stream(2, 3)]
+        p = AccessUnitParser(H264)
+        out = p.feed(aus[0]) + p.endAccessUnit()
+        out += p.feed(aus[1][:-2]) + p.endAccessUnit()  # cut inside the last slice
+        out += p.feed(aus[1][-2:] + aus[2])  # the rest of it, no start code: a wrong guess
+        self.assertEqual(p.cutErrors, 1)
+        out += p.feed(aus[3] + aus[4]) + p.flush()
+        # Unit 2 (not a keyframe) is dropped; the stream resumes at keyframe 3.
+        self.assertEqual([a.data for a in out], [aus[0], aus[1][:-2], aus[3], aus[4]])
+
     def test_parameterSetsPrepended(self) -> None:
         aus = h264Stream(3, 2, inBandParams=False)
         data = b"".join(joinNalUnits(au) for au in aus)

@@ -134,8 +134,9 @@ class SourceTests(SynchronousTestCase):
 class FeedTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = ProcessReactor()
+        # Access units complete when the next begins (the pause rule has its own tests).
         self.feed = VideoFeed(self.reactor, "testsrc", fps=25, maxPendingBytes=1000,
-                              maxGopBytes=10_000)  # fmt: skip
+                              maxGopBytes=10_000, idleFlush=None)  # fmt: skip
         self.feed.startService()
         self.units = stream()
 
@@ -296,6 +297,56 @@ class FeedTests(SynchronousTestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
 
+class IdleFlushTests(SynchronousTestCase):
+    """An encoder pause ends an access unit: no wait for the next to begin."""
+
+    def setUp(self) -> None:
+        self.reactor = ProcessReactor()
+        self.feed = VideoFeed(self.reactor, "testsrc", fps=60)
+        self.feed.startService()
+        self.process = self.reactor.processes[0]
+        self.viewer = Viewer()
+        self.feed.subscribe(self.viewer)
+        self.units = stream()
+
+    def test_defaults(self) -> None:
+        self.assertEqual(self.feed.idleFlush, 0.25 / 60)
+        self.assertEqual(VideoFeed(self.reactor, "testsrc", fps=25).idleFlush, 0.005)
+        self.assertIsNone(VideoFeed(self.reactor, "pipe:x").idleFlush)
+
+    def test_pauseEndsUnit(self) -> None:
+        self.process.out(self.units[0])
+        self.reactor.advance(0.004)
+        self.assertEqual(self.viewer.frames, [])
+        self.reactor.advance(0.001)
+        self.assertEqual([f.data for f in self.viewer.frames], self.units[:1])
+        # A unit in pieces, each well inside the pause: one frame, when it has all come.
+        half = len(self.units[1]) // 2
+        self.process.out(self.units[1][:half])
+        self.reactor.advance(0.003)
+        self.process.out(self.units[1][half:])
+        self.reactor.advance(0.003)
+        self.assertEqual(len(self.viewer.frames), 1)
+        self.reactor.advance(0.002)
+        self.assertEqual([f.data for f in self.viewer.frames], self.units[:2])
+        self.assertEqual(self.feed.dropped["cuts"], 0)
+
+    def test_wrongGuess(self) -> None:
+        # The encoder stalled inside a unit: the picture went out cut short; the rest is
+        # dropped and counted, and the viewers get nothing until the next keyframe.
+        self.process.out(self.units[0])
+        self.reactor.advance(0.01)
+        self.process.out(self.units[1][:-3])
+        self.reactor.advance(0.01)
+        self.process.out(self.units[1][-3:])
+        for unit in self.units[2:5]:
+            self.process.out(unit)
+            self.reactor.advance(0.01)
+        self.assertEqual(self.feed.dropped["cuts"], 1)
+        self.assertEqual([f.key for f in self.viewer.frames], [True, False, True])
+        self.assertEqual(self.viewer.frames[2].data, self.units[4])
+
+
 class SnapshotTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = ProcessReactor()
@@ -369,6 +420,20 @@ class FileSourceTests(SynchronousTestCase):
         self.assertEqual([f.ptsMs for f in viewer.frames], [100 * i for i in range(14)])
         self.assertEqual(self.reactor.processes, [])
 
+    def test_lateReactorCatchesUp(self) -> None:
+        feed = VideoFeed(self.reactor, f"file:{self.path}", fps=10)
+        feed.startService()
+        viewer = Viewer()
+        feed.subscribe(viewer)
+        self.reactor.advance(0.35)  # three ticks due at once
+        self.assertEqual([f.ptsMs for f in viewer.frames], [0, 100, 200, 300])
+        self.reactor.advance(5.0)  # 50 due: 10 sent (one second), 40 skipped
+        self.assertEqual(len(viewer.frames), 14)
+        self.assertEqual(feed.skippedTicks, 40)
+        self.assertEqual(viewer.frames[-1].ptsMs, 5300)
+        # After the gap, play went on at the next keyframe (units 4 and 5 are not).
+        self.assertEqual([f.data for f in viewer.frames[4:8]], self.units[:4])
+
     def test_requestKeyframeSkipsAhead(self) -> None:
         feed = VideoFeed(self.reactor, f"file:{self.path}", fps=10)
         feed.startService()
@@ -380,6 +445,18 @@ class FileSourceTests(SynchronousTestCase):
         feed.stopService()
         self.reactor.advance(10)
         self.assertEqual(len(viewer.frames), 2)
+
+    def test_restartGoesOnCounting(self) -> None:
+        feed = VideoFeed(self.reactor, f"file:{self.path}", fps=10)
+        feed.startService()
+        viewer = Viewer()
+        feed.subscribe(viewer)
+        self.reactor.advance(0.1)
+        feed.stopService()
+        self.reactor.advance(60)
+        feed.startService()  # no burst for the minute it was stopped
+        self.reactor.advance(0.1)
+        self.assertEqual([f.ptsMs for f in viewer.frames], [0, 100, 200, 300])
 
     def test_noKeyframe(self) -> None:
         with open(self.path, "wb") as f:
