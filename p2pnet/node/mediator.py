@@ -16,6 +16,7 @@ node (C{node.newSession(secure, source, path)}).
 
 from __future__ import annotations
 
+import socket
 import uuid as uuidlib
 from typing import Any
 
@@ -49,6 +50,11 @@ ACCEPT_TIMEOUT = 18.0
 #: The version the node puts in its answers (non-empty: hbbs then signs our pk, §4.10).
 NODE_VERSION = "1.4.5"
 DEFAULT_RELAY_PORT = 21117
+#: Requests being answered plus punched addresses still listening, at most: more are
+#: dropped and counted (a flood of PunchHoles must not open sockets without bound).
+MAX_PENDING = 32
+#: How long the NAT-opening connect from L towards the controller may take (§6.2 5.2).
+NAT_OPEN_TIME = 0.03
 
 
 class _OneShot(Factory):
@@ -97,12 +103,17 @@ class Mediator:
         self.duplicates = DuplicateFilter()
         self.badInput = RateLimitedLog(log, reactor)
         self.listening: list[_OneShot] = []
+        self.inFlight = 0
+        self._natOpeners: dict[socket.socket, Any] = {}
 
     def stop(self) -> None:
         """Stop every pending punch listener."""
         for shot in self.listening:
             shot.stop()
         self.listening.clear()
+        for sock, timer in list(self._natOpeners.items()):
+            timer.cancel()
+            self._closeOpener(sock)
 
     def relayFor(self, named: str) -> str:
         """§6.2 step 2: our option, else the server's, else the server's host, port + 1."""
@@ -119,7 +130,13 @@ class Mediator:
             self.node.stats.add("duplicate_request")
             return
         kind = message.WhichOneof("union")
+        if self.inFlight + len(self.listening) >= MAX_PENDING:
+            self.node.stats.add("request_dropped")
+            self.badInput.warn("pending", "too many requests pending; dropping {kind}",
+                               kind=kind)
+            return
         self.node.stats.add("request_" + str(kind))
+        self.inFlight += 1
         if kind == "punch_hole":
             d = self.punchHole(message.punch_hole)
         elif kind == "fetch_local_addr":
@@ -129,6 +146,10 @@ class Mediator:
             d = self.answerRelay(rr.socket_addr, self.relayFor(rr.relay_server), rr.uuid,
                                  secure=rr.secure, initiate=False)
         d.addErrback(self._failed, kind)
+        d.addBoth(self._done)
+
+    def _done(self, result: Any) -> None:
+        self.inFlight -= 1
 
     def _failed(self, failure: Any, kind: str) -> None:
         self.node.stats.add("request_failed")
@@ -147,7 +168,8 @@ class Mediator:
                 socket_addr=ph.socket_addr, id=self.node.peerId, relay_server=relay,
                 nat_type=NatType.ASYMMETRIC, version=NODE_VERSION))
 
-        return self._answerThenListen(message, "direct", ph.socket_addr, relay)
+        return self._answerThenListen(message, "direct", ph.socket_addr, relay,
+                                      openNat=True)
 
     def fetchLocalAddr(self, fla: Any) -> defer.Deferred[Any]:
         """§6.3: LocalAddr naming L, then listen on L."""
@@ -166,10 +188,13 @@ class Mediator:
         return self._answerThenListen(message, "lan", fla.socket_addr, relay)
 
     @defer.inlineCallbacks
-    def _answerThenListen(self, build: Any, path: str, peerAddr: bytes, relay: str) -> Any:
+    def _answerThenListen(self, build: Any, path: str, peerAddr: bytes, relay: str,
+                          openNat: bool = False) -> Any:
         host, port = self.server
         stream = yield connectReusingPort(self.reactor, host, port, ("", 0))
         local = stream.localAddress
+        if openNat:
+            self.openNat(local, addrmangle.decode(bytes(peerAddr)))
         stream.send(build(local))
         stream.transport.loseConnection()
         yield stream.closed
@@ -185,6 +210,29 @@ class Mediator:
             return
         shot.timer = self.reactor.callLater(ACCEPT_TIMEOUT, self._expire, shot)
         self.listening.append(shot)
+
+    def openNat(self, local: tuple[str, int], target: tuple[str, int]) -> None:
+        """§6.2 step 5.2: a short connect from L towards the controller, so that our own
+        NAT lets the controller's connection to L in. Its outcome does not matter."""
+        if target[1] == 0 or (":" in target[0]) != (":" in local[0]):
+            return
+        sock = socket.socket(socket.AF_INET6 if ":" in local[0] else socket.AF_INET,
+                             socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(local)
+            sock.setblocking(False)
+            sock.connect_ex(target)
+        except OSError:
+            sock.close()
+            return
+        self.node.stats.add("nat_open")
+        self._natOpeners[sock] = self.reactor.callLater(NAT_OPEN_TIME, self._closeOpener,
+                                                        sock)
+
+    def _closeOpener(self, sock: socket.socket) -> None:
+        self._natOpeners.pop(sock, None)
+        sock.close()
 
     def _expire(self, shot: _OneShot) -> None:
         shot.stop()

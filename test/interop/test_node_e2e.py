@@ -127,6 +127,7 @@ class NodeEndToEndTests(TestCase):
         path, session = await self.connect()
         self.assertEqual(path, "direct")
         self.assertEqual([s.path for s in node.viewers.values()], ["direct"])
+        self.assertEqual(node.stats.counters["nat_open"], 1)  # §6.2 step 5.2
         await self.checkSession(session)
 
     async def test_lanPath(self) -> None:
