@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,44 +92,52 @@ class GatewayError(Exception):
 class DeviceIdentity:
     """An Ed25519 device key kept in a JSON file (mode 0600), and its device tokens.
 
-    The file holds C{{version, deviceId, publicKey, privateKey, createdAtMs, tokens}};
-    keys are raw base64url, tokens are by role.
+    The file holds C{{version, deviceId, publicKey, privateKey, createdAtMs?, tokens}};
+    keys are raw base64url, tokens are by role. C{createdAtMs} is when the key was made
+    (kept as it is on every later save), known when L{load} was given a clock.
     """
 
-    def __init__(self, path: str, key: SigningKey, tokens: dict[str, dict[str, Any]]):
+    def __init__(self, path: str, key: SigningKey, tokens: dict[str, dict[str, Any]],
+                 createdAtMs: int | None = None):
         self.path = path
         self.key = key
         self.tokens = tokens
+        self.createdAtMs = createdAtMs
         raw = bytes(key.verify_key)
         self.publicKey = b64urlEncode(raw)
         self.deviceId = deriveDeviceId(raw)
 
     @classmethod
-    def load(cls, path: str) -> DeviceIdentity:
-        """Read the identity at C{path}, creating a new key there if there is none."""
+    def load(cls, path: str, clock: IReactorTime | None = None) -> DeviceIdentity:
+        """Read the identity at C{path}, creating a new key there if there is none
+        (stamped with C{clock}'s time, when given)."""
         try:
             with open(path) as f:
                 data = json.load(f)
         except FileNotFoundError:
-            identity = cls(path, SigningKey.generate(), {})
+            created = None if clock is None else int(clock.seconds() * 1000)
+            identity = cls(path, SigningKey.generate(), {}, created)
             identity.save()
             return identity
         key = SigningKey(b64urlDecode(data["privateKey"]))
-        identity = cls(path, key, dict(data.get("tokens", {})))
+        created = data.get("createdAtMs")
+        identity = cls(path, key, dict(data.get("tokens", {})),
+                       created if isinstance(created, int) else None)
         if identity.deviceId != data.get("deviceId"):
             raise ValueError(f"{path}: deviceId does not match the key")
         return identity
 
     def save(self) -> None:
         """Write the file atomically with mode 0600."""
-        data = {
+        data: dict[str, Any] = {
             "version": 1,
             "deviceId": self.deviceId,
             "publicKey": self.publicKey,
             "privateKey": b64urlEncode(bytes(self.key)),
-            "createdAtMs": int(time.time() * 1000),
             "tokens": self.tokens,
         }
+        if self.createdAtMs is not None:
+            data["createdAtMs"] = self.createdAtMs
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, mode=0o700, exist_ok=True)
         temporary = f"{self.path}.tmp"

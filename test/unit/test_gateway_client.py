@@ -150,6 +150,22 @@ class IdentityTests(SynchronousTestCase):
         self.assertEqual((again.deviceId, again.publicKey), (first.deviceId, first.publicKey))
         self.assertEqual(len(first.deviceId), 64)
 
+    def test_createdAtFromTheClockAndKept(self) -> None:
+        """The creation time comes from the injected clock and survives later saves."""
+        path = os.path.join(self.mktemp(), "id.json")
+        clock = Clock()
+        clock.advance(1_700_000_000.5)
+        DeviceIdentity.load(path, clock)
+        clock.advance(1000)
+        again = DeviceIdentity.load(path, clock)
+        again.setToken("node", "tok", ())
+        with open(path) as f:
+            self.assertEqual(json.load(f)["createdAtMs"], 1_700_000_000_500)
+        bare = os.path.join(self.mktemp(), "id.json")
+        DeviceIdentity.load(bare)
+        with open(bare) as f:
+            self.assertNotIn("createdAtMs", json.load(f))
+
     def test_mismatchedFile(self) -> None:
         path = os.path.join(self.mktemp(), "id.json")
         DeviceIdentity.load(path)
