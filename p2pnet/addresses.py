@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterable
 
 __all__ = [
+    "ExternalAddresses",
     "IPAddress",
     "defaultRouteAddress",
     "family",
@@ -103,3 +105,57 @@ def defaultRouteAddress(addressFamily: int) -> str | None:
             return str(sock.getsockname()[0])
     except OSError:
         return None
+
+
+class ExternalAddresses:
+    """This host's public addresses behind 1:1 NAT (coturn's C{external-ip}), the one
+    place every service asks which address to tell a client for one of its own.
+
+    Each entry is C{PUBLIC} or C{PUBLIC/PRIVATE} (one per private address, and one
+    without a private address per family): a socket bound to PRIVATE is announced as
+    PUBLIC; an entry without PRIVATE stands for every address of its family.
+    """
+
+    def __init__(self, entries: Iterable[str] = ()) -> None:
+        self._byPrivate: dict[str, str] = {}
+        self._byFamily: dict[int, str] = {}
+        for entry in entries:
+            public, private = self.parse(entry)
+            if private is None:
+                if family(public) in self._byFamily:
+                    raise ValueError(f"a second IPv{family(public)} address without PRIVATE")
+                self._byFamily[family(public)] = public
+            else:
+                if private in self._byPrivate:
+                    raise ValueError(f"{private} is given twice")
+                self._byPrivate[private] = public
+
+    @staticmethod
+    def parse(text: str) -> tuple[str, str | None]:
+        """C{(public, private or None)} from C{PUBLIC[/PRIVATE]}; C{ValueError} for
+        anything else (unspecified or mixed-family addresses included)."""
+        publicText, _, privateText = text.strip().partition("/")
+        public = ipaddress.ip_address(publicText.strip().strip("[]"))
+        if public.is_unspecified:
+            raise ValueError(f"{public} is not a specific address")
+        if not privateText:
+            return str(public), None
+        private = ipaddress.ip_address(privateText.strip().strip("[]"))
+        if private.is_unspecified:
+            raise ValueError(f"{private} is not a specific address")
+        if private.version != public.version:
+            raise ValueError("PUBLIC and PRIVATE must be of one address family")
+        return str(public), str(private)
+
+    def public(self, host: str) -> str:
+        """The address to announce for a socket bound to C{host} (C{host} itself when
+        no entry covers it)."""
+        host = unmapped(host)
+        return self._byPrivate.get(host) or self._byFamily.get(family(host)) or host
+
+    def privateAddresses(self, addressFamily: int) -> list[str]:
+        """The PRIVATE addresses of C{addressFamily} (what to bind), in the order given."""
+        return [a for a in self._byPrivate if family(a) == addressFamily]
+
+    def __bool__(self) -> bool:
+        return bool(self._byPrivate or self._byFamily)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from p2pnet.addresses import ExternalAddresses
 from p2pnet.errors import ConfigError
 
 __all__ = [
@@ -197,6 +198,12 @@ def parsePortRange(text: str) -> tuple[int, int]:
     if not 1 <= lowPort <= highPort:
         raise ValueError("expected 1 <= MIN <= MAX")
     return lowPort, highPort
+
+
+def parseExternalIp(text: str) -> str:
+    """C{PUBLIC[/PRIVATE]}, two specific addresses of one family, in normal form."""
+    public, private = ExternalAddresses.parse(text)
+    return public if private is None else f"{public}/{private}"
 
 
 def parseCount(text: str) -> int:
@@ -458,6 +465,18 @@ class Config:
         "(default: the address the client reached).",
         parseAddress,
         repeatable=True,
+    )
+    external_ip: tuple[str, ...] = _setting(
+        (),
+        "PUBLIC[/PRIVATE]: this host's public address behind 1:1 NAT (AWS, GCP, Azure); "
+        "relayed sockets bind PRIVATE (or the address they would bind) and clients are "
+        "told PUBLIC; repeatable, one per private address and one without per family.",
+        parseExternalIp,
+        repeatable=True,
+    )
+    no_tcp_relay: bool = _setting(
+        False, "Refuse RFC 6062 TCP allocations (442), as coturn's no-tcp-relay.",
+        switch=True,
     )
     allow_loopback_peers: bool = _setting(
         False, "Relay to 127.0.0.0/8 and ::1 peers (refused by default).", switch=True
@@ -834,6 +853,10 @@ class Config:
         for address in self.relay_ip:
             if ipaddress.ip_address(address).is_unspecified:
                 raise ConfigError("relay-ip", f"{address} is not a specific address")
+        try:
+            ExternalAddresses(self.external_ip)
+        except ValueError as e:
+            raise ConfigError("external-ip", str(e)) from None
         if self.max_lifetime < 600:
             raise ConfigError("max-lifetime", "must be at least 600 (the RFC 8656 default)")
         low, high = self.relay_ports

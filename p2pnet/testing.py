@@ -9,13 +9,22 @@ transport, so a service can be started and driven entirely in memory.
 
 from __future__ import annotations
 
+import errno
 import socket
+from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.protocol import DatagramProtocol, Factory
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 
-__all__ = ["FakeDatagramTransport", "FakeListeningPort", "UDPMemoryReactor", "address"]
+__all__ = [
+    "FakeDatagramTransport",
+    "FakeListeningPort",
+    "MemoryRelaySockets",
+    "UDPMemoryReactor",
+    "address",
+]
 
 
 def address(kind: str, host: str, port: int) -> IPv4Address | IPv6Address:
@@ -122,3 +131,79 @@ class UDPMemoryReactor(MemoryReactorClock):
         host, port = _sockname(fileno)
         self.streamPorts[(host, port)] = factory
         return FakeListeningPort(address("TCP", host, port))
+
+
+class _RelayTransport(FakeDatagramTransport):
+    """A relayed UDP socket in memory; stopping it gives its address back."""
+
+    def __init__(self, owner: MemoryRelaySockets, address: tuple[str, int]) -> None:
+        super().__init__(*address)
+        self.owner = owner
+        self.address = address
+        self.dontFragment = False
+
+    def stopListening(self) -> None:
+        """Mark the transport closed and free its address."""
+        self.stopped = True
+        self.owner.bound.discard(self.address)
+
+    loseConnection = stopListening
+
+
+class MemoryRelaySockets:
+    """The TURN service's relayed sockets in memory (a
+    L{p2pnet.protocols.turn.RelaySockets}): nothing is bound in the kernel.
+
+    UDP ports get a L{FakeDatagramTransport} (recorded in C{udpPorts}, and in the
+    reactor's C{udpPorts} when it has one); TCP listeners and connections go to the
+    C{MemoryReactor}'s C{tcpServers} and C{tcpClients}.
+
+    @ivar bound: addresses held (by a relayed socket or a reservation).
+    @ivar taken: addresses to pretend someone else holds (binding them fails).
+    """
+
+    def __init__(self, reactor: MemoryReactor) -> None:
+        self.reactor = reactor
+        self.bound: set[tuple[str, int]] = set()
+        self.taken: set[tuple[str, int]] = set()
+        self.udpPorts: dict[tuple[str, int], DatagramProtocol] = {}
+
+    def bindUdp(self, host: str, port: int) -> tuple[str, int]:
+        """Hold C{(host, port)}; C{OSError(EADDRINUSE)} when it is held or taken."""
+        address = (host, port)
+        if address in self.bound or address in self.taken:
+            raise OSError(errno.EADDRINUSE, "Address already in use")
+        self.bound.add(address)
+        return address
+
+    def releaseUdp(self, handle: tuple[str, int]) -> None:
+        """Give a held address back."""
+        self.bound.discard(handle)
+
+    def adoptUdp(self, handle: tuple[str, int], protocol: DatagramProtocol,
+                 dontFragment: bool = False) -> _RelayTransport:
+        """Start C{protocol} on a fake transport at the held address."""
+        transport = _RelayTransport(self, handle)
+        transport.dontFragment = dontFragment
+        protocol.makeConnection(transport)  # type: ignore[arg-type]
+        self.udpPorts[handle] = protocol
+        ports = getattr(self.reactor, "udpPorts", None)
+        if ports is not None:
+            ports[handle] = protocol
+        return transport
+
+    def setDontFragment(self, port: Any) -> None:
+        """Record that DF was asked for."""
+        port.dontFragment = True
+
+    def listenTcp(self, factory: Factory, host: str, port: int) -> Any:
+        """C{listenTCP} on the memory reactor; taken addresses raise."""
+        if (host, port) in self.taken:
+            raise CannotListenError(host, port, OSError(errno.EADDRINUSE, "in use"))
+        return self.reactor.listenTCP(port, factory, interface=host)
+
+    def connectTcp(self, host: str, port: int, factory: ClientFactory, timeout: float,
+                   bindAddress: tuple[str, int]) -> Any:
+        """C{connectTCP} on the memory reactor, from C{bindAddress}."""
+        return self.reactor.connectTCP(host, port, factory, timeout=timeout,  # type: ignore[arg-type]
+                                       bindAddress=bindAddress)

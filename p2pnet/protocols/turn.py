@@ -2,10 +2,12 @@
 """TURN server transports on the relay side: the relayed UDP sockets (RFC 8656) and the
 relayed TCP listeners and peer connections (RFC 6062).
 
-Thin: a relayed socket hands each datagram to its L{RelayHandler} (the TURN service)
-with the allocation it belongs to; it holds no policy. Sockets are made and bound here
-(C{bindRelaySocket}) and adopted by the reactor, so the service can hold a reserved
-port (EVEN-PORT's R bit) as a bound but unread socket.
+Thin: a relayed socket hands each datagram to its L{RelayHandler} (the TURN data path)
+with the allocation it belongs to; it holds no policy. The TURN service makes relayed
+sockets only through a L{RelaySockets} it is given: L{KernelRelaySockets} binds them
+here (C{bindRelaySocket}) and has the reactor adopt them, so a reserved port (EVEN-PORT's
+R bit) is a bound but unread socket; tests hand in
+L{p2pnet.testing.MemoryRelaySockets}, which binds nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from twisted.python.failure import Failure
 
 __all__ = [
     "ConnectFactory",
+    "KernelRelaySockets",
+    "RelaySockets",
     "PeerConnection",
     "PeerConnectionHandler",
     "PeerListenerFactory",
@@ -381,3 +385,69 @@ class ConnectFactory(ClientFactory):
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
         self.handler.peerConnectFailed(self.context)
+
+
+# -- how the TURN service gets its relayed sockets --------------------------------------------
+
+
+class RelaySockets(TypingProtocol):
+    """Makes the TURN service's relayed sockets (injected, so unit tests bind nothing).
+
+    A UDP port is had in two steps, so a reservation can hold it bound but unread:
+    L{bindUdp} (raises C{OSError}; L{portInUse} says whether to try another port), then
+    L{adoptUdp} or L{releaseUdp}.
+    """
+
+    def bindUdp(self, host: str, port: int) -> Any:
+        """Bind a UDP socket to C{(host, port)}; a handle for L{adoptUdp}/L{releaseUdp}."""
+
+    def releaseUdp(self, handle: Any) -> None:
+        """Close a bound socket that was never adopted."""
+
+    def adoptUdp(self, handle: Any, protocol: DatagramProtocol,
+                 dontFragment: bool = False) -> IListeningPort:
+        """Start serving a bound socket with C{protocol}; the port to stop it with."""
+
+    def setDontFragment(self, port: IListeningPort) -> None:
+        """Send with the DF bit from now on (RFC 8656 DONT-FRAGMENT)."""
+
+    def listenTcp(self, factory: Factory, host: str, port: int) -> IListeningPort:
+        """Listen for peers on a TCP relayed address; raises C{CannotListenError}."""
+
+    def connectTcp(self, host: str, port: int, factory: ClientFactory, timeout: float,
+                   bindAddress: tuple[str, int]) -> IConnector:
+        """Connect to a peer from the relayed transport address C{bindAddress}."""
+
+
+class KernelRelaySockets:
+    """L{RelaySockets} on real sockets, adopted by C{reactor}."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def bindUdp(self, host: str, port: int) -> socket.socket:
+        """A non-blocking UDP socket bound to C{(host, port)} (L{bindRelaySocket})."""
+        return bindRelaySocket(host, port)
+
+    def releaseUdp(self, handle: socket.socket) -> None:
+        """Close the socket."""
+        handle.close()
+
+    def adoptUdp(self, handle: socket.socket, protocol: DatagramProtocol,
+                 dontFragment: bool = False) -> IListeningPort:
+        """Hand the socket to the reactor (L{adoptRelaySocket})."""
+        return adoptRelaySocket(self.reactor, handle, protocol,  # type: ignore[arg-type]
+                                dontFragment)
+
+    def setDontFragment(self, port: IListeningPort) -> None:
+        """Set DF on the port's socket."""
+        setDontFragment(port.socket)  # type: ignore[attr-defined]
+
+    def listenTcp(self, factory: Factory, host: str, port: int) -> IListeningPort:
+        """L{listenRelayTCP}."""
+        return listenRelayTCP(self.reactor, factory, host, port)
+
+    def connectTcp(self, host: str, port: int, factory: ClientFactory, timeout: float,
+                   bindAddress: tuple[str, int]) -> IConnector:
+        """L{connectFromRelay}."""
+        return connectFromRelay(self.reactor, host, port, factory, timeout, bindAddress)

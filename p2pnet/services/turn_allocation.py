@@ -18,6 +18,7 @@ from typing import Any
 from p2pnet.ratelimit import TokenBucket
 
 __all__ = [
+    "CHANNEL_CONFIRM_DELAY",
     "CHANNEL_LIFETIME",
     "CHANNEL_REUSE_DELAY",
     "PERMISSION_LIFETIME",
@@ -35,6 +36,12 @@ CHANNEL_LIFETIME = 600.0
 #: RFC 8656 section 12: after a binding expires, the channel number and the peer address
 #: are not bound to anything else for 5 more minutes.
 CHANNEL_REUSE_DELAY = 300.0
+#: Seconds after a new ChannelBind during which a peer's data still goes to the client
+#: as Data indications, unless the client shows earlier that it has the success
+#: response (RFC 8656 §12: a client "SHOULD be prepared to receive ChannelData ... as
+#: soon as it has sent the ChannelBind request" -- SHOULD, and over UDP the response
+#: can be lost or overtaken; a Data indication is understood either way).
+CHANNEL_CONFIRM_DELAY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,18 +86,34 @@ class Permission:
 
 
 class ChannelBinding:
-    """A channel number bound to one peer transport address (section 12)."""
+    """A channel number bound to one peer transport address (RFC 8656 §12).
 
-    __slots__ = ("number", "peer", "expiresAt")
+    @ivar confirmedAt: from when the server sends the peer's data as ChannelData rather
+        than Data indications: a moment after the bind (L{CHANNEL_CONFIRM_DELAY}), or at
+        once when the client shows it knows the binding (ChannelData from it on this
+        channel, or the same ChannelBind again).
+    @ivar reported: the table told its observers this binding expired.
+    """
+
+    __slots__ = ("number", "peer", "expiresAt", "confirmedAt", "reported")
 
     def __init__(self, number: int, peer: tuple[str, int], now: float) -> None:
         self.number = number
         self.peer = peer
         self.expiresAt = now + CHANNEL_LIFETIME
+        self.confirmedAt = now + CHANNEL_CONFIRM_DELAY
+        self.reported = False
 
     def refresh(self, now: float) -> None:
-        """Start a fresh lifetime."""
+        """Start a fresh lifetime (the client knows this binding: it asked again)."""
         self.expiresAt = now + CHANNEL_LIFETIME
+        self.confirmedAt = min(self.confirmedAt, now)
+        self.reported = False
+
+    def confirm(self, now: float) -> None:
+        """The client used the channel: it knows the binding."""
+        if now < self.confirmedAt:
+            self.confirmedAt = now
 
     def alive(self, now: float) -> bool:
         """Whether data may flow on this channel at C{now}."""
@@ -132,14 +155,20 @@ class Allocation:
     @ivar username: who authenticated the Allocate request.
     @ivar link: the STUN service link (socket or connection) that reaches the client.
     @ivar relays: address family (4 or 6) to the relayed socket's protocol (set by the
-        service, which owns the sockets).
-    @ivar relayed: address family to the relayed transport address.
+        relay allocator, which owns the sockets).
+    @ivar relayed: address family to the relayed transport address the socket is bound to.
+    @ivar announced: address family to the relayed transport address told to the client
+        (XOR-RELAYED-ADDRESS): the bound one, or its public address behind 1:1 NAT
+        (C{external-ip}).
+    @ivar createdAt: the clock time the allocation was made.
     @ivar transport: the REQUESTED-TRANSPORT protocol number (17 UDP, 6 TCP).
     @ivar expiresAt: the clock time the allocation ends unless refreshed.
     @ivar timer: the service's expiry call (a C{DelayedCall}).
     @ivar transactionId: the Allocate transaction, to answer a retransmission again.
     @ivar response: the encoded success response to that Allocate.
-    @ivar connections: RFC 6062 peer data connections by CONNECTION-ID.
+    @ivar connections: RFC 6062 peer data connections by peer transport address (what
+        RFC 6062 §5.2's 446 rule is about); C{None} while the connection is being made.
+        (CONNECTION-IDs index the pending ones in the TCP relays.)
     """
 
     __slots__ = (
@@ -147,7 +176,7 @@ class Allocation:
         "expiresAt", "timer", "transactionId", "response", "permissions", "channels",
         "peerChannels", "maxPermissions", "maxChannels", "inBucket", "outBucket",
         "bytesIn", "bytesOut", "packetsIn", "packetsOut", "connections", "dontFragment",
-        "sendToClient", "budget",
+        "sendToClient", "budget", "announced", "createdAt",
     )
 
     def __init__(self, fiveTuple: FiveTuple, username: str, link: Any, now: float,
@@ -160,6 +189,8 @@ class Allocation:
         self.client = fiveTuple.client
         self.relays: dict[int, Any] = {}
         self.relayed: dict[int, tuple[str, int]] = {}
+        self.announced: dict[int, tuple[str, int]] = {}
+        self.createdAt = now
         self.transport = transport
         self.expiresAt = now + lifetime
         self.timer: Any = None
@@ -173,7 +204,7 @@ class Allocation:
         self.inBucket = TokenBucket(maxBps, now) if maxBps else None
         self.outBucket = TokenBucket(maxBps, now) if maxBps else None
         self.bytesIn = self.bytesOut = self.packetsIn = self.packetsOut = 0
-        self.connections: dict[int, Any] = {}
+        self.connections: dict[tuple[str, int], Any] = {}
         self.dontFragment = False
         #: C{(data, address)} -> None: how data reaches the client (set by the service).
         self.sendToClient: Any = None

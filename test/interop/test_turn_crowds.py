@@ -27,8 +27,8 @@ from p2pnet.app import buildService
 from p2pnet.config import Config
 from p2pnet.protocols.stun_client import StunErrorResponse
 from p2pnet.protocols.turn_client import TurnClientProtocol, connectTurnStream
+from test.interop.test_interop_turn import requireCoturn
 from test.interop.test_stun_clients import runClient, showRun
-from test.test_interop_turn import requireCoturn
 
 USER, PASSWORD = "crowd", "behind-one-nat"
 UDP_CLIENTS = 300

@@ -37,6 +37,22 @@ class TurnSettingsTests(TestCase):
                          (5, 2, 64000))
         self.assertTrue(config.allow_loopback_peers)
 
+    def test_externalIpAndNoTcpRelay(self) -> None:
+        """external-ip is repeatable PUBLIC[/PRIVATE] in normal form; no-tcp-relay a
+        switch; both reach the service."""
+        config = loadConfig({"services": "stun,turn", "listen": ["127.0.0.1"],
+                             "external-ip": ["203.0.113.5/10.0.0.5", "[2001:db8::5]"],
+                             "no-tcp-relay": True})
+        self.assertEqual(config.external_ip, ("203.0.113.5/10.0.0.5", "2001:db8::5"))
+        self.assertTrue(config.no_tcp_relay)
+        turn = buildService(config, UDPMemoryReactor()).getServiceNamed("turn")
+        self.assertEqual(turn.relays.external.public("10.0.0.5"), "203.0.113.5")
+        self.assertFalse(turn.allocate.limits.tcpRelays)
+        for bad in (["0.0.0.0"], ["203.0.113.5/::1"], ["203.0.113.5", "203.0.113.6"]):
+            with self.assertRaises(ConfigError) as caught:
+                loadConfig({"services": "stun,turn", "external-ip": bad})
+            self.assertEqual(caught.exception.key, "external-ip", bad)
+
     def test_serviceOrder(self) -> None:
         """turn comes right after stun."""
         self.assertEqual(SERVICES.index("turn"), SERVICES.index("stun") + 1)
@@ -115,7 +131,7 @@ class TacTests(TestCase):
     """tac/turn.tac builds STUN and TURN, reading ./p2pnet.toml when present."""
 
     def test_turnTac(self) -> None:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         work = os.path.abspath(self.mktemp())
         os.makedirs(work)
         with open(os.path.join(work, "p2pnet.toml"), "w") as f:

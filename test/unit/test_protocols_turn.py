@@ -1,25 +1,21 @@
-"""Tests for L{p2pnet.protocols.turn}: relayed sockets and RFC 6062 peer connections."""
+# -*- test-case-name: test.unit.test_protocols_turn -*-
+"""Tests for L{p2pnet.protocols.turn}: relayed sockets and RFC 6062 peer connections, in
+memory (the kernel side is in C{test/interop/test_turn_sockets.py})."""
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from p2pnet.protocols.turn import (
-    DONT_FRAGMENT_SUPPORTED,
     PENDING_LIMIT,
     PENDING_TOTAL_LIMIT,
     PeerConnection,
     PeerListenerFactory,
     RelayDatagramProtocol,
-    bindRelaySocket,
-    connectFromRelay,
-    listenRelayTCP,
-    setDontFragment,
 )
 from p2pnet.testing import FakeDatagramTransport
 
@@ -62,17 +58,6 @@ class Recorder:
 
 
 class RelaySocketTests(SynchronousTestCase):
-    def test_bindAndDontFragment(self) -> None:
-        """A bound non-blocking socket; DF set through IP_MTU_DISCOVER on Linux."""
-        sock = bindRelaySocket("127.0.0.1", 0)
-        self.addCleanup(sock.close)
-        self.assertEqual(sock.getsockname()[0], "127.0.0.1")
-        self.assertFalse(sock.getblocking())
-        if not DONT_FRAGMENT_SUPPORTED:
-            raise self.skipTest("no DF socket option here")
-        setDontFragment(sock)
-        self.assertEqual(sock.getsockopt(socket.IPPROTO_IP, 10), 2)  # IP_PMTUDISC_DO
-
     def test_datagrams(self) -> None:
         """Datagrams go to the handler with the allocation; handler errors are
         contained; sending uses the transport."""
@@ -171,44 +156,3 @@ class PeerConnectionTests(SynchronousTestCase):
             IPv4Address("TCP", "192.0.2.5", 1)))
         self.assertIsInstance(PeerListenerFactory(Recorder(), "a").buildProtocol(
             IPv4Address("TCP", "192.0.2.5", 1)), PeerConnection)
-
-
-class RelayedAddressTests(TestCase):
-    """RFC 6062 section 5.2: a connection to a peer leaves from the relayed transport
-    address, the same address and port peers connect in to."""
-
-    def test_connectFromTheListeningAddress(self):  # noqa: ANN201
-        from twisted.internet import defer, reactor
-        from twisted.internet.protocol import ClientFactory, Factory, Protocol
-
-        relayed = listenRelayTCP(reactor, Factory.forProtocol(Protocol), "127.0.0.1", 0)
-        self.addCleanup(relayed.stopListening)
-        relayedAddress = ("127.0.0.1", relayed.getHost().port)
-
-        accepted: defer.Deferred = defer.Deferred()
-
-        class Peer(Protocol):
-            def connectionMade(self) -> None:
-                peer = self.transport.getPeer()
-                accepted.callback((peer.host, peer.port))
-                self.transport.loseConnection()
-
-        peer = reactor.listenTCP(0, Factory.forProtocol(Peer), interface="127.0.0.1")
-        self.addCleanup(peer.stopListening)
-        connector = connectFromRelay(reactor, "127.0.0.1", peer.getHost().port,
-                                     ClientFactory.forProtocol(Protocol), 5, relayedAddress)
-        self.addCleanup(connector.disconnect)
-        return accepted.addCallback(self.assertEqual, relayedAddress)
-
-    def test_addressTaken(self) -> None:
-        """A relayed address already taken by another listener cannot be listened on."""
-        from twisted.internet import reactor
-        from twisted.internet.error import CannotListenError
-        from twisted.internet.protocol import Factory
-
-        taken = socket.socket()
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        self.addCleanup(taken.close)
-        self.assertRaises(CannotListenError, listenRelayTCP, reactor, Factory(), "127.0.0.1",
-                          taken.getsockname()[1])

@@ -1,8 +1,10 @@
-"""Tests for L{p2pnet.services.turn}: every request, error path and timer, in memory."""
+# -*- test-case-name: test.unit.test_services_turn -*-
+"""Tests for L{p2pnet.services.turn} and its rooms (allocate, permissions, data path,
+RFC 6062 relays): every request, error path and timer, in memory. The relayed sockets
+are L{MemoryRelaySockets}: nothing is bound for them."""
 
 from __future__ import annotations
 
-import socket
 import struct
 
 from hypothesis import given, settings
@@ -31,11 +33,12 @@ from p2pnet.codecs.stun import (
     longTermKey,
     splitChannelData,
 )
+from p2pnet.services import turn_tcp
 from p2pnet.services.auth import StaticUsers
 from p2pnet.services.stun import StunService
 from p2pnet.services.turn import TurnService
 from p2pnet.services.turn_policy import PeerPolicy
-from p2pnet.testing import UDPMemoryReactor
+from p2pnet.testing import MemoryRelaySockets, UDPMemoryReactor
 
 CLIENT = ("127.0.0.1", 40000)
 PEER = ("127.0.0.1", 50000)
@@ -43,20 +46,9 @@ REALM = "example.org"
 USERS = {"alice": "secret", "bob": "hunter2"}
 
 
-def freeRange(size: int = 40) -> tuple[int, int]:
-    """A range of UDP ports on 127.0.0.1 that were free a moment ago."""
-    socks = []
-    try:
-        while True:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            port = s.getsockname()[1]
-            if port + size < 65535:
-                return port, port + size - 1
-    finally:
-        for s in socks:
-            s.close()
+def portRange(size: int = 40) -> tuple[int, int]:
+    """A relay port range (relayed sockets are in memory: nothing is bound)."""
+    return 50000, 50000 + size - 1
 
 
 def errorCode(message: Message) -> int:
@@ -76,7 +68,9 @@ class TurnMixin:
         self.stun = StunService(self.reactor, port=0, realm=REALM, **stunArgs)  # type: ignore[arg-type]
         kwargs.setdefault("credentials", StaticUsers(USERS))
         kwargs.setdefault("policy", PeerPolicy(allowLoopback=True))
-        kwargs.setdefault("relayPorts", freeRange())
+        kwargs.setdefault("relayPorts", portRange())
+        self.relaySockets = MemoryRelaySockets(self.reactor)
+        kwargs.setdefault("relaySockets", self.relaySockets)
         # The automatic quotas of a 40-port range are 5 per user and 2 per address.
         kwargs.setdefault("userQuota", 64)
         kwargs.setdefault("ipQuota", 64)
@@ -317,7 +311,7 @@ class AllocateTests(TurnMixin, SynchronousTestCase):
         reply = self.allocate((Attr.EVEN_PORT, encodeEvenPort(True)))
         token = reply.get(Attr.RESERVATION_TOKEN)
         self.reactor.advance(30)
-        self.assertEqual(self.turn._reservations, {})
+        self.assertEqual(self.turn.table.reservations, {})
         reply = self.allocate((Attr.RESERVATION_TOKEN, token), source=("127.0.0.1", 2))
         self.assertEqual(errorCode(reply), 508)
 
@@ -329,7 +323,7 @@ class AllocateTests(TurnMixin, SynchronousTestCase):
         self.allocate((Attr.EVEN_PORT, encodeEvenPort(True)), source=("127.0.0.1", 2))
         reply = self.allocate((Attr.EVEN_PORT, encodeEvenPort(True)), source=("127.0.0.1", 3))
         self.assertEqual(errorCode(reply), 508)
-        self.assertEqual(len(self.turn._reservations), 2)
+        self.assertEqual(len(self.turn.table.reservations), 2)
 
     def test_evenPortWithoutReservation(self) -> None:
         """EVEN-PORT without R: an even port, no token."""
@@ -374,7 +368,7 @@ class AllocateTests(TurnMixin, SynchronousTestCase):
     def test_oneUserManyAddresses(self) -> None:
         """Issue 14 item 18: with the default quotas one user from many addresses gets at
         most an eighth of the range's allocations (a quarter of its ports)."""
-        self.startTurn(relayPorts=freeRange(64), userQuota=0, ipQuota=0)
+        self.startTurn(relayPorts=portRange(64), userQuota=0, ipQuota=0)
         self.assertEqual((self.turn.userQuota, self.turn.ipQuota), (8, 4))
         codes = []
         for n in range(16):
@@ -383,7 +377,7 @@ class AllocateTests(TurnMixin, SynchronousTestCase):
             codes.append(reply.cls == StunClass.SUCCESS or errorCode(reply))
         self.assertEqual(codes.count(True), 8)
         self.assertEqual(codes[8:], [486] * 8)
-        self.assertEqual(len(self.turn._usedPorts), 8)
+        self.assertEqual(len(self.turn.relays.usedPorts), 8)
 
     def test_reservationCountsAgainstQuota(self) -> None:
         """An EVEN-PORT reservation holds a port, so it counts as one of the user's: a
@@ -395,9 +389,36 @@ class AllocateTests(TurnMixin, SynchronousTestCase):
         self.reactor.advance(30)
         self.assertEqual(self.allocate(source=("127.0.0.1", 2)).cls, StunClass.SUCCESS)
 
+    def test_noTcpRelay(self) -> None:
+        """With no-tcp-relay, REQUESTED-TRANSPORT TCP gets 442 (coturn's answer)."""
+        self.startTurn(tcpRelays=False)
+        reply = self.request(Method.ALLOCATE, (Attr.REQUESTED_TRANSPORT,
+                                               encodeRequestedTransport(PROTOCOL_TCP)))
+        self.assertEqual(errorCode(reply), 442)
+
+    def test_externalIp(self) -> None:
+        """external-ip PUBLIC/PRIVATE: the socket is bound to PRIVATE, the client is
+        told PUBLIC (issue 14 item 4, coturn's external-ip)."""
+        from p2pnet.addresses import ExternalAddresses
+        self.startTurn(external=ExternalAddresses(["203.0.113.5/127.0.0.1"]))
+        host, port = self.relayed(self.allocate())
+        self.assertEqual(host, "203.0.113.5")
+        self.assertIn(("127.0.0.1", port), self.relaySockets.bound)
+        [session] = self.turn.table.sessions()
+        self.assertEqual(session.relayed, (("203.0.113.5", port),))
+
+    def test_externalIpBindsPrivate(self) -> None:
+        """Without relay-ip, relayed sockets bind the PRIVATE address even when the
+        client reached another one."""
+        from p2pnet.addresses import ExternalAddresses
+        self.startTurn(external=ExternalAddresses(["198.51.100.1/127.0.0.2"]))
+        host, port = self.relayed(self.allocate())
+        self.assertEqual(host, "198.51.100.1")
+        self.assertIn(("127.0.0.2", port), self.relaySockets.bound)
+
     def test_portsExhausted(self) -> None:
         """A one-port range that is taken: 508."""
-        low, _ = freeRange(2)
+        low, _ = portRange(2)
         self.startTurn(relayPorts=(low, low))
         self.allocate()
         self.assertEqual(errorCode(self.allocate(source=("127.0.0.1", 2))), 508)
@@ -651,6 +672,48 @@ class ChannelTests(TurnMixin, SynchronousTestCase):
         relay.datagramReceived(b"other", ("127.0.0.1", 1))  # same IP, other port: Data
         self.assertEqual(decode(self.replies()[0][0]).method, Method.DATA)
         self.assertEqual(self.turn.stats.snapshot()["turn.channels"], 1)
+
+    def test_aroundTheFirstBind(self) -> None:
+        """Issue 14 item 2 / RFC 8656 §12: the ChannelBind success response leaves
+        before anything is sent on the channel; until the client shows it has that
+        response (ChannelData from it, or the same ChannelBind again) or a moment has
+        passed, the peer's datagrams still come as Data indications (understood by
+        every client), then as ChannelData; Data indications never follow ChannelData
+        for a peer while its channel lives."""
+        from p2pnet.services.turn_allocation import CHANNEL_CONFIRM_DELAY
+        self.startTurn()
+        relayed = self.relayed(self.allocate())
+        relay = self.relaySocket(relayed)
+        self.request(Method.CREATE_PERMISSION, self.peerAttr(PEER))
+        relay.datagramReceived(b"before", PEER)
+        self.assertEqual(decode(self.replies()[0][0]).method, Method.DATA)
+        message = Message(Method.CHANNEL_BIND, StunClass.REQUEST)
+        message.add(Attr.CHANNEL_NUMBER, encodeChannelNumber(0x4000))
+        message.add(*self.peerAttr(PEER, message.transactionId))
+        self.udp.datagramReceived(self.sign(message), CLIENT)
+        relay.datagramReceived(b"racing", PEER)  # the bind is accepted; the client
+        out = self.replies()                     # may not have the answer yet
+        self.assertEqual([decode(d).cls for d, _ in out], [StunClass.SUCCESS,
+                                                            StunClass.INDICATION])
+        self.assertEqual(decode(out[1][0]).get(Attr.DATA), b"racing")
+        self.reactor.advance(CHANNEL_CONFIRM_DELAY)
+        relay.datagramReceived(b"after", PEER)
+        [(data, _)] = self.replies()
+        self.assertEqual(splitChannelData(data), (0x4000, b"after"))
+        # A second binding is confirmed at once by the client's first ChannelData.
+        other = ("127.0.0.1", 50001)
+        self.assertEqual(self.bind(0x4001, other).cls, StunClass.SUCCESS)
+        self.udp.datagramReceived(encodeChannelData(0x4001, b"hi"), CLIENT)
+        relay.datagramReceived(b"back", other)
+        [(data, _)] = self.replies()
+        self.assertEqual(splitChannelData(data), (0x4001, b"back"))
+        # A retransmitted ChannelBind (the client lost the answer) confirms it too.
+        third = ("127.0.0.1", 50002)
+        self.bind(0x4002, third)
+        self.bind(0x4002, third)
+        relay.datagramReceived(b"third", third)
+        [(data, _)] = self.replies()
+        self.assertEqual(splitChannelData(data), (0x4002, b"third"))
 
     def test_badChannelData(self) -> None:
         """Unbound channels, short frames and unknown 5-tuples are dropped and counted."""
@@ -908,7 +971,7 @@ class TcpRelayTests(TurnMixin, SynchronousTestCase):
         counters = self.turn.stats.counters
         self.assertEqual((counters["turn.bytes.to_peer"], counters["turn.bytes.from_peer"]),
                          (10, 8))
-        self.assertEqual(self.turn.tcpConnections, 1)
+        self.assertEqual(self.turn.tcp.connections, 1)
         events: list[dict] = []
         from twisted.logger import globalLogPublisher
         globalLogPublisher.addObserver(events.append)
@@ -917,23 +980,22 @@ class TcpRelayTests(TurnMixin, SynchronousTestCase):
         deleted = [e for e in events if e.get("event") == "turn.allocation.deleted"]
         self.assertEqual((deleted[0]["bytesOut"], deleted[0]["bytesIn"]), (10, 8))
         peer.connectionLost(None)
-        self.assertEqual((self.turn.tcpConnections, self.turn.pendingBytes), (0, 0))
+        self.assertEqual((self.turn.tcp.connections, self.turn.tcp.pendingBytes), (0, 0))
 
     def test_connectionsBoundedInTotal(self) -> None:
         """RFC 6062 connections of all allocations together are bounded: a Connect past
         the total gets 508; a failed attempt gives its place back."""
-        from p2pnet.services import turn as turnModule
-        self.patch(turnModule, "MAX_TCP_CONNECTIONS_TOTAL", 1)
+        self.patch(turn_tcp, "MAX_TCP_CONNECTIONS_TOTAL", 1)
         self.startTurn()
         control, _ = self.control()
         control[0].dataReceived(self.sign(self.connectRequest(control)))
         factory = self.reactor.tcpClients[-1][2]
-        self.assertEqual(self.turn.tcpConnections, 1)
+        self.assertEqual(self.turn.tcp.connections, 1)
         other = self.connectRequest(control, ("127.0.0.1", 50001))
         self.assertEqual(errorCode(self.exchange(control, other)), 508)
         factory.clientConnectionFailed(None, None)
         self.assertEqual(errorCode(decode(control[1].value())), 447)
-        self.assertEqual(self.turn.tcpConnections, 0)
+        self.assertEqual(self.turn.tcp.connections, 0)
 
     def test_connectErrors(self) -> None:
         """No peer: 400; a refused peer: 403; a failed connection: 447; Connect on a UDP
