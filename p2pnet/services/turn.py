@@ -58,13 +58,13 @@ from p2pnet.services.turn_data import DataPath
 from p2pnet.services.turn_permissions import PermissionHandler
 from p2pnet.services.turn_policy import PeerPolicy
 from p2pnet.services.turn_relays import RelayAllocator
-from p2pnet.services.turn_table import SWEEP_INTERVAL, AllocationTable, autoQuotas
+from p2pnet.services.turn_table import SWEEP_INTERVAL, AllocationTable, TurnSession, autoQuotas
 from p2pnet.services.turn_tcp import TcpRelays
 from p2pnet.stats import Stats
 from p2pnet.store.users import FILENAME as USERS_FILENAME
 from p2pnet.store.users import UserStore
 
-__all__ = ["TurnService", "autoQuotas", "ensureGeneratedUser"]
+__all__ = ["TurnService", "autoQuotas", "ensureGeneratedUser", "sessionRow"]
 
 _TURN_METHODS = (
     Method.ALLOCATE, Method.REFRESH, Method.SEND, Method.CREATE_PERMISSION,
@@ -104,6 +104,30 @@ def ensureGeneratedUser(dataDir: str) -> tuple[str, str] | None:
     _log.info("generated TURN user {name}; its password is in {path}",
                          name=name, path=path)
     return name, password
+
+
+def sessionRow(session: TurnSession) -> dict[str, Any]:
+    """A L{TurnSession} as a JSON-ready row (addresses as C{host:port} text)."""
+    return {
+        "user": session.user,
+        "client": hostPort(session.client),
+        "transport": session.transport,
+        "relayed": [hostPort(a) for a in session.relayed],
+        "age": round(session.age, 3),
+        "expiresIn": round(session.expiresIn, 3),
+        "bytesToPeers": session.bytesToPeers,
+        "packetsToPeers": session.packetsToPeers,
+        "bytesFromPeers": session.bytesFromPeers,
+        "packetsFromPeers": session.packetsFromPeers,
+        "permissions": list(session.permissions),
+        "channels": [{"number": n, "peer": hostPort(p)} for n, p in session.channels],
+    }
+
+
+def hostPort(address: tuple[str, int]) -> str:
+    """C{host:port}, IPv6 in brackets."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class TurnService(Service):
@@ -270,6 +294,50 @@ class TurnService(Service):
             tcpRelays=not config.no_tcp_relay,
             userTable=table,
         )
+
+    # -- operators (the gateway's turn.allocations.list, turn.users.*) ----------------------
+
+    def listing(self, kind: str) -> Any:
+        """JSON-ready rows: C{allocations} (L{AllocationTable.sessions}) or C{users}
+        (the durable user table: names, realms and creation times, never keys; a
+        Deferred). C{KeyError} for another kind."""
+        if kind == "allocations":
+            return [sessionRow(s) for s in self.table.sessions()]
+        if kind == "users":
+            if self.userTable is None:
+                return []
+            return self.userTable.store.list().addCallback(lambda rows: [
+                {"name": name, "realm": realm, "createdAt": created}
+                for name, realm, created in rows])
+        raise KeyError(kind)
+
+    def manage(self, kind: str, action: str, params: Mapping[str, Any]) -> Any:
+        """C{users}/C{add} (C{name}, C{password}; the server's realm) or C{users}/
+        C{remove} (C{name}) in the durable table, in force on this server at once; a
+        Deferred of C{{"name", "created"}} or C{{"name", "removed"}}. C{remove} also ends
+        the user's allocations. C{KeyError} for another kind or action, C{ValueError}
+        for bad params."""
+        if kind != "users" or action not in ("add", "remove") or self.userTable is None:
+            raise KeyError(f"{kind}.{action}")
+        name = params.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError("name must be a non-empty string")
+        users = self.userTable
+        if action == "add":
+            password = params.get("password")
+            if not isinstance(password, str) or not password:
+                raise ValueError("password must be a non-empty string")
+            d = users.store.add(name, password, self.stun.auth.realm)
+            d.addCallback(lambda new: users.reload().addCallback(
+                lambda _: {"name": name, "created": new}))
+            return d
+
+        def removed(found: bool) -> Any:
+            killed = self.table.kill(user=name)
+            return users.reload().addCallback(
+                lambda _: {"name": name, "removed": found, "allocationsEnded": killed})
+
+        return users.store.remove(name).addCallback(removed)
 
     # -- wiring ----------------------------------------------------------------------------
 

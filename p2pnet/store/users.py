@@ -132,6 +132,19 @@ class UserStore:
         """Every user, by name."""
         return self._db.runInteraction(allUsers)
 
+    def list(self) -> Deferred[list[tuple[str, str, int]]]:
+        """C{(name, realm, created UNIX time)} of every user, by name (never the keys)."""
+        return self._db.runInteraction(listUsers)
+
+    def add(self, name: str, password: str, realm: str) -> Deferred[bool]:
+        """Add C{name} or change its password; fires C{True} when the user is new
+        (C{ValueError} for names or passwords that are not valid prepared strings)."""
+        return self._db.runInteraction(addUser, name, password, realm)
+
+    def remove(self, name: str) -> Deferred[bool]:
+        """Delete C{name}; fires C{True} when there was such a user."""
+        return self._db.runInteraction(deleteUser, name)
+
     def close(self) -> None:
         """Stop the database thread."""
         self._db.close()

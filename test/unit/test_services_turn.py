@@ -5,11 +5,15 @@ are L{MemoryRelaySockets}: nothing is bound for them."""
 
 from __future__ import annotations
 
+import json
 import struct
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -1075,3 +1079,70 @@ class FuzzTests(TurnMixin, SynchronousTestCase):
         self.replies()
         self.assertEqual(self.stun.stats.counters["stun.internal_errors"], 0)
         self.assertEqual(self.turn.stats.counters["turn.internal_errors"], 0)
+
+
+class FakeUserStore:
+    """The durable user table in memory (what L{UserStore} offers the service)."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, tuple[str, str]] = {}
+
+    def all(self) -> Any:
+        from p2pnet.store.users import StoredUser
+        return succeed({name: StoredUser(realm, longTermKey(name, realm, pw),
+                                         longTermKey(name, realm, pw, 2), b"h" * 32)
+                        for name, (pw, realm) in self.users.items()})
+
+    def list(self) -> Any:
+        return succeed([(name, realm, 1700000000)
+                        for name, (_, realm) in sorted(self.users.items())])
+
+    def add(self, name: str, password: str, realm: str) -> Any:
+        new = name not in self.users
+        self.users[name] = (password, realm)
+        return succeed(new)
+
+    def remove(self, name: str) -> Any:
+        return succeed(self.users.pop(name, None) is not None)
+
+    def close(self) -> None:
+        pass
+
+
+class OperatorTests(TurnMixin, SynchronousTestCase):
+    """What the gateway's turn.allocations.list and turn.users.* call."""
+
+    def test_allocationsListing(self) -> None:
+        """listing("allocations") gives one JSON-ready row per allocation."""
+        self.startTurn()
+        host, port = self.relayed(self.allocate())
+        self.request(Method.CHANNEL_BIND, (Attr.CHANNEL_NUMBER, encodeChannelNumber(0x4000)),
+                     self.peerAttr(PEER))
+        [row] = self.turn.listing("allocations")
+        self.assertEqual((row["user"], row["client"], row["transport"], row["relayed"]),
+                         ("alice", "127.0.0.1:40000", "udp", [f"{host}:{port}"]))
+        self.assertEqual(row["channels"], [{"number": 0x4000, "peer": "127.0.0.1:50000"}])
+        self.assertEqual(row["permissions"], ["127.0.0.1"])
+        json.dumps(row)
+        self.assertRaises(KeyError, self.turn.listing, "nonsense")
+
+    def test_users(self) -> None:
+        """users add/list/remove go to the durable table and are in force at once;
+        removing a user ends its allocations; bad params are ValueError."""
+        from p2pnet.services.turn_credentials import ChainedCredentials, StoredUsers
+        store = FakeUserStore()
+        table = StoredUsers(store, Clock())  # type: ignore[arg-type]
+        self.startTurn(credentials=ChainedCredentials([table]), userTable=table)
+        result = self.successResultOf(self.turn.manage("users", "add",
+                                                       {"name": "carol", "password": "pw"}))
+        self.assertEqual(result, {"name": "carol", "created": True})
+        self.assertEqual(store.users["carol"], ("pw", REALM))
+        rows = self.successResultOf(self.turn.listing("users"))
+        self.assertEqual(rows, [{"name": "carol", "realm": REALM, "createdAt": 1700000000}])
+        self.assertEqual(self.allocate(user="carol", password="pw").cls, StunClass.SUCCESS)
+        result = self.successResultOf(self.turn.manage("users", "remove", {"name": "carol"}))
+        self.assertEqual(result, {"name": "carol", "removed": True, "allocationsEnded": 1})
+        self.assertEqual(self.turn.allocations, {})
+        self.assertRaises(ValueError, self.turn.manage, "users", "add", {"name": "x"})
+        self.assertRaises(ValueError, self.turn.manage, "users", "remove", {"name": 3})
+        self.assertRaises(KeyError, self.turn.manage, "users", "rename", {"name": "x"})
