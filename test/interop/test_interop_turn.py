@@ -37,7 +37,7 @@ from p2pnet.app import buildService
 from p2pnet.config import Config
 from test.interop.test_stun_clients import runClient, showRun
 
-AIOICE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "interop",
+AIOICE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                              "aioice_turn.py")
 USER, PASSWORD = "alice", "wonderland"
 SECRET = "rest-shared-secret"
