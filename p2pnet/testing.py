@@ -205,5 +205,5 @@ class MemoryRelaySockets:
     def connectTcp(self, host: str, port: int, factory: ClientFactory, timeout: float,
                    bindAddress: tuple[str, int]) -> Any:
         """C{connectTCP} on the memory reactor, from C{bindAddress}."""
-        return self.reactor.connectTCP(host, port, factory, timeout=timeout,  # type: ignore[arg-type]
+        return self.reactor.connectTCP(host, port, factory, timeout=timeout,
                                        bindAddress=bindAddress)

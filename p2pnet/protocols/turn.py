@@ -93,9 +93,10 @@ def bindRelaySocket(host: str, port: int) -> socket.socket:
 
 def setDontFragment(sock: socket.socket) -> None:
     """Ask the kernel to send with the DF bit set (no fragmentation; EMSGSIZE instead)."""
-    if sock.family == socket.AF_INET6 and _IPV6_MTU_DISCOVER is not None:
-        sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, _IPV6_PMTUDISC_DO)
-    elif _IP_MTU_DISCOVER is not None:
+    if sock.family == socket.AF_INET6:
+        if _IPV6_MTU_DISCOVER is not None and _IPV6_PMTUDISC_DO is not None:
+            sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, _IPV6_PMTUDISC_DO)
+    elif _IP_MTU_DISCOVER is not None and _IP_PMTUDISC_DO is not None:
         sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_DO)
 
 
@@ -105,12 +106,12 @@ class _QuietPort(udp.Port):
     the TURN service logs that itself, with the user and the 5-tuple."""
 
     def _bindSocket(self) -> None:
-        sock = self._preexistingSocket
+        sock: Any = self._preexistingSocket
         self._preexistingSocket = None
         self._realPortNumber = sock.getsockname()[1]
         self.connected = 1
         self.socket = sock
-        self.fileno = sock.fileno
+        self.fileno = sock.fileno  # type: ignore[method-assign]
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._realPortNumber = None
@@ -292,7 +293,7 @@ class PeerConnection(Protocol):
         self._paused = False
 
     def connectionMade(self) -> None:
-        address = self.transport.getPeer()  # type: ignore[union-attr]
+        address: Any = self.transport.getPeer()  # type: ignore[union-attr]
         self.peer = (address.host, address.port)
         self.handler.peerConnectionMade(self)
 

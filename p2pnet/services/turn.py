@@ -42,14 +42,12 @@ from p2pnet.codecs.stun import (
     Message,
     Method,
     StunClass,
-    encodeUnknownAttributes,
-    isComprehensionRequired,
 )
-from p2pnet.protocols.stun import StunLink
+from p2pnet.protocols.stun import Reply, StunLink
 from p2pnet.protocols.turn import DONT_FRAGMENT_SUPPORTED, KernelRelaySockets, RelaySockets
 from p2pnet.ratelog import RateLimitedLog
 from p2pnet.services.auth import Credentials, StaticUsers
-from p2pnet.services.stun import KNOWN_ATTRIBUTES, StunService
+from p2pnet.services.stun import StunService
 from p2pnet.services.turn_allocate import AllocateHandler, AllocationLimits
 from p2pnet.services.turn_allocation import TableBudget
 from p2pnet.services.turn_context import TurnRequest, TurnResponder
@@ -207,7 +205,7 @@ class TurnService(Service):
             relayAddresses=relayAddresses, external=external,
             listenAddresses=lambda: self.stun.listenAddresses, rng=rng, log=self.log,
             badInputLog=self.badInputLog)
-        self.respond = TurnResponder(stun.software, self.stats)
+        self.respond = TurnResponder(stun, self.stats)
         self.data = DataPath(reactor, self.table, self.relays, self.stats, self.badInputLog,
                              bpsCapacity)
         self.permissions = PermissionHandler(reactor, self.table, self.respond,
@@ -382,65 +380,67 @@ class TurnService(Service):
         (RFC 6062 §5.5); a control connection's allocation ends (RFC 8656 §3.1)."""
         if self.tcp.streamClosed(link):
             return
-        allocation = self.table.get((link, getattr(link, "peer", None)))
+        peer: Any = getattr(link, "peer", None)
+        allocation = self.table.get((link, peer))
         if allocation is not None:
             self.table.delete(allocation, "deleted")
 
     # -- dispatch (RFC 8656 §5) ------------------------------------------------------------
 
-    def messageReceived(self, message: Message, link: StunLink, source: tuple[str, int]) -> None:
+    def messageReceived(self, message: Message, link: StunLink,
+                        source: tuple[str, int]) -> Reply | None:
         """A TURN method from the STUN sockets: requests are authenticated and handled,
-        Send indications relayed, anything else dropped and counted."""
+        Send indications relayed, anything else dropped and counted. Answers before
+        authentication are returned for the STUN dispatcher to send (it charges them to
+        the source's error budget once); the handlers answer the rest themselves."""
         if message.cls == StunClass.INDICATION and message.method == Method.SEND:
             self.data.sendIndication(message, link, source)
-            return
+            return None
         if message.cls != StunClass.REQUEST or message.classic:
             self.stats.add("turn.dropped.not_request")
-            return
+            return None
         self.stats.add(f"turn.requests.{Method(message.method).name.lower()}")
         request = TurnRequest(message, link, source)
-        # RFC 8489 §6.3.1: unknown comprehension-required attributes get 420.
-        unknown = [t for t, _ in message.attributes
-                   if t not in KNOWN_ATTRIBUTES and isComprehensionRequired(t)]
+        # Unknown comprehension-required attributes (420) and malformed ones (400) were
+        # answered by the STUN dispatcher's one check (RFC 8489 §6.3.1) before this.
         if message.method == Method.ALLOCATE and not DONT_FRAGMENT_SUPPORTED and (
-                message.get(Attr.DONT_FRAGMENT) is not None):
+                Attr.DONT_FRAGMENT in message):
             # RFC 8656 §7.2 step 4: "If it does, but the server does not support sending
             # UDP datagrams with the DF bit set to 1, then the server treats the
             # DONT-FRAGMENT attribute ... as an unknown comprehension-required attribute."
-            unknown.append(Attr.DONT_FRAGMENT)
-        if unknown:
-            self.respond.error(request, 420, (
-                (Attr.UNKNOWN_ATTRIBUTES, encodeUnknownAttributes(unknown)),))
-            return
+            self.stats.add("turn.errors.420")
+            return Reply(message.errorReply(420).set(Attr.UNKNOWN_ATTRIBUTES,
+                                                     [Attr.DONT_FRAGMENT]))
         # RFC 8656 §7.2 step 1 and §5: "The server MUST require that the request be
         # authenticated. This authentication MUST be done using the long-term credential
         # mechanism of [RFC8489]".
         auth = self.stun.auth.check(message, request.host)
         if auth.error is not None:
-            self.respond.refused(request, auth.error)
-            return
+            self.stats.add(f"turn.errors.{auth.error.errorCode}")
+            return Reply(auth.error)
         request.auth = auth
         if message.method == Method.ALLOCATE:
             self.allocate.allocate(request)
-            return
+            return None
         if message.method == Method.CONNECTION_BIND:
             self.tcp.connectionBind(request)
-            return
+            return None
         # RFC 8656 §5: "if the 5-tuple does not identify an existing allocation, then ...
         # If the message is a request, the server MUST reject the request with a 437
         # (Allocation Mismatch) error."
         request.allocation = self.table.get(request.key)
         if request.allocation is None:
             self.respond.error(request, 437)
-            return
+            return None
         # RFC 8656 §5: "the server MUST check that the request ... uses the same username
         # as the one used to create the allocation. If not, the server MUST reject the
         # request with a 441 (Wrong Credentials) error."
         if auth.username != request.allocation.username:
             self.respond.error(request, 441)
-            return
-        handler = self._handlers.get(message.method)
+            return None
+        handler = self._handlers.get(Method(message.method))
         if handler is None:  # a Send request: Send is an indication only (RFC 8656 §11)
             self.respond.error(request, 400)
-            return
+            return None
         handler(request)
+        return None

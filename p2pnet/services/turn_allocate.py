@@ -12,23 +12,7 @@ from dataclasses import dataclass
 from twisted.internet.interfaces import IReactorTime
 
 from p2pnet.addresses import family
-from p2pnet.codecs.stun import (
-    FAMILY_IPV4,
-    FAMILY_IPV6,
-    PROTOCOL_TCP,
-    PROTOCOL_UDP,
-    Attr,
-    Message,
-    StunDecodeError,
-    decodeAddressFamily,
-    decodeEvenPort,
-    decodeRequestedTransport,
-    decodeReservationToken,
-    decodeUInt32,
-    encodeAddressErrorCode,
-    encodeReservationToken,
-    encodeUInt32,
-)
+from p2pnet.codecs.stun import FAMILY_IPV4, FAMILY_IPV6, PROTOCOL_TCP, PROTOCOL_UDP, Attr, Message
 from p2pnet.protocols.turn import PeerConnectionHandler, PeerListenerFactory, RelayHandler
 from p2pnet.services.turn_allocation import Allocation, FiveTuple, TableBudget
 from p2pnet.services.turn_context import TurnRequest, TurnResponder
@@ -79,20 +63,16 @@ class AllocateHandler:
         self.data = data
         self.tcp = tcp
 
-    def lifetime(self, request: Message) -> float | None:
+    def lifetime(self, request: Message) -> float:
         """RFC 8656 §7.2 step 7 and §7.3: "If the request contains a LIFETIME attribute,
         the server computes the minimum of the client's requested lifetime and the
         server's maximum allowed lifetime. If this computed value is greater than the
         default lifetime, then the server uses the computed lifetime ... Otherwise, the
-        server uses the default lifetime." C{None} for a malformed LIFETIME; 0 stays 0
-        (a Refresh deleting)."""
-        value = request.get(Attr.LIFETIME)
-        if value is None:
+        server uses the default lifetime." 0 stays 0 (a Refresh deleting). (A malformed
+        LIFETIME was answered 400 by the STUN dispatcher's one check.)"""
+        asked = request.value(Attr.LIFETIME)
+        if asked is None:
             return DEFAULT_LIFETIME
-        try:
-            asked = decodeUInt32(value)
-        except StunDecodeError:
-            return None
         if asked == 0:
             return 0.0
         return max(min(float(asked), self.limits.maxLifetime), DEFAULT_LIFETIME)
@@ -119,11 +99,8 @@ class AllocateHandler:
         # Request) error. Otherwise, if the attribute indicates an unsupported transport
         # protocol, the server rejects the request with a 442 (Unsupported Transport
         # Protocol) error."
-        transport = message.get(Attr.REQUESTED_TRANSPORT)
-        try:
-            protocol = decodeRequestedTransport(transport) if transport is not None else None
-        except StunDecodeError:
-            protocol = None
+        # (A malformed one was answered 400 by the STUN dispatcher's one check.)
+        protocol = message.value(Attr.REQUESTED_TRANSPORT)
         if protocol is None:
             respond.error(request, 400)
             return
@@ -136,37 +113,27 @@ class AllocateHandler:
             # server MUST reject the request with a 400 (Bad Request) error. If the
             # request contains the DONT-FRAGMENT, EVEN-PORT, or RESERVATION-TOKEN
             # attribute, the server MUST reject the request with a 400 (Bad Request)".
-            if link.kind == "udp" or any(message.get(a) is not None for a in (
+            if link.kind == "udp" or any(a in message for a in (
                     Attr.DONT_FRAGMENT, Attr.EVEN_PORT, Attr.RESERVATION_TOKEN)):
                 respond.error(request, 400)
                 return
         # RFC 8656 §7.2 step 4: "The request may contain a DONT-FRAGMENT attribute."
         # (Supported: the relayed socket sends with DF; unsupported platforms got 420.)
-        dontFragment = message.get(Attr.DONT_FRAGMENT) is not None
-        lifetime = self.lifetime(message)
-        if lifetime is None:
-            respond.error(request, 400)
-            return
-        lifetime = lifetime or DEFAULT_LIFETIME
-        tokenValue = message.get(Attr.RESERVATION_TOKEN)
-        evenPort = message.get(Attr.EVEN_PORT)
-        requestedFamily = message.get(Attr.REQUESTED_ADDRESS_FAMILY)
-        additionalFamily = message.get(Attr.ADDITIONAL_ADDRESS_FAMILY)
+        dontFragment = Attr.DONT_FRAGMENT in message
+        lifetime = self.lifetime(message) or DEFAULT_LIFETIME
+        token = message.value(Attr.RESERVATION_TOKEN)
+        evenPort = message.value(Attr.EVEN_PORT)
+        requestedFamily = message.value(Attr.REQUESTED_ADDRESS_FAMILY)
+        additionalFamily = message.value(Attr.ADDITIONAL_ADDRESS_FAMILY)
         # RFC 8656 §7.2 step 5: "The server checks if the request contains a
         # RESERVATION-TOKEN attribute. If yes, and the request also contains an EVEN-PORT
         # or REQUESTED-ADDRESS-FAMILY or ADDITIONAL-ADDRESS-FAMILY attribute, the server
         # rejects the request with a 400 (Bad Request) error. Otherwise, it checks to see
         # if the token is valid ... If the token is not valid for some reason, the server
         # rejects the request with a 508 (Insufficient Capacity) error."
-        token: bytes | None = None
-        if tokenValue is not None:
+        if token is not None:
             if evenPort is not None or requestedFamily is not None or (
                     additionalFamily is not None):
-                respond.error(request, 400)
-                return
-            try:
-                token = decodeReservationToken(tokenValue)
-            except StunDecodeError:
                 respond.error(request, 400)
                 return
             if token not in self.table.reservations:
@@ -189,26 +156,16 @@ class AllocateHandler:
         if token is not None:
             families = [family(self.table.reservations[token].host)]
         elif requestedFamily is not None:
-            try:
-                code = decodeAddressFamily(requestedFamily)
-            except StunDecodeError:
-                respond.error(request, 400)
-                return
-            if code not in _FAMILIES:
+            if requestedFamily not in _FAMILIES:
                 respond.error(request, 440)
                 return
-            families = [_FAMILIES[code]]
+            families = [_FAMILIES[requestedFamily]]
         hosts = {families[0]: self.relays.relayHost(link, families[0])}
         if hosts[families[0]] is None:
             respond.error(request, 440)
             return
-        reserve = False
+        reserve = bool(evenPort)
         if evenPort is not None:
-            try:
-                reserve = decodeEvenPort(evenPort)
-            except StunDecodeError:
-                respond.error(request, 400)
-                return
             # RFC 8656 §7.2 step 8: "The server checks if the request contains an
             # EVEN-PORT attribute with the R bit set to 1. If yes, and the request also
             # contains an ADDITIONAL-ADDRESS-FAMILY attribute, the server rejects the
@@ -221,18 +178,14 @@ class AllocateHandler:
         # (IPv4 address family), then the server rejects the request with a 400 (Bad
         # Request) error. ... If the server can partially meet the request, ... it
         # includes ADDRESS-ERROR-CODE attribute in the success response".
-        addressError: bytes | None = None
+        addressError: tuple[int, int] | None = None
         if additionalFamily is not None:
-            try:
-                code = decodeAddressFamily(additionalFamily)
-            except StunDecodeError:
-                code = FAMILY_IPV4
-            if code != FAMILY_IPV6:
+            if additionalFamily != FAMILY_IPV6:
                 respond.error(request, 400)
                 return
             hosts[6] = self.relays.relayHost(link, 6)
             if hosts[6] is None or protocol == PROTOCOL_TCP:
-                addressError = encodeAddressErrorCode(FAMILY_IPV6, 440)
+                addressError = (FAMILY_IPV6, 440)
             else:
                 families.append(6)
         # RFC 8656 §7.2 step 10: "At any point, the server MAY choose to reject the
@@ -250,18 +203,14 @@ class AllocateHandler:
             respond.error(request, 508)
             return
         now = self.clock.seconds()
-        local = link.transport.getHost()  # type: ignore[attr-defined]
         allocation = Allocation(
-            FiveTuple(link.kind, request.source, (local.host, local.port)), request.username,
+            FiveTuple(link.kind, request.source, link.local), request.username,
             link, now, lifetime, transport=protocol,
             maxPermissions=self.limits.maxPermissions, maxChannels=self.limits.maxChannels,
             maxBps=self.limits.maxBps, budget=self.budget,
         )
         allocation.dontFragment = dontFragment
-        # UDP clients are written to with the socket's own sendto (see
-        # RelayDatagramProtocol.startProtocol); streams through the link.
-        sock = getattr(getattr(link, "transport", None), "socket", None)
-        allocation.sendToClient = sock.sendto if link.kind == "udp" and sock else link.send
+        allocation.sendToClient = link.send
         newToken: bytes | None = None
         if token is not None:
             reservation = self.table.takeReservation(token)
@@ -289,7 +238,7 @@ class AllocateHandler:
                         self.relays.close(allocation)
                         respond.error(request, 508)
                         return
-                    addressError = encodeAddressErrorCode(FAMILY_IPV6, 508)
+                    addressError = (FAMILY_IPV6, 508)
                 elif opened:
                     newToken = opened
         self.table.add(allocation, lifetime)
@@ -303,15 +252,15 @@ class AllocateHandler:
         for relayFamily in (4, 6):
             announced = allocation.announced.get(relayFamily)
             if announced is not None:
-                reply.add(Attr.XOR_RELAYED_ADDRESS, message.xorMapped(*announced))
+                reply.set(Attr.XOR_RELAYED_ADDRESS, announced)
         if addressError is not None:
-            reply.add(Attr.ADDRESS_ERROR_CODE, addressError)
-        reply.add(Attr.LIFETIME, encodeUInt32(int(lifetime)))
+            reply.set(Attr.ADDRESS_ERROR_CODE, addressError)
+        reply.set(Attr.LIFETIME, int(lifetime))
         if newToken is not None:
-            reply.add(Attr.RESERVATION_TOKEN, encodeReservationToken(newToken))
-        reply.add(Attr.XOR_MAPPED_ADDRESS, message.xorMapped(request.host, request.source[1]))
+            reply.set(Attr.RESERVATION_TOKEN, newToken)
+        reply.set(Attr.XOR_MAPPED_ADDRESS, (request.host, request.source[1]))
         allocation.transactionId = message.transactionId
-        allocation.response = respond.send(request, reply)
+        allocation.response = respond.send(request, reply) or b""
 
     # -- Refresh ----------------------------------------------------------------------------
 
@@ -324,13 +273,9 @@ class AllocateHandler:
         # REQUESTED-ADDRESS-FAMILY attribute and the attribute value does not match the
         # address family of the allocation, the server MUST reply with a 443 (Peer
         # Address Family Mismatch) Refresh error response."
-        requested = message.get(Attr.REQUESTED_ADDRESS_FAMILY)
+        requested = message.value(Attr.REQUESTED_ADDRESS_FAMILY)
         if requested is not None:
-            try:
-                relayFamily = _FAMILIES.get(decodeAddressFamily(requested))
-            except StunDecodeError:
-                relayFamily = None
-            if relayFamily not in allocation.relayed:
+            if _FAMILIES.get(requested) not in allocation.relayed:
                 self.respond.error(request, 443)
                 return
         # RFC 8656 §7.3: "The server computes a value called the 'desired lifetime' as
@@ -341,9 +286,6 @@ class AllocateHandler:
         # value is greater than the default lifetime, then the 'desired lifetime' is the
         # computed value. Otherwise, the 'desired lifetime' is the default lifetime."
         desired = self.lifetime(message)
-        if desired is None:
-            self.respond.error(request, 400)
-            return
         if desired == 0:
             # RFC 8656 §7.3: "If the 'desired lifetime' is zero, then the request
             # succeeds and the allocation is deleted."
@@ -356,4 +298,4 @@ class AllocateHandler:
         # RFC 8656 §7.3: "If the request succeeds, then the server sends a success
         # response containing: A LIFETIME attribute containing the current value of the
         # time-to-expiry timer."
-        self.respond.success(request, (Attr.LIFETIME, encodeUInt32(int(desired))))
+        self.respond.success(request, (Attr.LIFETIME, int(desired)))

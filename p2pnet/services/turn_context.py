@@ -3,8 +3,8 @@
 
 A handler takes one L{TurnRequest} (the message, the link and address it came from, who
 authenticated it and the allocation its 5-tuple names) and answers through the
-L{TurnResponder}, which adds SOFTWARE, signs with the request's key, adds FINGERPRINT,
-counts error codes and sends. Handlers never encode or write bytes themselves.
+L{TurnResponder}, which hands the reply to the STUN service's one responder. Handlers
+read typed attribute values and never encode or write bytes themselves.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pnet.addresses import unmapped
-from p2pnet.codecs.stun import Attr, Message, StunDecodeError, decodeErrorCode
-from p2pnet.protocols.stun import StunLink
+from p2pnet.codecs.stun import Message
+from p2pnet.protocols.stun import Reply, StunLink
 from p2pnet.services.auth import AuthResult
+from p2pnet.services.stun import StunService
 from p2pnet.services.turn_allocation import Allocation
 from p2pnet.stats import Stats
 
@@ -58,56 +59,46 @@ class TurnRequest:
 
 
 class TurnResponder:
-    """Signs and sends TURN answers, counting error codes in C{turn.errors.<code>}.
+    """Answers TURN requests through the STUN service's one responder (which adds
+    SOFTWARE, signs with the request's key, adds FINGERPRINT, keeps unauthenticated
+    error answers small and within the source's error budget), counting error codes in
+    C{turn.errors.<code>} too. Attributes are given as typed values.
 
-    @param software: the SOFTWARE value (or empty) of the STUN service.
+    @param stun: the STUN service (its C{respond}).
     @param stats: the TURN service's counters.
     """
 
-    def __init__(self, software: bytes, stats: Stats) -> None:
-        self.software = software
+    def __init__(self, stun: StunService, stats: Stats) -> None:
+        self.stun = stun
         self.stats = stats
 
-    def send(self, request: TurnRequest, reply: Message) -> bytes:
-        """Sign, fingerprint and send C{reply} to C{request}'s client; the bytes sent."""
-        if self.software:
-            reply.add(Attr.SOFTWARE, self.software)
+    def send(self, request: TurnRequest, reply: Message) -> bytes | None:
+        """Send C{reply} to C{request}'s client, signed with its key; the bytes sent
+        (C{None}: dropped by the error budget)."""
         auth = request.auth
         key = auth.key if auth is not None else None
         sha256 = auth.sha256 if auth is not None else False
-        data = reply.encode(key, sha256=sha256, fingerprint=True)
-        request.link.send(data, request.source)
-        return data
+        return self.stun.respond(Reply(reply, key, sha256), request.message, request.link,
+                                 request.source)
 
-    def success(self, request: TurnRequest, *attributes: tuple[int, bytes]) -> bytes:
-        """A success response carrying C{attributes}; the bytes sent."""
+    def success(self, request: TurnRequest, *attributes: tuple[int, Any]) -> bytes | None:
+        """A success response carrying typed C{attributes}."""
         reply = request.message.reply()
         for attrType, value in attributes:
-            reply.add(attrType, value)
+            reply.set(attrType, value)
         return self.send(request, reply)
 
     def error(self, request: TurnRequest, code: int,
-              extra: Iterable[tuple[int, bytes]] = ()) -> None:
-        """An error response with ERROR-CODE C{code} and C{extra} attributes."""
+              extra: Iterable[tuple[int, Any]] = ()) -> None:
+        """An error response with ERROR-CODE C{code} and typed C{extra} attributes."""
         reply = request.message.errorReply(code)
         for attrType, value in extra:
-            reply.add(attrType, value)
+            reply.set(attrType, value)
         self.stats.add(f"turn.errors.{code}")
         self.send(request, reply)
 
-    def refused(self, request: TurnRequest, error: Message) -> None:
-        """Send the authentication's own error answer (401, 438) as it is."""
-        value = error.get(Attr.ERROR_CODE)
-        try:
-            code = decodeErrorCode(value)[0] if value is not None else 0
-        except StunDecodeError:
-            code = 0
-        self.stats.add(f"turn.errors.{code}")
-        request.link.send(error.encode(fingerprint=True), request.source)
-
     def indication(self, link: StunLink, destination: tuple[str, int],
                    message: Message) -> None:
-        """Send an unsigned indication (ConnectionAttempt) with FINGERPRINT."""
-        if self.software:
-            message.add(Attr.SOFTWARE, self.software)
-        link.send(message.encode(fingerprint=True), destination)
+        """Send an indication (ConnectionAttempt): unsigned, with SOFTWARE and
+        FINGERPRINT."""
+        self.stun.responder.send(link, destination, message, message)

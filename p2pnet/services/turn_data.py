@@ -23,7 +23,6 @@ from p2pnet.codecs.stun import (
     Method,
     StunClass,
     StunDecodeError,
-    decodeXorAddress,
     encodeChannelData,
     splitChannelData,
 )
@@ -81,10 +80,10 @@ class DataPath:
         # RFC 8656 §11.2: "The Send indication MUST contain both an XOR-PEER-ADDRESS
         # attribute and a DATA attribute. If one of these attributes is missing or
         # invalid, then the message is discarded."
-        value = message.get(Attr.XOR_PEER_ADDRESS)
+        # (Indications do not pass the dispatcher's check: a bad value is read here.)
         data = message.get(Attr.DATA)
         try:
-            peer = decodeXorAddress(value, message.transactionId) if value else None
+            peer = message.value(Attr.XOR_PEER_ADDRESS)
         except StunDecodeError:
             peer = None
         if peer is None or data is None:
@@ -105,7 +104,7 @@ class DataPath:
             return
         # RFC 8656 §11.2: "The Send indication may also contain the DONT-FRAGMENT
         # attribute." The relayed socket sends with DF from then on.
-        if message.get(Attr.DONT_FRAGMENT) is not None and not allocation.dontFragment:
+        if Attr.DONT_FRAGMENT in message and not allocation.dontFragment:
             if not DONT_FRAGMENT_SUPPORTED:
                 self.stats.add("turn.dropped.dont_fragment")
                 return
@@ -201,9 +200,7 @@ class DataPath:
             # peer, then the server forms and sends a Data indication. The Data
             # indication MUST contain both an XOR-PEER-ADDRESS and a DATA attribute."
             indication = Message(Method.DATA, StunClass.INDICATION)
-            indication.add(Attr.XOR_PEER_ADDRESS, indication.xorMapped(host, peer[1]))
-            indication.add(Attr.DATA, data)
-            out = indication.encode()
+            out = indication.set(Attr.XOR_PEER_ADDRESS, peer).set(Attr.DATA, data).encode()
         # RFC 8656 §11.3: "The Data indication is then sent on the 5-tuple associated
         # with the allocation."
         try:

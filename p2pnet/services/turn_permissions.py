@@ -16,8 +16,7 @@ from p2pnet.codecs.stun import (
     Attr,
     Message,
     StunDecodeError,
-    decodeChannelNumber,
-    decodeXorAddress,
+    decodeValue,
 )
 from p2pnet.ratelog import RateLimitedLog
 from p2pnet.services.turn_context import TurnRequest, TurnResponder
@@ -29,17 +28,15 @@ __all__ = ["PermissionHandler", "peerAddresses"]
 
 
 def peerAddresses(message: Message) -> list[tuple[str, int]] | None:
-    """Every XOR-PEER-ADDRESS of C{message} (IPv4-mapped as IPv4); C{None} when one is
-    malformed."""
-    peers = []
-    for attrType, value in message.attributes:
-        if attrType == Attr.XOR_PEER_ADDRESS:
-            try:
-                host, port = decodeXorAddress(value, message.transactionId)
-            except StunDecodeError:
-                return None
-            peers.append((unmapped(host), port))
-    return peers
+    """Every XOR-PEER-ADDRESS of C{message} (IPv4-mapped as IPv4), through the codec's
+    attribute table; C{None} when one is malformed (the dispatcher's check reads only
+    the first of each type, and CreatePermission may carry several)."""
+    try:
+        return [(unmapped(host), port) for host, port in (
+            decodeValue(t, v, message.transactionId) for t, v in message.attributes
+            if t == Attr.XOR_PEER_ADDRESS)]
+    except StunDecodeError:
+        return None
 
 
 class PermissionHandler:
@@ -115,12 +112,8 @@ class PermissionHandler:
         # Request)" ... "The channel number is in the range 0x4000 through 0x4FFF
         # (inclusive)." RFC 5766 allowed "0x4000 through 0x7FFE" and its clients
         # (coturn's uclient) use the whole range, so it is accepted as coturn does.
-        number = message.get(Attr.CHANNEL_NUMBER)
+        channel = message.value(Attr.CHANNEL_NUMBER, 0)
         peers = peerAddresses(message)
-        try:
-            channel = decodeChannelNumber(number) if number is not None else 0
-        except StunDecodeError:
-            channel = 0
         if not peers or len(peers) != 1 or not CHANNEL_MIN <= channel <= CHANNEL_MAX_RFC5766:
             self.respond.error(request, 400)
             return

@@ -11,6 +11,7 @@ closes an allocation's sockets when the table reports the allocation gone.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -82,7 +83,7 @@ class RelayAllocator:
         configured = self.relayAddresses.get(addressFamily)
         if configured is not None:
             return configured
-        local = unmapped(link.transport.getHost().host)  # type: ignore[attr-defined]
+        local = unmapped(link.local[0])
         private = self.external.privateAddresses(addressFamily)
         if private:
             return local if local in private else private[0]
@@ -150,7 +151,8 @@ class RelayAllocator:
                 token = os.urandom(8)
                 self.usedPorts.add((host, port + 1))
                 reserve(Reservation(token, held, host, port + 1, allocation.username,
-                                    lambda h=held, a=(host, port + 1): self._unreserve(h, a)))
+                                    functools.partial(self._unreserve, held,
+                                                      (host, port + 1))))
             self.adoptUdp(allocation, handle, host, port, handler)
             return token
         return None

@@ -14,16 +14,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 
 from p2pnet.addresses import family, unmapped
-from p2pnet.codecs.stun import (
-    PROTOCOL_TCP,
-    Attr,
-    Message,
-    Method,
-    StunClass,
-    StunDecodeError,
-    decodeUInt32,
-    encodeUInt32,
-)
+from p2pnet.codecs.stun import PROTOCOL_TCP, Attr, Message, Method, StunClass
 from p2pnet.protocols.stun import StunLink
 from p2pnet.protocols.turn import ConnectFactory, PeerConnection
 from p2pnet.services.turn_allocation import Allocation, ChannelBinding
@@ -180,8 +171,7 @@ class TcpRelays:
             self._add(allocation, context.peer, connection)
             # RFC 6062 §5.2: "The server MUST include the CONNECTION-ID attribute in the
             # Connect success response."
-            self.respond.success(context.request, (Attr.CONNECTION_ID,
-                                                   encodeUInt32(connectionId)))
+            self.respond.success(context.request, (Attr.CONNECTION_ID, connectionId))
             return
         peer = (unmapped(connection.peer[0]), connection.peer[1])
         self._add(allocation, peer, connection)
@@ -190,8 +180,7 @@ class TcpRelays:
         # attribute containing the peer's transport address, as well as a CONNECTION-ID
         # attribute".
         indication = Message(Method.CONNECTION_ATTEMPT, StunClass.INDICATION)
-        indication.add(Attr.XOR_PEER_ADDRESS, indication.xorMapped(*peer))
-        indication.add(Attr.CONNECTION_ID, encodeUInt32(connectionId))
+        indication.set(Attr.XOR_PEER_ADDRESS, peer).set(Attr.CONNECTION_ID, connectionId)
         self.respond.indication(allocation.link, allocation.client, indication)
 
     def peerConnectionLost(self, connection: PeerConnection) -> None:
@@ -243,19 +232,14 @@ class TcpRelays:
         # RFC 6062 §5.4: "If the request does not contain the CONNECTION-ID attribute, or
         # if this attribute does not refer to an existing pending connection, the server
         # MUST return a 400 (Bad Request) error."
-        value = request.message.get(Attr.CONNECTION_ID)
-        try:
-            connectionId = decodeUInt32(value) if value is not None else 0
-        except StunDecodeError:
-            connectionId = 0
-        connection = self.pending.get(connectionId)
+        connection = self.pending.get(request.message.value(Attr.CONNECTION_ID, 0))
         if connection is None:
             self.respond.error(request, 400)
             return
         if request.username != connection.allocation.username:
             self.respond.error(request, 441)
             return
-        del self.pending[connectionId]
+        del self.pending[connection.connectionId]
         if connection.timer is not None and connection.timer.active():
             connection.timer.cancel()
         # RFC 6062 §5.4: "Otherwise, the client connection is now called a client data

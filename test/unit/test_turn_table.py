@@ -20,7 +20,7 @@ from p2pnet.services.turn_table import (
     TurnSession,
 )
 from p2pnet.stats import Stats
-from p2pnet.testing import FakeDatagramTransport, MemoryRelaySockets, UDPMemoryReactor
+from p2pnet.testing import MemoryRelaySockets, UDPMemoryReactor
 
 PEER = ("203.0.113.7", 9000)
 
@@ -142,7 +142,7 @@ class RelayAddressTests(SynchronousTestCase):
 
     class Link:
         def __init__(self, host: str) -> None:
-            self.transport = FakeDatagramTransport(host, 3478)
+            self.local = (host, 3478)
 
     def allocator(self, listen: tuple[str, ...], **kwargs: Any) -> RelayAllocator:
         return RelayAllocator(MemoryRelaySockets(UDPMemoryReactor()), (50000, 50099),
