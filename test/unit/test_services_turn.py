@@ -43,6 +43,7 @@ from p2pnet.services.stun import StunService
 from p2pnet.services.turn import TurnService
 from p2pnet.services.turn_policy import PeerPolicy
 from p2pnet.testing import MemoryRelaySockets, UDPMemoryReactor
+from test.unit.test_services_stun import MemorySockets
 
 CLIENT = ("127.0.0.1", 40000)
 PEER = ("127.0.0.1", 50000)
@@ -69,6 +70,7 @@ class TurnMixin:
         self.reactor.advance(1000)
         stunArgs = dict(stunArgs or {})
         stunArgs.setdefault("listen", ("127.0.0.1",))
+        stunArgs.setdefault("sockets", MemorySockets(self.reactor))
         self.stun = StunService(self.reactor, port=0, realm=REALM, **stunArgs)  # type: ignore[arg-type]
         kwargs.setdefault("credentials", StaticUsers(USERS))
         kwargs.setdefault("policy", PeerPolicy(allowLoopback=True))
