@@ -31,7 +31,7 @@ __all__ = [
     "encodeText",
 ]
 
-# RFC 6455 section 5.2 opcodes.
+# RFC 6455 §5.2 opcodes.
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -39,14 +39,14 @@ OP_CLOSE = 0x8
 OP_PING = 0x9
 OP_PONG = 0xA
 
-# RFC 6455 section 7.4.1 status codes this module produces.
+# RFC 6455 §7.4.1 status codes this module produces.
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
-#: Section 7.1.5: the code reported when a Close frame carried no status (never sent).
+#: RFC 6455 §7.1.5: the code reported when a Close frame carried no status (never sent).
 CLOSE_NO_STATUS = 1005
 
-#: Largest payload of a control frame (section 5.5).
+#: Largest payload of a control frame (RFC 6455 §5.5).
 MAX_CONTROL_PAYLOAD = 125
 
 _DATA_OPCODES = frozenset((OP_CONTINUATION, OP_TEXT, OP_BINARY))
@@ -76,7 +76,7 @@ class MessageTooBig(WebSocketFrameError):
 
 
 def applyMask(data: bytes, mask: bytes) -> bytes:
-    """XOR C{data} with the 4-byte C{mask} repeated (section 5.3); its own inverse."""
+    """XOR C{data} with the 4-byte C{mask} repeated (RFC 6455 §5.3); its own inverse."""
     n = len(data)
     if not n:
         return b""
@@ -118,7 +118,7 @@ def encodeText(text: str) -> bytes:
 
 
 def encodeClose(code: int | None = None, reason: str = "") -> bytes:
-    """A Close frame's payload (section 5.5.1): the status, then a UTF-8 reason.
+    """A Close frame's payload (RFC 6455 §5.5.1): the status, then a UTF-8 reason.
 
     C{code=None} is an empty payload (no status). The reason is cut to fit 125 bytes at a
     character boundary.
@@ -132,7 +132,7 @@ def encodeClose(code: int | None = None, reason: str = "") -> bytes:
 
 
 def _validCloseCode(code: int) -> bool:
-    # Section 7.4: 1004-1006 and 1015 are reserved and never appear on the wire; 1012-1014
+    # RFC 6455 §7.4: 1004-1006 and 1015 are reserved and never appear on the wire; 1012-1014
     # are registered in the IANA registry since; 3000-4999 are for libraries and apps.
     return 1000 <= code <= 1014 and code not in (1004, 1005, 1006) or 3000 <= code <= 4999
 
@@ -154,7 +154,7 @@ def decodeClose(payload: bytes) -> tuple[int, str]:
 
 
 class MessageDecoder:
-    """Bytes in; whole messages and control frames out (sections 5.2 to 5.6).
+    """Bytes in; whole messages and control frames out (RFC 6455 §5.2 to §5.6).
 
     L{feed} returns C{(opcode, payload)} pairs: C{OP_TEXT} with a C{str} (fragments
     joined, UTF-8 checked), C{OP_BINARY} with C{bytes}, and the control frames

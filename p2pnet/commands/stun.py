@@ -42,7 +42,7 @@ from p2pnet.protocols.stun_transactions import DEFAULT_RC, DEFAULT_RM, DEFAULT_T
 
 __all__ = ["formatAddress", "formatResult", "register", "run", "splitHostPort", "stunMain"]
 
-#: Default ports (RFC 8489 section 18.1 / IANA): STUN over UDP/TCP, and over TLS.
+#: Default ports (RFC 8489 §18.1 / IANA): STUN over UDP/TCP, and over TLS.
 STUN_PORT = 3478
 STUNS_PORT = 5349
 

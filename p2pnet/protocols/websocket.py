@@ -230,8 +230,8 @@ class WebSocketConnection:
     def _peerClosed(self, payload: bytes) -> None:
         code, reason = decodeClose(payload)
         self._closing = WebSocketClosed(code, reason, byPeer=True)
-        # Section 5.5.1: answer with a Close frame (echoing the status), then the
-        # server closes the TCP connection first (section 7.1.1).
+        # RFC 6455 §5.5.1: answer with a Close frame (echoing the status), then the
+        # server closes the TCP connection first (RFC 6455 §7.1.1).
         self._write(encodeFrame(OP_CLOSE, payload[:2]))
         self._shutDown()
 

@@ -127,7 +127,7 @@ class Upgraded:
 
 class UpgradeTests(SynchronousTestCase):
     def test_switchingProtocols(self) -> None:
-        """RFC 6455 section 1.3's key gives section 1.3's accept value."""
+        """RFC 6455 §1.3's key gives RFC 6455 §1.3's accept value."""
         c = Upgraded()
         self.assertTrue(c.response.startswith(b"HTTP/1.1 101 "), c.response)
         self.assertIn(b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", c.response)

@@ -1,5 +1,5 @@
-"""Tests for L{p2pnet.codecs.websocket_frame}: RFC 6455 section 5.7 vectors, the rules of
-sections 5.2 to 5.6, stream decoding three ways, and hypothesis round trips."""
+"""Tests for L{p2pnet.codecs.websocket_frame}: RFC 6455 §5.7 vectors, the rules of
+RFC 6455 §5.2 to §5.6, stream decoding three ways, and hypothesis round trips."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from p2pnet.codecs.websocket_frame import (
 
 MASK = bytes.fromhex("37fa213d")
 
-# RFC 6455 section 5.7, verbatim.
+# RFC 6455 §5.7, verbatim.
 SINGLE_UNMASKED_TEXT = bytes.fromhex("810548656c6c6f")  # "Hello"
 SINGLE_MASKED_TEXT = bytes.fromhex("818537fa213d7f9f4d5158")  # "Hello", masked
 FRAGMENTED_TEXT = (bytes.fromhex("010348656c"), bytes.fromhex("80026c6f"))  # "Hel" + "lo"
@@ -51,7 +51,7 @@ def client() -> MessageDecoder:
 
 
 class VectorTests(SynchronousTestCase):
-    """Section 5.7's examples, encoded and decoded."""
+    """RFC 6455 §5.7's examples, encoded and decoded."""
 
     def test_singleFrameUnmaskedText(self) -> None:
         self.assertEqual(encodeFrame(OP_TEXT, b"Hello"), SINGLE_UNMASKED_TEXT)
