@@ -17,9 +17,9 @@ import sys
 from typing import Any
 
 from OpenSSL import crypto
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 
-from p2pnet.commands import reactMain
+from p2pnet.commands import addDataDir, reactMain, step
 from p2pnet.config import parseSeconds
 
 __all__ = ["call", "register"]
@@ -47,9 +47,6 @@ def register(subparsers: Any) -> None:
         "--password", help="gateway password (default: $P2PNET_GATEWAY_PASSWORD)"
     )
     callParser.add_argument(
-        "--data-dir", help="read the generated gateway token from this data directory"
-    )
-    callParser.add_argument(
         "--identity", metavar="FILE", help="sign with the device key in FILE (made if missing)"
     )
     callParser.add_argument(
@@ -70,8 +67,9 @@ def register(subparsers: Any) -> None:
     tokenParser = commands.add_parser(
         "token", help="print the gateway token generated in a data directory"
     )
-    tokenParser.add_argument("--data-dir", default="./p2pnet-data", help="default %(default)s")
     tokenParser.set_defaults(run=runToken)
+    # Before or after the action; call reads the generated token there when given none.
+    addDataDir(parser, callParser, tokenParser)
 
 
 def storedToken(dataDir: str) -> str | None:
@@ -167,13 +165,20 @@ def runCall(args: argparse.Namespace) -> int:
             return 2
 
     async def main(reactor: Any, args: argparse.Namespace) -> int:
+        step(args, f"the gateway at {args.url}")
         try:
             payload = await call(
                 reactor, args.url, args.method, params, options, args.timeout, tlsPolicy
             )
+        except (CancelledError, TimeoutError):
+            raise  # the deadline or Ctrl-C: p2pnet.commands.reactMain says which
         except GatewayError as e:
             detail = f" [{e.detailCode}]" if e.detailCode else ""
-            sys.stderr.write(f"p2pnet: {e.code}: {e.message}{detail}\n")
+            hint = ""
+            if not options.token and not options.password and options.identity is None:
+                hint = (" (no token given: pass --token, set P2PNET_GATEWAY_TOKEN, or give "
+                        "the server's --data-dir; 'p2pnet gateway token' prints it)")
+            sys.stderr.write(f"p2pnet: {e.code}: {e.message}{detail}{hint}\n")
             return 1
         except Exception as e:  # connection refused, timeout, TLS: one line, status 1
             sys.stderr.write(f"p2pnet: cannot reach {args.url}: {e}\n")
@@ -181,4 +186,4 @@ def runCall(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
         return 0
 
-    reactMain(main, args)
+    reactMain(main, args, deadline=args.timeout)

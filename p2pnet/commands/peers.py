@@ -13,6 +13,7 @@ import os
 import sqlite3
 import sys
 
+from p2pnet.commands import addDataDir
 from p2pnet.store.peers import (
     FILENAME,
     countPeers,
@@ -75,8 +76,6 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add C{peers list|show|import-hbbs}."""
     parser = subparsers.add_parser("peers", help="list, show or import RustDesk peers")
-    parser.add_argument("--data-dir", default="./p2pnet-data",
-                        help="the server's data directory (default: ./p2pnet-data)")
     sub = parser.add_subparsers(dest="peers_command", required=True, metavar="ACTION")
     listing = sub.add_parser("list", help="registered peers, by id")
     listing.add_argument("--limit", type=int, default=1000)
@@ -85,4 +84,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     show.add_argument("id")
     imported = sub.add_parser("import-hbbs", help="import peers from hbbs's db_v2.sqlite3")
     imported.add_argument("file")
+    addDataDir(parser, listing, show, imported)  # before or after the action
     parser.set_defaults(run=run, out=None)

@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import IO, Any, NoReturn
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import deferLater
 
@@ -59,13 +59,14 @@ def register(subparsers: Any) -> None:
                         help="datagrams to relay (default 3)")
     parser.add_argument("--size", type=int, default=100, help="datagram size (default 100)")
     parser.add_argument("--timeout", type=float, default=5.0,
-                        help="seconds to wait for each echo (default 5)")
+                        help="seconds to wait for each echo (default 5); the whole command "
+                             "ends within (count + 8) times it")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> NoReturn:
     """Run the command on the global reactor; exits the process with its status."""
-    reactMain(turnMain, args)
+    reactMain(turnMain, args, deadline=args.timeout * (args.count + 8))
 
 
 async def turnMain(reactor: Any, args: argparse.Namespace, out: IO[str] | None = None,
@@ -120,10 +121,15 @@ async def turnMain(reactor: Any, args: argparse.Namespace, out: IO[str] | None =
             client.onData = echoed
             start = reactor.seconds()
             client.send(peer, payload)
-            timer = reactor.callLater(args.timeout, lambda d=got: d.called or d.cancel())
+            expired: list[bool] = []
+            timer = reactor.callLater(
+                args.timeout,
+                lambda d=got, e=expired: e.append(True) or d.called or d.cancel())
             try:
                 await got
-            except Exception:
+            except CancelledError:
+                if not expired:
+                    raise  # Ctrl-C or the deadline: p2pnet.commands.reactMain says which
                 err.write(f"p2pnet: no echo of datagram {i + 1} within {args.timeout} s\n")
                 return 1
             if timer.active():

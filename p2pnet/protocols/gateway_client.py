@@ -483,12 +483,14 @@ def connectWebSocket(
     else:
         endpoint = WebSocketClientEndpoint.new(reactor, url, tlsPolicy)
     result: Deferred[GatewayClientProtocol] = Deferred()
+    handed: list[GatewayClientProtocol] = []
 
     def settle(outcome: Any) -> None:
         if not result.called:
             if isinstance(outcome, Failure):
                 result.errback(outcome)
             else:
+                handed.append(outcome)
                 result.callback(outcome)
 
     def build() -> GatewayClientProtocol:
@@ -497,9 +499,11 @@ def connectWebSocket(
         protocol = make()
 
         def lost(_: None) -> None:
-            if not result.called:
-                # Nobody was given this protocol, so nobody waits on its handshake.
+            if protocol not in handed:
+                # Nobody was given this protocol (not yet, or the caller stopped waiting:
+                # a deadline, Ctrl-C), so nobody waits on its handshake.
                 protocol.connected.addErrback(lambda _: None)
+            if not result.called:
                 settle(Failure(GatewayError("UNAVAILABLE", "connection lost before the upgrade")))
 
         protocol.disconnected.addCallback(lost)
