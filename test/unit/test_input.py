@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pnet.codecs.proto import message_pb2 as pb
@@ -322,3 +324,68 @@ class MouseTests(Base):
         self.input.attach("v").mouseEvent(mouse(0, 1, 1))
         self.assertEqual(list(self.mouseSink.reports), [])
         self.assertEqual(self.input.mouseDropped, 2)
+
+
+class RandomEventTests(SynchronousTestCase):
+    """Whatever a viewer sends: no exception, well-formed reports, nothing held after."""
+
+    @settings(max_examples=150)
+    @given(
+        st.lists(
+            st.tuples(
+                st.integers(0, 2),
+                st.one_of(
+                    st.builds(
+                        lambda kind, value, down, press, mode, mods: (
+                            "key",
+                            kind,
+                            value,
+                            down,
+                            press,
+                            mode,
+                            mods,
+                        ),
+                        st.sampled_from(["control_key", "chr", "unicode", "seq", "win2win_hotkey"]),
+                        st.integers(0, 2**32 - 1),
+                        st.booleans(),
+                        st.booleans(),
+                        st.integers(0, 5),
+                        st.lists(st.integers(0, 120), max_size=4),
+                    ),
+                    st.builds(
+                        lambda mask, x, y: ("mouse", mask, x, y),
+                        st.integers(-(2**31), 2**31 - 1),
+                        st.integers(-(2**31), 2**31 - 1),
+                        st.integers(-(2**31), 2**31 - 1),
+                    ),
+                ),
+            ),
+            max_size=40,
+        ),
+        st.sampled_from(["Linux", "Windows"]),
+    )
+    def test_randomEvents(self, events: list, platform: str) -> None:
+        keyboard, mouseSink = MemoryHidSink(), MemoryHidSink()
+        controller = InputController(keyboard, mouseSink, lambda: (1024, 768), platform)
+        viewers = [controller.attach(i) for i in range(3)]
+        for who, event in events:
+            if event[0] == "key":
+                _, kind, value, down, press, mode, mods = event
+                msg = pb.KeyEvent(down=down, press=press, mode=mode)
+                msg.modifiers.extend(mods)
+                if kind == "seq":
+                    msg.seq = chr(value % 0x80) * (value % 5)
+                else:
+                    setattr(msg, kind, value % 128 if kind == "control_key" else value)
+                viewers[who].keyEvent(msg)
+            else:
+                _, mask, x, y = event
+                viewers[who].mouseEvent(pb.MouseEvent(mask=mask, x=x, y=y))
+        self.assertTrue(all(len(r) == 8 and r[1] == 0 for r in keyboard.reports))
+        self.assertTrue(all(len(r) == 6 for r in mouseSink.reports))
+        for v in viewers:
+            v.release()
+        if keyboard.reports:
+            self.assertEqual(keyboard.reports[-1], UP)
+        if mouseSink.reports:
+            self.assertEqual(mouseSink.reports[-1][0], 0)
