@@ -56,7 +56,12 @@ from p2pnet.services.gateway_handshake import Connect, GatewaySession, Handshake
 from p2pnet.services.gateway_methods import GatewayMethods, nodeIdOf
 from p2pnet.services.gateway_node_pairing import NodePairing
 from p2pnet.services.gateway_nodes import NodeRegistry
-from p2pnet.services.gateway_operator import OperatorListing, listingHandler
+from p2pnet.services.gateway_operator import (
+    OperatorAction,
+    OperatorListing,
+    actionHandler,
+    listingHandler,
+)
 from p2pnet.services.gateway_pairing import DevicePairing, MethodError
 from p2pnet.services.gateway_policy import (
     ADMIN,
@@ -471,6 +476,11 @@ class GatewayService(ListeningService):
         """Serve C{method} (e.g. C{rendezvous.peers.list}) from a sibling's paged list;
         called by the application wiring, which knows the sibling services."""
         self.methods.register(method, listingHandler(listing))
+
+    def provideAction(self, method: str, action: OperatorAction) -> None:
+        """Serve C{method} (e.g. C{turn.users.add}) with a sibling's change; called by
+        the application wiring."""
+        self.methods.register(method, actionHandler(action))
 
     def _presenceEntry(self, session: GatewaySession) -> dict[str, Any]:
         assert session.params is not None

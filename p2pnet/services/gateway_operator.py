@@ -9,7 +9,12 @@ A method is served and advertised in hello-ok only when the wiring provided it.
 
 Every list answers C{{items, offset, limit, nextOffset}}: C{params} may give C{offset}
 (default 0) and C{limit} (1 to L{MAX_LIMIT}, default L{DEFAULT_LIMIT}); C{nextOffset} is
-where the next page starts, or C{None} after the last one.
+where the next page starts, or C{None} after the last one. Rows may come at once or in a
+Deferred (a list read from a database).
+
+An L{OperatorAction} is a change another service offers (C{turn.users.add}): the wiring
+hands in a function of the request's params; its C{ValueError} or C{KeyError} is the
+caller's mistake (C{INVALID_REQUEST}), its result (or Deferred) the answer.
 """
 
 from __future__ import annotations
@@ -19,11 +24,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.python.failure import Failure
+
 from p2pnet.codecs.gateway_frames import ErrorCode
 from p2pnet.services.gateway_methods import RequestContext
 from p2pnet.services.gateway_pairing import MethodError
 
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "OperatorListing", "OperatorRows", "listingHandler"]
+__all__ = [
+    "DEFAULT_LIMIT",
+    "MAX_LIMIT",
+    "OperatorAction",
+    "OperatorListing",
+    "OperatorRows",
+    "actionHandler",
+    "listingHandler",
+]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -32,8 +48,8 @@ MAX_LIMIT = 1000
 class OperatorRows(Protocol):
     """C{limit} rows from C{offset}, in a stable order (dataclasses or mappings)."""
 
-    def __call__(self, offset: int, limit: int) -> Sequence[Any]:
-        """The rows of one page."""
+    def __call__(self, offset: int, limit: int) -> Sequence[Any] | Deferred[Sequence[Any]]:
+        """The rows of one page (or a Deferred of them)."""
 
 
 class RunningService(Protocol):
@@ -49,6 +65,15 @@ class OperatorListing:
 
     owner: RunningService
     rows: OperatorRows
+
+
+@dataclass(frozen=True)
+class OperatorAction:
+    """A change a sibling service offers: C{call(params)} gives the answer (or a
+    Deferred of it)."""
+
+    owner: RunningService
+    call: Callable[[Mapping[str, Any]], Any]
 
 
 def jsonRow(row: Any) -> Any:
@@ -73,22 +98,52 @@ def _integer(params: Mapping[str, Any], name: str, default: int, low: int, high:
 def listingHandler(listing: OperatorListing) -> Callable[[RequestContext], Any]:
     """The method handler serving C{listing} with paging."""
 
-    def handler(context: RequestContext) -> dict[str, Any]:
+    def handler(context: RequestContext) -> Any:
         params = context.params
         if not isinstance(params, Mapping):
             raise MethodError(ErrorCode.INVALID_REQUEST, "params must be an object")
         offset = _integer(params, "offset", 0, 0, 2**31)
         limit = _integer(params, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-        owner = listing.owner
-        if not owner.running:
-            raise MethodError(ErrorCode.UNAVAILABLE, f"service not running: {owner.name}",
-                              {"code": "SERVICE_NOT_RUNNING", "service": owner.name})
-        rows = list(listing.rows(offset, limit + 1))
-        return {
-            "items": [jsonRow(row) for row in rows[:limit]],
-            "offset": offset,
-            "limit": limit,
-            "nextOffset": offset + limit if len(rows) > limit else None,
-        }
+        _running(listing.owner)
+
+        def page(found: Sequence[Any]) -> dict[str, Any]:
+            rows = list(found)
+            return {
+                "items": [jsonRow(row) for row in rows[:limit]],
+                "offset": offset,
+                "limit": limit,
+                "nextOffset": offset + limit if len(rows) > limit else None,
+            }
+
+        rows = listing.rows(offset, limit + 1)
+        if isinstance(rows, Deferred):
+            return rows.addCallback(page)
+        return page(rows)
+
+    return handler
+
+
+def _running(owner: RunningService) -> None:
+    if not owner.running:
+        raise MethodError(ErrorCode.UNAVAILABLE, f"service not running: {owner.name}",
+                          {"code": "SERVICE_NOT_RUNNING", "service": owner.name})
+
+
+def _mistake(failure: Failure) -> Any:
+    """The action's C{ValueError}/C{KeyError}: the caller's mistake."""
+    error = failure.value
+    if isinstance(error, ValueError | KeyError):
+        raise MethodError(ErrorCode.INVALID_REQUEST, str(error).strip("'"))
+    return failure
+
+
+def actionHandler(action: OperatorAction) -> Callable[[RequestContext], Any]:
+    """The method handler running C{action}."""
+
+    def handler(context: RequestContext) -> Any:
+        if not isinstance(context.params, Mapping):
+            raise MethodError(ErrorCode.INVALID_REQUEST, "params must be an object")
+        _running(action.owner)
+        return maybeDeferred(action.call, context.params).addCallbacks(jsonRow, _mistake)
 
     return handler
