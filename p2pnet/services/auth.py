@@ -307,6 +307,41 @@ class LongTermAuth:
         self._trusted[(source, shown)] = now
         return AuthResult(key=key, sha256=sha256, username=name)  # type: ignore[arg-type]
 
+    def verify(self, request: Message, client: str) -> bool:
+        """Whether C{request} from C{client} carries valid long-term credentials (a nonce
+        made here for C{client}, a known user of this realm, a matching integrity), with
+        no answer built, nothing logged and no failure counted; C{False} while the
+        failure budgets refuse the source or user. The STUN service uses it to tell an
+        authenticated TCP/TLS connection from one that has not authenticated."""
+        nonce = request.get(Attr.NONCE)
+        if nonce is None or request.get(Attr.REALM) != self._realmBytes:
+            return False
+        if not request.hasIntegrity() or not self.nonceValid(nonce, client):
+            return False
+        username = request.get(Attr.USERNAME)
+        if username is not None:
+            name: str | None = username.decode("utf-8", "replace")
+        else:
+            hashed = request.get(Attr.USERHASH)
+            name = None if hashed is None else self.credentials.userFromHash(hashed, self.realm)
+        if name is None or self._throttle(sourceKey(client), name, self._clock.seconds()):
+            return False
+        algorithm = PASSWORD_ALGORITHM_MD5
+        chosen = request.get(Attr.PASSWORD_ALGORITHM)
+        if chosen is not None:
+            try:
+                entries = decodePasswordAlgorithms(chosen)
+            except StunDecodeError:
+                return False
+            if len(entries) != 1:
+                return False
+            algorithm = entries[0][0]
+        try:
+            key = self.credentials.key(name, self.realm, algorithm)
+        except ValueError:
+            return False
+        return key is not None and request.checkIntegrity(key)
+
     # -- failures -------------------------------------------------------------------------
 
     def _throttle(self, source: str, user: str, now: float) -> bool:

@@ -128,6 +128,9 @@ class StunService(ListeningService):
     @param credentials: long-term users; with none, requests are not authenticated.
     @param secureStun: refuse unauthenticated Binding requests with 401.
     @param alternateServers: C{(host, port)} per family to answer 300 Try Alternate with.
+    @param maxConnections: TCP/TLS connections open at once, all listeners.
+    @param maxConnectionsPerIp: TCP/TLS connections from one address that have not
+        authenticated (a request with valid long-term credentials frees its place).
     @param requestRate: requests without MESSAGE-INTEGRITY accepted per second from one
         source (an IPv4 address or an IPv6 /64), burst twice that; more are dropped
         unanswered and counted (C{stun.dropped.request_rate}). 0: no limit.
@@ -201,7 +204,10 @@ class StunService(ListeningService):
         #: family -> (P1, P2) of the TCP listeners of the RFC 5780 matrix
         self.rfc5780Tcp: dict[int, tuple[int, int]] = {}
         self._connections = 0
+        #: Connections per client address that have not authenticated.
         self._perHost: dict[str, int] = {}
+        #: TCP/TLS connections that have authenticated (at most max-connections).
+        self._authenticated: set[StunLink] = set()
         self.stats.gauge("stun.connections", lambda: self._connections)
 
     @classmethod
@@ -323,16 +329,35 @@ class StunService(ListeningService):
         return True
 
     def release(self, host: str) -> None:
-        """A TCP/TLS connection from C{host} closed."""
+        """A TCP/TLS connection from C{host} closed (L{streamClosed} follows)."""
         self._connections -= 1
+
+    def _forgetPending(self, host: str) -> None:
         left = self._perHost.get(host, 1) - 1
         if left > 0:
             self._perHost[host] = left
         else:
             self._perHost.pop(host, None)
 
+    def _trust(self, link: StunLink, request: Message, host: str) -> None:
+        """A TCP/TLS connection whose request carries valid long-term credentials no
+        longer counts against C{max-connections-per-ip}: that cap bounds connections
+        that have not authenticated (issue 14 item 3), so 150 TURN control connections
+        from one NAT fit while an anonymous flood from one address does not."""
+        if self.credentials is None or link in self._authenticated:
+            return
+        if self.auth.verify(request, host):
+            self._authenticated.add(link)
+            self._forgetPending(getattr(link, "host", host))
+            self.stats.add("stun.connections.authenticated")
+
     def streamClosed(self, link: StunLink) -> None:
-        """A TCP/TLS connection closed: tell the L{streamClosedHandlers}."""
+        """A TCP/TLS connection closed: give back its per-address place (if it never
+        authenticated) and tell the L{streamClosedHandlers}."""
+        if link in self._authenticated:
+            self._authenticated.discard(link)
+        else:
+            self._forgetPending(getattr(link, "host", ""))
         for handler in list(self.streamClosedHandlers):
             handler(link)
 
@@ -361,6 +386,9 @@ class StunService(ListeningService):
                 if refusal is not None:
                     self.respond(Reply(refusal), message, link, source, charged)
                     return
+                if link.kind != "udp" and link not in self._authenticated and (
+                        message.hasIntegrity()):
+                    self._trust(link, message, unmapped(source[0]))
         if handler is None:
             if message.cls == StunClass.REQUEST:
                 self.respond(Reply(message.errorReply(400, "Unknown method")), message,

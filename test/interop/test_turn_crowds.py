@@ -8,7 +8,7 @@ clients (C{-T -m 10}). From the one address 127.0.0.1:
 
 - 300 UDP allocations and 150 TCP control connections with RFC 6062 TCP allocations
   all succeed at once (coturn's defaults grant them; p2pnet used to answer 486 after 64
-  and refuse every TCP one; see L{TCP_CROWD} for the one STUN setting TCP still needs);
+  and refuse every TCP one);
 - uclient C{-T -m 10} relays with zero loss;
 - and still one address cannot take the server: past its automatic quota it gets 486
   while another address is served.
@@ -35,14 +35,11 @@ UDP_CLIENTS = 300
 TCP_CLIENTS = 150
 #: Allocations started at once: a crowd arrives over seconds, not in one instant.
 BATCH = 50
-#: The one setting the TCP crowds still need: STUN's max-connections-per-ip (64) counts
-#: every TCP/TLS connection from an address, authenticated or not, so 150 TURN control
-#: connections (or uclient -T -m 10, which opens control and data connections for ten
-#: clients) from one address are refused at accept. That cap belongs to the STUN
-#: service's pre-authentication bounds (issue 14 item 3: "bounds on connections that
-#: have not authenticated"); once it counts only unauthenticated connections this
-#: override goes and these tests run on the pure defaults.
-TCP_CROWD = dict(max_connections_per_ip=1000)
+#: No setting left to override: STUN's max-connections-per-ip (64) now counts only the
+#: TCP/TLS connections that have not authenticated (a request with valid long-term
+#: credentials frees its connection's place), so 150 TURN control connections and
+#: uclient -T -m 10 from one address run on the pure defaults.
+TCP_CROWD: dict[str, Any] = {}
 
 
 class CrowdMixin:

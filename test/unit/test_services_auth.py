@@ -134,3 +134,30 @@ class FailureTests(SynchronousTestCase):
         reply = auth.challenge(Message(Method.ALLOCATE, StunClass.REQUEST), "192.0.2.1")
         self.assertEqual([t for t, _ in reply.attributes],
                          [Attr.ERROR_CODE, Attr.REALM, Attr.NONCE, Attr.PASSWORD_ALGORITHMS])
+
+
+class VerifyTests(SynchronousTestCase):
+    """L{LongTermAuth.verify}: a side-effect-free check (used to trust a connection)."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.auth = LongTermAuth(REALM, StaticUsers(USERS), self.clock)
+
+    def signed(self, user: str, password: str, client: str = "192.0.2.1") -> Message:
+        from p2pnet.codecs.stun import decode
+
+        request = Message(Method.ALLOCATE, StunClass.REQUEST, attributes=[
+            (Attr.USERNAME, user.encode()), (Attr.REALM, REALM.encode()),
+            (Attr.NONCE, self.auth.makeNonce(client))])
+        return decode(request.encode(longTermKey(user, REALM, password)))
+
+    def test_verify(self) -> None:
+        """True for valid credentials; false for a wrong password, an unknown user, a
+        nonce made for another address; nothing counted or logged."""
+        with capturedLogs() as events:
+            self.assertTrue(self.auth.verify(self.signed("alice", "secret"), "192.0.2.1"))
+            self.assertFalse(self.auth.verify(self.signed("alice", "guess"), "192.0.2.1"))
+            self.assertFalse(self.auth.verify(self.signed("zed", "secret"), "192.0.2.1"))
+            self.assertFalse(self.auth.verify(self.signed("alice", "secret"), "192.0.2.2"))
+        self.assertEqual(self.auth.failures, 0)
+        self.assertEqual([e for e in events if e.get("category") == "auth-failed"], [])

@@ -666,6 +666,34 @@ class StreamTests(ServiceMixin, SynchronousTestCase):
         self.reactor.advance(1)
         self.assertTrue(transport.disconnecting)
 
+    def test_authenticatedConnectionsLeaveThePerAddressCap(self) -> None:
+        """max-connections-per-ip bounds connections that have not authenticated: a
+        signed request frees its connection's place (and closing it gives nothing
+        back twice); a wrong password frees nothing (issue 14 item 3)."""
+        self.startStun(credentials=StaticUsers({"alice": "secret"}), realm="example.org",
+                       maxConnectionsPerIp=2)
+        key = stun.longTermKey("alice", "example.org", "secret")
+        first, transport = self.connect(port=1)
+        self.connect(port=2)
+        self.assertEqual(self.connect(port=3), (None, None))
+        nonce = self.service.auth.makeNonce("127.0.0.1")
+
+        def signed(password_key: bytes) -> bytes:
+            return binding((Attr.USERNAME, b"alice"), (Attr.REALM, b"example.org"),
+                           (Attr.NONCE, nonce)).encode(password_key)
+
+        first.dataReceived(signed(stun.longTermKey("alice", "example.org", "wrong")))
+        self.assertEqual(self.connect(port=4), (None, None))
+        first.dataReceived(signed(key))
+        reply = self.frames(transport)[-1]
+        self.assertEqual(reply.cls, StunClass.SUCCESS)
+        third, _ = self.connect(port=5)
+        self.assertIsNotNone(third)
+        self.assertEqual(self.connect(port=6), (None, None))
+        first.connectionLost(None)
+        self.assertEqual(self.connect(port=7), (None, None))
+        self.assertEqual(self.service.stats.counters["stun.connections.authenticated"], 1)
+
     def test_connectionLimits(self) -> None:
         """Per-address and total limits refuse connections; closing frees a place."""
         self.startStun(maxConnectionsPerIp=2, maxConnections=3)
