@@ -32,6 +32,7 @@ from twisted.trial import unittest
 
 from p2pnet.app import buildService
 from p2pnet.config import Config
+from p2pnet.errors import ConfigError
 
 #: Seconds any one client subprocess may run before coreutils' timeout kills it.
 CLIENT_TIMEOUT = 30
@@ -176,18 +177,28 @@ class ServerMixin:
     def startServer(self) -> None:
         test: Any = self
         self.dataDir = test.mktemp()
-        root = buildService(
-            Config(
-                services=("stun",),
-                listen=(PRIMARY,),
-                alt_listen=(ALTERNATE,),
-                stun_port=0,
-                tls_port=0,
-                alt_port=0,
-                data_dir=self.dataDir,
+        # Port 0 picks a free port on the primary address; the RFC 5780 matrix then
+        # needs the same number on the alternate one, which another process may hold:
+        # a few tries (bounded), each with new kernel-chosen ports.
+        for attempt in range(5):
+            root = buildService(
+                Config(
+                    services=("stun",),
+                    listen=(PRIMARY,),
+                    alt_listen=(ALTERNATE,),
+                    stun_port=0,
+                    tls_port=0,
+                    alt_port=0,
+                    data_dir=self.dataDir,
+                )
             )
-        )
-        root.startService()
+            try:
+                root.startService()
+            except ConfigError:
+                if attempt == 4:
+                    raise
+                continue
+            break
         test.addCleanup(root.stopService)
         stun: Any = IService(root.getServiceNamed("stun"))
         # With port 0 each kind of listener gets its own free port: boundPorts says which.
