@@ -59,6 +59,7 @@ bench: $(STAMP) system-deps
 	$(PY) bench/rendezvous_bench.py
 	$(PY) bench/gateway_bench.py
 	$(PY) bench/node_bench.py
+	$(PY) bench/node_e2e_bench.py
 
 clean:
 	rm -rf $(VENV) _trial_temp* build *.egg-info

@@ -260,5 +260,7 @@ class Mediator:
         source = addrmangle.decode(bytes(peerAddr))
         protocol = self.node.newSession(secure or initiate, source, "relay",
                                         preamble=preamble)
+        if protocol is None:
+            return  # the node is full (counted there); the controller times out
         kind = TCP6ClientEndpoint if ":" in relayHost else TCP4ClientEndpoint
         yield connectProtocol(kind(self.reactor, relayHost, relayPort, timeout=10), protocol)
