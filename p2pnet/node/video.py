@@ -246,6 +246,7 @@ class VideoFeed(Service):
         for the ffmpeg the node runs and none for C{pipe:}; C{None} turns it off.
     @ivar framesOut: access units the source produced (sent to zero or more viewers).
     @ivar restarts: encoder processes started after the first.
+    @ivar viewerErrors: viewers dropped because their C{sendFrame} raised.
     @ivar keyframeRequests: calls of L{requestKeyframe}.
     @ivar lastFrameAt: the reactor's time when the latest frame came out of the source.
     @ivar playStart: a file source's clock: frame n is due at C{playStart + n / fps}.
@@ -304,6 +305,7 @@ class VideoFeed(Service):
         self._sizes = (0, 0)
         self._start: float | None = None
         self.framesOut = 0
+        self.viewerErrors = 0
         self.restarts = 0
         self.keyframeRequests = 0
         self.lastFrameAt = 0.0
@@ -356,10 +358,22 @@ class VideoFeed(Service):
         sub = Subscription(self, viewer)
         self._subscriptions[sub] = None
         if self._gop:
-            for frame in list(self._gop):
-                sub._send(frame)
+            try:
+                for frame in list(self._gop):
+                    sub._send(frame)
+            except Exception:
+                self._viewerFailed(sub)
             sub.waiting = False
         return sub
+
+    def _viewerFailed(self, sub: Subscription) -> None:
+        """A viewer raised: it gets no more frames; the others are not disturbed."""
+        sub.cancel()
+        self.viewerErrors += 1
+        self._ratelog.warn(
+            "video-viewer", "Video viewer {viewer!r} failed and was dropped: {error}",
+            viewer=sub.viewer, error=Failure().getErrorMessage(),
+        )  # fmt: skip
 
     def requestKeyframe(self) -> None:
         """Ask the source for a keyframe soon (C{Misc.refresh_video}).
@@ -497,7 +511,10 @@ class VideoFeed(Service):
                 self._gop.append(frame)
         budget = self.maxPendingBytes
         for sub in list(self._subscriptions):
-            sub._offer(frame, budget)
+            try:
+                sub._offer(frame, budget)
+            except Exception:
+                self._viewerFailed(sub)
         if frame.key and self._waiters:
             # After the frame went out: a waiter that subscribes gets it once, replayed.
             waiters, self._waiters = self._waiters, []

@@ -213,6 +213,22 @@ class FeedTests(SynchronousTestCase):
         self.assertEqual(len(viewer.frames), 1)
         self.assertEqual(self.feed.viewers, 0)
 
+    def test_failingViewerDropped(self) -> None:
+        class Broken(Viewer):
+            def sendFrame(self, frame: EncodedFrame) -> None:
+                raise RuntimeError("session bug")
+
+        good, broken = Viewer(), Broken()
+        self.feed.subscribe(broken)
+        self.feed.subscribe(good)
+        self.push(0, 1, 2)
+        self.assertEqual(len(good.frames), 2)
+        self.assertEqual(self.feed.viewerErrors, 1)
+        self.assertEqual(self.feed.viewers, 1)
+        self.feed.subscribe(Broken())  # fails in the replay
+        self.assertEqual((self.feed.viewerErrors, self.feed.viewers), (2, 1))
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
     def test_garbageDroppedAndCounted(self) -> None:
         viewer = Viewer()
         self.feed.subscribe(viewer)
