@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from p2pnet.codecs.gateway_frames import CloseCode, ErrorCode, Event, Request, errorShape
+from p2pnet.ratelog import RateLimitedLog
 from p2pnet.services.gateway_handshake import GatewaySession
 from p2pnet.services.gateway_nodes import NodeRegistry
 from p2pnet.services.gateway_pairing import DevicePairing, MethodError
@@ -56,6 +57,7 @@ class MethodsHost(Protocol):
     store: GatewayStoreInterface
     pairing: DevicePairing
     nodes: NodeRegistry[GatewaySession]
+    badInput: RateLimitedLog
 
     @property
     def clients(self) -> Mapping[str, GatewaySession]:
@@ -214,7 +216,14 @@ class GatewayMethods:
             if isinstance(failure.value, MethodError):
                 context.respond(error=failure.value.error)
                 return
-            self.log.failure("Gateway method {method} failed", failure, method=request.method)
+            # A bug a client can trigger at will: counted, and logged at a bounded rate.
+            self.host.stats.add("handler_errors")
+            self.host.badInput.warn(
+                "gateway-method",
+                "Gateway method {method} failed: {error}",
+                method=request.method,
+                error=f"{type(failure.value).__name__}: {failure.value!r}"[:200],
+            )
             context.respond(error=errorShape(ErrorCode.UNAVAILABLE, "internal error"))
 
         # Most methods answer at once; only those that wait get a Deferred's overhead.

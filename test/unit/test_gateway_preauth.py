@@ -263,6 +263,26 @@ class FuzzTests(FrontDoor):
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual(self.service.stats.snapshot()["handler_errors"], 1)
 
+    def test_methodBugIsAnswerAndBoundedLog(self) -> None:
+        """After hello-ok too: a handler that raises answers UNAVAILABLE, counts, and a
+        hundred calls write a handful of lines, not a traceback each."""
+
+        def broken(context: object) -> None:
+            raise ZeroDivisionError("boom")
+
+        self.service.methods.register("status", broken)
+        wire = self.wire()
+        wire.send(json.dumps(validConnect("", 0, False)))
+        before = len(self.events)
+        for i in range(100):
+            wire.send(json.dumps({"type": "req", "id": f"s{i}", "method": "status"}))
+        answer = wire.texts()[-1]
+        self.assertEqual((answer["id"], answer["error"]["code"]), ("s99", "UNAVAILABLE"))
+        self.assertEqual(self.service.stats.snapshot()["handler_errors"], 100)
+        self.assertLessEqual(len(self.events) - before, 5)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertIsNone(wire.close())
+
     def test_logBoundedAcrossConnections(self) -> None:
         """A hundred refused handshakes cost a handful of lines, not a hundred."""
         before = len(self.events)
