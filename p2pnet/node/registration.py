@@ -59,6 +59,8 @@ class _Registration:
         self.stats = stats or Stats()
         self.badInput = RateLimitedLog(log, reactor)
         self.keepAlive = DEFAULT_KEEP_ALIVE
+        #: Called with the server list of a ConfigUpdate that changed it (§6.1 step 5).
+        self.onServers: Callable[[tuple[str, ...]], None] | None = None
         self._loop: LoopingCall | None = None
 
     @property
@@ -106,6 +108,8 @@ class _Registration:
         if outcome.servers:
             log.info("Rendezvous server lists servers {servers}",
                      servers=", ".join(outcome.servers))
+            if self.onServers is not None:
+                self.onServers(outcome.servers)
         if outcome.request is not None:
             self.onRequest(outcome.request)
 
@@ -145,6 +149,14 @@ class UdpRegistration(_Registration):
         self._running = False
         self._stopTimer()
         return self._close()
+
+    def moveTo(self, server: tuple[str, int]) -> None:
+        """Register with C{server} from now on: a new socket, the key registered anew."""
+        self.server = server
+        self.state.reset()
+        if self._running:
+            self._close()
+            self._open()
 
     def _open(self) -> None:
         host, port = self.server
@@ -282,6 +294,18 @@ class StreamRegistration(_Registration):
             return
         self._retry = self.reactor.callLater(self.delay, self._attempt)
         self.delay = min(self.delay * 2, BACKOFF_MAX)
+
+    def moveTo(self, connect: Callable[[], Deferred[Any]]) -> None:
+        """Open links with C{connect} from now on (another server): reconnect now."""
+        self.connect = connect
+        self._drop()
+        self.state.reset()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        self.delay = BACKOFF_FIRST
+        if self._running:
+            self._attempt()
 
     def _drop(self) -> None:
         link, self.link = self.link, None

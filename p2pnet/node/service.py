@@ -107,6 +107,7 @@ class NodeService(MultiService):
             self.registration = StreamRegistration(
                 reactor, connectLink or self._connectLink, state, self.mediator.handle,
                 self._newId, self.stats)
+        self.registration.onServers = self._serversChanged
         self.stats.gauge("viewers", lambda: len(self.viewers))
         self.stats.gauge("sessions", lambda: len(self.streams))
 
@@ -178,6 +179,33 @@ class NodeService(MultiService):
         from p2pnet.protocols.rustdesk_client import connectStream
 
         return connectStream(self.reactor, host, self.tcpPort)
+
+    def _serversChanged(self, servers: tuple[str, ...]) -> None:
+        """A ConfigUpdate named the rendezvous servers (§6.1 step 5): stay when ours is
+        among them, else register with the first one (its TCP and WebSocket ports
+        follow the rendezvous port, as on a real server)."""
+        from p2pnet.protocols.rustdesk_client import splitHostPort
+
+        try:
+            listed = [splitHostPort(s, 21116) for s in servers]
+        except ValueError:
+            self.stats.add("bad_config_update")
+            return
+        if not listed or self.server in listed:
+            return
+        if not all(0 < port < 65534 and host for host, port in listed):
+            self.stats.add("bad_config_update")
+            return
+        host, port = listed[0]
+        log.info("Rendezvous server moved the node to {host}:{port}", host=host, port=port)
+        self.server = (host, port)
+        self.tcpPort, self.wsPort = port, port + 2
+        self.mediator.server = (host, port)
+        self.stats.add("server_moved")
+        if self.transport == "udp":
+            self.reactor.callLater(0, self.registration.moveTo, self.server)
+        else:
+            self.reactor.callLater(0, self.registration.moveTo, self._connectLink)
 
     def _newId(self, peerId: str) -> None:
         self.identity.setId(peerId)

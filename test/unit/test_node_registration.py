@@ -200,3 +200,62 @@ class StreamRegistrationTests(TestCase):
         self.reactor.advance(60)
         self.assertEqual(len(self.attempts), 1)
         yield None
+
+
+class ConfigUpdateMoveTests(TestCase):
+    """§6.1 step 5: a ConfigUpdate whose list leaves out our server moves the node."""
+
+    def test_udpNodeMovesToFirstListedServer(self) -> None:
+        import os
+
+        from p2pnet.codecs.proto.rendezvous_pb2 import ConfigUpdate
+        from p2pnet.node.identity import loadIdentity
+        from p2pnet.node.service import NodeService
+        from test.unit.nodefakes import FakeFeed, FakeInputs
+
+        reactor = UDPMemoryReactor()
+        directory = self.mktemp()
+        os.makedirs(directory)
+        node = NodeService(reactor, loadIdentity(directory, "123456789", "pw"), FakeFeed(),
+                           FakeInputs(), server=SERVER)
+        node.startService()
+        self.addCleanup(node.stopService)
+        loop = node.registration
+        first = loop._port
+        loop.datagramReceived(OK.SerializeToString(), SERVER)
+        same = RendezvousMessage(configure_update=ConfigUpdate(
+            serial=1, rendezvous_servers=["192.0.2.10:21116", "192.0.2.11"]))
+        loop.datagramReceived(same.SerializeToString(), SERVER)
+        reactor.advance(0)
+        self.assertIs(loop._port, first)  # ours is listed: stay
+        moved = RendezvousMessage(configure_update=ConfigUpdate(
+            serial=2, rendezvous_servers=["192.0.2.20:21200"]))
+        loop.datagramReceived(moved.SerializeToString(), SERVER)
+        reactor.advance(0)
+        self.assertTrue(first.stopped)
+        self.assertEqual(node.server, ("192.0.2.20", 21200))
+        self.assertEqual(node.mediator.server, ("192.0.2.20", 21200))
+        self.assertFalse(loop.state.keyConfirmed)
+        reactor.advance(1)
+        (data, addr), = loop._port.written
+        self.assertEqual(addr, ("192.0.2.20", 21200))
+        self.assertEqual(RendezvousMessage.FromString(data).WhichOneof("union"),
+                         "register_pk")
+
+    def test_streamLinkReconnects(self) -> None:
+        state = RegistrationState("123456789", b"u", b"k" * 32)
+        reactor = UDPMemoryReactor()
+        opened: list[str] = []
+
+        def connect(name: str) -> Any:
+            def open_() -> Deferred[Any]:
+                opened.append(name)
+                return Deferred()
+            return open_
+
+        loop = StreamRegistration(reactor, connect("a"), state, lambda m: None,
+                                  lambda i: None)
+        loop.start()
+        self.addCleanup(loop.stop)
+        loop.moveTo(connect("b"))
+        self.assertEqual(opened, ["a", "b"])
