@@ -20,6 +20,7 @@ import os
 import uuid as uuidlib
 from typing import Any
 
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from nacl.signing import SigningKey
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredQueue
@@ -43,12 +44,13 @@ from p2pnet.codecs.proto.rendezvous_pb2 import (
     TestNatRequest,
 )
 from p2pnet.codecs.rustdesk_crypto import (
+    CryptoError,
     SecretStream,
     openServerKeyExchange,
     sealKeyExchangeReply,
     verifySignedIdPk,
 )
-from p2pnet.codecs.rustdesk_frame import FrameDecoder, encodeFrame
+from p2pnet.codecs.rustdesk_frame import FrameDecoder, FrameError, encodeFrame
 from p2pnet.codecs.rustdesk_register import (
     REG_INTERVAL,
     REG_TIMEOUT,
@@ -111,18 +113,31 @@ class MessageStream(Protocol):
         self._stream: SecretStream | None = None
         self._first = True
         self.heartbeats = 0
+        self.badInput = 0
         self.secured: Deferred[bool] = Deferred()
         self.closed: Deferred[None] = Deferred()
 
     def dataReceived(self, data: bytes) -> None:
-        for payload in self._decoder.feed(data):
+        try:
+            payloads = self._decoder.feed(data)
+        except FrameError:
+            self.badInput += 1
+            self.transport.abortConnection()
+            return
+        for payload in payloads:
             if not payload:
                 self.heartbeats += 1
                 self.transport.write(encodeFrame(b""))
                 continue
-            if self._stream is not None:
-                payload = self._stream.open(payload)
-            message = RendezvousMessage.FromString(payload)
+            try:
+                if self._stream is not None:
+                    payload = self._stream.open(payload)
+                message = RendezvousMessage.FromString(payload)
+            except (CryptoError, DecodeError, RuntimeError, ValueError):
+                # The server broke the protocol: drop the link (its owner reconnects).
+                self.badInput += 1
+                self.transport.abortConnection()
+                return
             first, self._first = self._first, False
             if first and message.WhichOneof("union") == "key_exchange":
                 self._answerKeyExchange(message.key_exchange)

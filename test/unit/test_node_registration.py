@@ -259,3 +259,21 @@ class ConfigUpdateMoveTests(TestCase):
         self.addCleanup(loop.stop)
         loop.moveTo(connect("b"))
         self.assertEqual(opened, ["a", "b"])
+
+
+class MessageStreamGarbageTests(TestCase):
+    """A rendezvous link that sends garbage is dropped, not a traceback."""
+
+    def test_garbageAbortsLink(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        from p2pnet.codecs.rustdesk_frame import encodeFrame
+        from p2pnet.protocols.rustdesk_client import MessageStream
+
+        for data in (encodeFrame(b"\xff\xff\xff"), b"\xff\xff\xff\xff"):
+            stream = MessageStream()
+            transport = StringTransport()
+            stream.makeConnection(transport)
+            stream.dataReceived(data)
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(stream.badInput, 1)
