@@ -209,6 +209,8 @@ class StunService(ListeningService):
         #: TCP/TLS connections that have authenticated (at most max-connections).
         self._authenticated: set[StunLink] = set()
         self.stats.gauge("stun.connections", lambda: self._connections)
+        self.stats.gauge("stun.auth.failures", lambda: self.auth.failures)
+        self.stats.gauge("stun.auth.throttled", lambda: self.auth.throttled)
 
     @classmethod
     def fromConfig(cls, context: Any) -> StunService:

@@ -547,6 +547,7 @@ class AuthTests(ServiceMixin, SynchronousTestCase):
     def test_wrongPassword(self) -> None:
         self.sendUDP(self.signed(self.challenge(), "wrong"))
         self.assertEqual(errorCode(self.onlyReply()[0]), 401)
+        self.assertEqual(self.service.stats.snapshot()["stun.auth.failures"], 1)
 
     def test_unknownUser(self) -> None:
         self.sendUDP(self.signed(self.challenge(), "secret", False, (Attr.USERNAME, b"bob")))
