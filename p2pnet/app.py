@@ -82,10 +82,13 @@ def _buildRelay(context: AppContext) -> IService:
 
 
 def _buildGateway(context: AppContext) -> IService:
+    from twisted.internet.defer import maybeDeferred
+
     from p2pnet.services.gateway import GatewayService
-    from p2pnet.services.gateway_operator import OperatorListing
+    from p2pnet.services.gateway_operator import OperatorAction, OperatorListing
     from p2pnet.services.relay import RelayService
     from p2pnet.services.rendezvous import RendezvousService
+    from p2pnet.services.turn import TurnService, sessionRow
 
     gateway = GatewayService.fromConfig(context)
     # The operator lists of the services built before the gateway (issue 14 item 5);
@@ -102,6 +105,19 @@ def _buildGateway(context: AppContext) -> IService:
             "relay.pairs.list",
             OperatorListing(relay, lambda offset, limit: pairs()[offset : offset + limit]),
         )
+    turn = context.built.get("turn")
+    if isinstance(turn, TurnService):
+        table = turn.table
+        gateway.provideListing("turn.allocations.list", OperatorListing(
+            turn, lambda offset, limit: [sessionRow(s) for s in table.sessions()][
+                offset : offset + limit]))
+        gateway.provideListing("turn.users.list", OperatorListing(
+            turn, lambda offset, limit: maybeDeferred(turn.listing, "users").addCallback(
+                lambda rows: rows[offset : offset + limit])))
+        gateway.provideAction("turn.users.add", OperatorAction(
+            turn, lambda params: turn.manage("users", "add", params)))
+        gateway.provideAction("turn.users.remove", OperatorAction(
+            turn, lambda params: turn.manage("users", "remove", params)))
     return gateway
 
 

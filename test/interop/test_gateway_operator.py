@@ -13,6 +13,7 @@ from twisted.trial.unittest import TestCase
 
 from p2pnet import Config, buildService
 from p2pnet.protocols.rustdesk_client import ControlledPeer
+from p2pnet.protocols.turn_client import TurnClientProtocol
 
 P2PNET = os.path.join(os.path.dirname(sys.executable), "p2pnet")
 
@@ -67,3 +68,51 @@ class OperatorListTests(TestCase):
         self.assertEqual(first["nextOffset"], 1)
         pairs = yield self.call("relay.pairs.list")
         self.assertEqual(pairs, {"items": [], "offset": 0, "limit": 100, "nextOffset": None})
+
+
+class TurnOperatorTests(TestCase):
+    """turn.users.add|list|remove and turn.allocations.list through p2pnet gateway call,
+    with an allocation made by p2pnet turn."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        if not os.path.exists(P2PNET):
+            self.skipTest(f"{P2PNET} is not installed")
+        self.dataDir = self.mktemp()
+        self.root = buildService(Config(
+            services=("stun", "turn", "gateway"), listen=("127.0.0.1",), stun_port=0,
+            tls_port=0, alt_port=0, gateway_port=0, allow_loopback_peers=True,
+            data_dir=self.dataDir), reactor)
+        self.root.startService()
+        self.addCleanup(self.root.stopService)
+        gateway = self.root.getServiceNamed("gateway")
+        self.url = f"ws://127.0.0.1:{gateway.ports[0].getHost().port}/"
+        stun = self.root.getServiceNamed("stun")
+        self.stunPort = stun.ports[0].getHost().port
+
+    call = OperatorListTests.call
+
+    @defer.inlineCallbacks
+    def test_usersAndAllocations(self) -> Any:
+        added = yield self.call("turn.users.add", {"name": "amy", "password": "pw-1"})
+        self.assertEqual(added, {"name": "amy", "created": True})
+        users = yield self.call("turn.users.list")
+        self.assertIn("amy", [u["name"] for u in users["items"]])
+        # The users table reloads at once; an allocation of amy's stays while we list.
+        client = TurnClientProtocol(("127.0.0.1", self.stunPort), "amy", "pw-1",
+                                    reactor=reactor)
+        port = reactor.listenUDP(0, client, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        # Removing amy ends the allocation, so the client's own Refresh(0) gets 401.
+        self.addCleanup(lambda: client.close().addErrback(lambda _: None))
+        allocation = yield client.allocate()
+        allocations = yield self.call("turn.allocations.list")
+        self.assertEqual([a["user"] for a in allocations["items"]], ["amy"])
+        self.assertEqual(allocations["items"][0]["relayed"],
+                         [f"{h}:{p}" for h, p in allocation.relayed])
+        self.assertEqual(allocations["items"][0]["client"].split(":")[0], "127.0.0.1")
+        removed = yield self.call("turn.users.remove", {"name": "amy"})
+        self.assertEqual((removed["name"], removed["removed"]), ("amy", True))
+        after = yield self.call("turn.allocations.list")
+        self.assertEqual(after["items"], [])

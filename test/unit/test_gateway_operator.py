@@ -44,6 +44,13 @@ class WiringTests(SynchronousTestCase):
         self.assertIn("relay.pairs.list", methods)
         self.assertNotIn("turn.allocations.list", methods)
 
+    def test_withTurn(self) -> None:
+        methods = self.gatewayMethods(("stun", "turn", "gateway"))
+        for method in ("turn.allocations.list", "turn.users.list", "turn.users.add",
+                       "turn.users.remove"):
+            self.assertIn(method, methods)
+        self.assertNotIn("relay.pairs.list", methods)
+
     def test_gatewayAlone(self) -> None:
         methods = self.gatewayMethods(("gateway",))
         self.assertNotIn("rendezvous.peers.list", methods)
