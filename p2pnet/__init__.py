@@ -1,8 +1,9 @@
 # -*- test-case-name: test.unit.test_app -*-
 """p2pnet: one Twisted process for NAT traversal.
 
-STUN (RFC 8489/5389/3489/5780) today; TURN, a RustDesk-compatible rendezvous and relay
-server and a control gateway share the same reactor as ``MultiService`` children.
+STUN (RFC 8489/5389/3489/5780), TURN (RFC 8656/5766/6062/6156), a RustDesk-compatible
+rendezvous and relay server, a control gateway and a KVM node share one reactor as
+``MultiService`` children (docs/architecture.md).
 
 Curated exports for embedders::
 

@@ -376,6 +376,17 @@ class Config:
     software: str = _setting(
         "p2pnet", "SOFTWARE attribute value in STUN/TURN answers; empty to omit it."
     )
+    no_tcp: bool = _setting(
+        False,
+        "Open no STUN/TURN TCP listener (UDP and TLS only), as coturn's no-tcp.",
+        switch=True,
+    )
+    no_tls: bool = _setting(
+        False,
+        "Open no STUN/TURN TLS listener (and make no certificate for it), as coturn's "
+        "no-tls.",
+        switch=True,
+    )
     max_open_connections: int = _setting(
         0,
         "Most TCP connections open at once on all listeners together (0: the descriptor "

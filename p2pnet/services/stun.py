@@ -121,6 +121,7 @@ class StunService(ListeningService):
     @param listen: addresses to bind (empty: every IPv4 and IPv6 address).
     @param port: the STUN port (UDP and TCP); 0 picks a free one.
     @param tlsPort: the TLS port, or C{None} for no TLS listener.
+    @param tcp: open the TCP listeners (C{no-tcp} turns them off).
     @param tlsOptions: a zero-argument callable giving the server TLS context factory.
     @param altListen: RFC 5780 second address per family (needs a specific primary).
     @param altPort: RFC 5780 second port.
@@ -151,6 +152,7 @@ class StunService(ListeningService):
         port: int = 3478,
         tlsPort: int | None = None,
         tlsOptions: Callable[[], Any] | None = None,
+        tcp: bool = True,
         altListen: Iterable[str] = (),
         altPort: int = 3479,
         software: str = "p2pnet",
@@ -174,6 +176,7 @@ class StunService(ListeningService):
         self.port = port
         self.tlsPort = tlsPort
         self._tlsOptions = tlsOptions
+        self.tcp = tcp
         self.alternates = {addressFamily(a): a for a in altListen}
         self.altPort = altPort
         self.software = software.encode()
@@ -216,13 +219,15 @@ class StunService(ListeningService):
     def fromConfig(cls, context: Any) -> StunService:
         """The service as the appliance's settings describe it."""
         config = context.config
-        tls = context.tlsOptions  # made or checked now, before any socket is bound
+        # made or checked now, before any socket is bound (not at all with no-tls)
+        tls = None if config.no_tls else context.tlsOptions
         return cls(
             context.reactor,
             listen=config.listen,
             port=config.stun_port,
-            tlsPort=config.tls_port,
-            tlsOptions=lambda: tls,
+            tlsPort=None if config.no_tls else config.tls_port,
+            tlsOptions=(lambda: tls) if tls is not None else None,
+            tcp=not config.no_tcp,
             altListen=config.alt_listen,
             altPort=config.alt_port,
             software=config.software,
@@ -277,7 +282,8 @@ class StunService(ListeningService):
             udpPort = self._bindUDP(host, udpPort, "stun-port")
             # Port 0 means a free port for each protocol; after the first address the
             # same numbers are used on the others.
-            tcpPort = self._bindStream(host, tcpPort, "stun-port", "tcp", 0, 0)
+            if self.tcp:
+                tcpPort = self._bindStream(host, tcpPort, "stun-port", "tcp", 0, 0)
             if tlsPort is not None and self._tlsOptions is not None:
                 tlsPort = self._bindStream(host, tlsPort, "tls-port", "tls", 0, 0)
             if alt is None:
@@ -287,14 +293,19 @@ class StunService(ListeningService):
             altPort = self._bindUDP(host, self.altPort, "alt-port", 0, 1)
             self._bindUDP(alt, udpPort, "alt-listen", 1, 0)
             self._bindUDP(alt, altPort, "alt-listen", 1, 1)
+            self.rfc5780[family] = ((host, alt), (udpPort, altPort))
+            self.boundPorts["alt"] = altPort
+            if not self.tcp:
+                continue
             # ... and TCP the same way, so OTHER-ADDRESS over TCP names a listener too.
             tcpAlt = self._bindStream(host, self.altPort, "alt-port", "tcp", 0, 1)
             self._bindStream(alt, tcpPort, "alt-listen", "tcp", 1, 0)
             self._bindStream(alt, tcpAlt, "alt-listen", "tcp", 1, 1)
-            self.rfc5780[family] = ((host, alt), (udpPort, altPort))
             self.rfc5780Tcp[family] = (tcpPort, tcpAlt)
-            self.boundPorts.update({"alt": altPort, "tcp-alt": tcpAlt})
-        self.boundPorts.update(udp=udpPort, tcp=tcpPort)
+            self.boundPorts["tcp-alt"] = tcpAlt
+        self.boundPorts["udp"] = udpPort
+        if self.tcp:
+            self.boundPorts["tcp"] = tcpPort
         if tlsPort is not None and self._tlsOptions is not None:
             self.boundPorts["tls"] = tlsPort
 
