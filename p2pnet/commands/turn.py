@@ -6,7 +6,11 @@ Without C{--peer}, the command runs its own UDP echo peer on this host and names
 the server by the server-reflexive address the allocation reported (so behind a NAT
 give C{--peer} an echo server the TURN server can reach, e.g. coturn's
 C{turnutils_peer}). The server must allow relaying to that peer (for a server on this
-host: C{--allow-loopback-peers}).
+host: C{--allow-loopback-peers}), and the command says so when it answers 403.
+
+The relayed address is of the peer's address family (an IPv6 server or peer asks for an
+IPv6 relayed address, RFC 6156), and every exchange with the server, the Allocate
+included, ends within C{--timeout}.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import socket
 import sys
 from typing import IO, Any, NoReturn
 
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, maybeDeferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import deferLater
 
+from p2pnet.addresses import family as addressFamily
+from p2pnet.addresses import isLoopback
 from p2pnet.commands import reactMain
 from p2pnet.protocols.stun_client import StunErrorResponse, StunTimeout
 from p2pnet.protocols.turn_client import TurnClientProtocol
@@ -59,7 +65,8 @@ def register(subparsers: Any) -> None:
                         help="datagrams to relay (default 3)")
     parser.add_argument("--size", type=int, default=100, help="datagram size (default 100)")
     parser.add_argument("--timeout", type=float, default=5.0,
-                        help="seconds to wait for each echo (default 5); the whole command "
+                        help="seconds to wait for each answer of the server (the Allocate "
+                             "included) and for each echo (default 5); the whole command "
                              "ends within (count + 8) times it")
     parser.set_defaults(run=run)
 
@@ -82,31 +89,60 @@ async def turnMain(reactor: Any, args: argparse.Namespace, out: IO[str] | None =
         return 2
     server = (str(infos[0][4][0]), int(infos[0][4][1]))
     family = "::" if ":" in server[0] else "0.0.0.0"
+    named = _hostPort(args.peer, 3480) if args.peer else None
+    if named is not None:
+        try:
+            named = (str(socket.getaddrinfo(named[0], named[1])[0][4][0]), named[1])
+        except OSError as e:
+            err.write(f"p2pnet: cannot resolve {named[0]}: {e}\n")
+            return 2
+    # RFC 6156: the relayed address must be of the peer's family (else 443 at the bind).
+    ipv6 = addressFamily(named[0] if named is not None else server[0]) == 6
     client = TurnClientProtocol(server, args.user, args.password, reactor=reactor)
     listening = reactor.listenUDP(0, client, interface=family)
     echo = None
+    allocated = False
+
+    def bounded(d: Deferred[Any]) -> Deferred[Any]:
+        return d.addTimeout(args.timeout, reactor)
+
     try:
         try:
-            allocation = await client.allocate()
+            allocation = await bounded(client.allocate(ipv6=ipv6))
+        except TimeoutError:
+            err.write(f"p2pnet: no answer from {server[0]}:{server[1]} within "
+                      f"{args.timeout} s: is a TURN server there, and UDP open to it?\n")
+            return 1
         except (StunErrorResponse, StunTimeout) as e:
             err.write(f"p2pnet: allocation failed: {e}\n")
+            if isinstance(e, StunErrorResponse) and e.code == 440:
+                err.write(f"p2pnet: the server has no IPv{6 if ipv6 else 4} relayed "
+                          "addresses (relay-ip or listen of that family)\n")
             return 1
+        allocated = True
         relayed = allocation.relayed[0]
         out.write(f"relayed address: {relayed[0]}:{relayed[1]}\n")
         if allocation.mapped is not None:
             out.write(f"mapped address:  {allocation.mapped[0]}:{allocation.mapped[1]}\n")
         out.write(f"lifetime:        {allocation.lifetime} s\n")
-        if args.peer:
-            peer = _hostPort(args.peer, 3480)
+        if named is not None:
+            peer = named
         else:
             echo = reactor.listenUDP(0, _Echo(), interface=family)
             base = allocation.mapped[0] if allocation.mapped else server[0]
             peer = (base, echo.getHost().port)
-        peer = (str(socket.getaddrinfo(peer[0], peer[1])[0][4][0]), peer[1])
         try:
-            await client.channelBind(peer)
+            await bounded(client.channelBind(peer))
+        except TimeoutError:
+            err.write(f"p2pnet: no answer to the channel bind within {args.timeout} s\n")
+            return 1
         except (StunErrorResponse, StunTimeout) as e:
             err.write(f"p2pnet: channel bind to {peer[0]}:{peer[1]} failed: {e}\n")
+            if isinstance(e, StunErrorResponse) and e.code == 403:
+                hint = ("a server on this host relays to it only with "
+                        "--allow-loopback-peers" if isLoopback(peer[0]) else
+                        "allow its range on the server with --allow-peer CIDR")
+                err.write(f"p2pnet: the server's peer policy refuses {peer[0]}: {hint}\n")
             return 1
         times = []
         for i in range(args.count):
@@ -144,7 +180,10 @@ async def turnMain(reactor: Any, args: argparse.Namespace, out: IO[str] | None =
         return 0
     finally:
         try:
-            await client.close()
+            if allocated:
+                await bounded(client.close())
+            else:
+                await client.close()
         except Exception as e:  # the allocation ends anyway when its lifetime does
             err.write(f"p2pnet: deleting the allocation failed: {e}\n")
         await maybeDeferred(listening.stopListening)
