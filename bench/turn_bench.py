@@ -92,7 +92,8 @@ def startTurnP2pnet(tmp: str, port: int) -> tuple[subprocess.Popen[bytes], str]:
         "--data-dir", os.path.join(tmp, "p2pnet-data"),
         "--user", f"{USER}:{PASSWORD}", "--realm", REALM, "--allow-loopback-peers",
         "--relay-ports", f"{RELAY_PORTS[0]}-{RELAY_PORTS[1]}", "--max-allocations", "20000",
-        "--ip-quota", "20000", "--max-connections-per-ip", "1000"], files=FILES)
+        "--ip-quota", "20000", "--user-quota", "20000", "--max-connections-per-ip", "1000"],
+        files=FILES)
     return proc, f"p2pnet (twistd, CPython {platform.python_version()})"
 
 

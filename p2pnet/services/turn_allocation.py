@@ -189,7 +189,8 @@ class Allocation:
         self.client = fiveTuple.client
         self.relays: dict[int, Any] = {}
         self.relayed: dict[int, tuple[str, int]] = {}
-        self.announced: dict[int, tuple[str, int]] = {}
+        #: The same dict as C{relayed} until an external-ip mapping makes them differ.
+        self.announced: dict[int, tuple[str, int]] = self.relayed
         self.createdAt = now
         self.transport = transport
         self.expiresAt = now + lifetime

@@ -111,6 +111,14 @@ class RelayAllocator:
         """The address told to clients for a socket bound to C{(host, port)}."""
         return (self.external.public(host), port)
 
+    def _record(self, allocation: Allocation, host: str, port: int) -> None:
+        addressFamily = family(host)
+        allocation.relayed[addressFamily] = (host, port)
+        if self.external:
+            if allocation.announced is allocation.relayed:
+                allocation.announced = dict(allocation.relayed)
+            allocation.announced[addressFamily] = self.announce(host, port)
+
     # -- UDP ---------------------------------------------------------------------------------
 
     def openUdp(self, allocation: Allocation, host: str, handler: RelayHandler, even: bool,
@@ -166,10 +174,8 @@ class RelayAllocator:
         """Serve a bound socket as C{allocation}'s relayed address of its family."""
         protocol = RelayDatagramProtocol(handler, allocation)
         listening = self.sockets.adoptUdp(handle, protocol, allocation.dontFragment)
-        addressFamily = family(host)
-        allocation.relays[addressFamily] = protocol
-        allocation.relayed[addressFamily] = (host, port)
-        allocation.announced[addressFamily] = self.announce(host, port)
+        allocation.relays[family(host)] = protocol
+        self._record(allocation, host, port)
         self._ports[protocol] = listening
         self.usedPorts.add((host, port))
 
@@ -192,10 +198,8 @@ class RelayAllocator:
                 listening = self.sockets.listenTcp(factory, host, port)
             except netError.CannotListenError:
                 continue
-            addressFamily = family(host)
-            allocation.relays[addressFamily] = factory
-            allocation.relayed[addressFamily] = (host, port)
-            allocation.announced[addressFamily] = self.announce(host, port)
+            allocation.relays[family(host)] = factory
+            self._record(allocation, host, port)
             self._ports[factory] = listening
             self.usedPorts.add((host, port))
             return True
