@@ -58,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run C{p2pnet ARGS}; return the exit status."""
     args = buildParser().parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        status = int(args.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return status
     except KeyboardInterrupt:
         return fail(args, "interrupted", INTERRUPTED)
     except BrokenPipeError:

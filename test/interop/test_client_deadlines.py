@@ -86,3 +86,25 @@ class DeadlineTests(TestCase):
         self.assertOneLine(err, b"p2pnet")
         self.assertIn(b"--token", err)
         self.assertIn(b"p2pnet gateway token", err)
+
+
+class ClosedPipeTests(TestCase):
+    def test_closedOutput(self) -> None:
+        """C{p2pnet users list | head -0}: one line on standard error, status 141, no
+        traceback."""
+        import subprocess
+
+        data = self.mktemp()
+        for name in ("alice", "bob"):
+            subprocess.run([sys.executable, "-m", "p2pnet.cli", "users", "add", name,
+                            "--password", "pw", "--data-dir", data],
+                           check=True, capture_output=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "p2pnet.cli", "users", "list", "--data-dir", data],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()  # the reader is gone before anything is written
+        err = process.stderr.read()
+        process.stderr.close()
+        self.assertEqual(process.wait(30), 141)
+        self.assertEqual(err, b"p2pnet users: output closed (broken pipe)\n")
