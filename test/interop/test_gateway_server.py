@@ -3,6 +3,7 @@ close codes, HTTP endpoints, TLS."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from typing import Any
@@ -117,6 +118,20 @@ class WireTests(TestCase):
             "auth": {"token": TOKEN}}}))
         hello = json.loads((yield client.nextText()))
         self.assertEqual(hello["payload"]["type"], "hello-ok")
+
+    @inlineCallbacks
+    def test_forwardedForLinesJoined(self):
+        """Behind a trusted proxy that appends its own X-Forwarded-For line (HAProxy
+        C{option forwardfor}), the line the client wrote first does not choose its
+        address (RFC 9110 §5.3; issue 14 item 17), through twisted.web's real headers."""
+        self.service.auth = AuthConfig(
+            "token", token=TOKEN, trustedProxies=(ipaddress.ip_network("127.0.0.1/32"),))
+        client = yield self.open([(b"X-Forwarded-For", b"6.6.6.6"),
+                                  (b"X-Forwarded-For", b"198.51.100.4")])
+        yield until(lambda: client.texts)
+        [session] = self.service.sessions
+        self.assertEqual(session.info.clientIp, "198.51.100.4")
+        self.assertFalse(session.info.localDirect)
 
     @inlineCallbacks
     def test_oversizedPreauthFrame(self):
