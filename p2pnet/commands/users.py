@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             cursor = conn.cursor()
             if args.users_command == "add":
                 try:
-                    new = addUser(cursor, args.name, password, args.realm)
+                    new = addUser(cursor, args.name, password, args.realm, time.time())
                 except ValueError as e:
                     return fail(args, str(e), 2)
                 out.write(f"{'added' if new else 'changed password of'} {args.name}\n")

@@ -325,7 +325,7 @@ class TurnService(Service):
             password = params.get("password")
             if not isinstance(password, str) or not password:
                 raise ValueError("password must be a non-empty string")
-            d = users.store.add(name, password, self.stun.auth.realm)
+            d = users.store.add(name, password, self.stun.auth.realm, self.clock.seconds())
             d.addCallback(lambda new: users.reload().addCallback(
                 lambda _: {"name": name, "created": new}))
             return d

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from typing import Any, NamedTuple
 
 from twisted.internet.defer import Deferred
@@ -74,8 +73,9 @@ def openSync(path: str) -> sqlite3.Connection:
     return connect(path, SCHEMA)
 
 
-def addUser(cursor: Any, name: str, password: str, realm: str) -> bool:
+def addUser(cursor: Any, name: str, password: str, realm: str, now: float) -> bool:
     """Add C{name} for C{realm} or change its password; C{True} when the user is new.
+    C{now} (UNIX time, from the caller's clock) is its creation time.
 
     @raise ValueError: the name, password or realm is not a valid prepared string.
     """
@@ -92,7 +92,7 @@ def addUser(cursor: Any, name: str, password: str, realm: str) -> bool:
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET realm = excluded.realm, "
         "key_md5 = excluded.key_md5, key_sha256 = excluded.key_sha256, "
         "userhash = excluded.userhash",
-        (name, *row, int(time.time())),
+        (name, *row, int(now)),
     )
     return new
 
@@ -136,10 +136,11 @@ class UserStore:
         """C{(name, realm, created UNIX time)} of every user, by name (never the keys)."""
         return self._db.runInteraction(listUsers)
 
-    def add(self, name: str, password: str, realm: str) -> Deferred[bool]:
-        """Add C{name} or change its password; fires C{True} when the user is new
-        (C{ValueError} for names or passwords that are not valid prepared strings)."""
-        return self._db.runInteraction(addUser, name, password, realm)
+    def add(self, name: str, password: str, realm: str, now: float) -> Deferred[bool]:
+        """Add C{name} (created at UNIX time C{now}) or change its password; fires
+        C{True} when the user is new (C{ValueError} for names or passwords that are not
+        valid prepared strings)."""
+        return self._db.runInteraction(addUser, name, password, realm, now)
 
     def remove(self, name: str) -> Deferred[bool]:
         """Delete C{name}; fires C{True} when there was such a user."""

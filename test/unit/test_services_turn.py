@@ -1088,6 +1088,7 @@ class FakeUserStore:
 
     def __init__(self) -> None:
         self.users: dict[str, tuple[str, str]] = {}
+        self.created: dict[str, int] = {}
 
     def all(self) -> Any:
         from p2pnet.store.users import StoredUser
@@ -1096,12 +1097,13 @@ class FakeUserStore:
                         for name, (pw, realm) in self.users.items()})
 
     def list(self) -> Any:
-        return succeed([(name, realm, 1700000000)
+        return succeed([(name, realm, self.created[name])
                         for name, (_, realm) in sorted(self.users.items())])
 
-    def add(self, name: str, password: str, realm: str) -> Any:
+    def add(self, name: str, password: str, realm: str, now: float) -> Any:
         new = name not in self.users
         self.users[name] = (password, realm)
+        self.created.setdefault(name, int(now))
         return succeed(new)
 
     def remove(self, name: str) -> Any:
@@ -1140,7 +1142,8 @@ class OperatorTests(TurnMixin, SynchronousTestCase):
         self.assertEqual(result, {"name": "carol", "created": True})
         self.assertEqual(store.users["carol"], ("pw", REALM))
         rows = self.successResultOf(self.turn.listing("users"))
-        self.assertEqual(rows, [{"name": "carol", "realm": REALM, "createdAt": 1700000000}])
+        self.assertEqual(rows, [{"name": "carol", "realm": REALM,
+                                 "createdAt": int(self.reactor.seconds())}])
         self.assertEqual(self.allocate(user="carol", password="pw").cls, StunClass.SUCCESS)
         result = self.successResultOf(self.turn.manage("users", "remove", {"name": "carol"}))
         self.assertEqual(result, {"name": "carol", "removed": True, "allocationsEnded": 1})
