@@ -157,7 +157,7 @@ def _shareAddress(sock: socket.socket) -> None:
 
 
 def listenRelayTCP(reactor: Any, factory: Factory, host: str, port: int) -> IListeningPort:
-    """Listen for peers on a TCP allocation's relayed address (RFC 6062 section 5.3).
+    """Listen for peers on a TCP allocation's relayed address (RFC 6062 §5.3).
 
     On Twisted's POSIX reactors the socket shares its address (SO_REUSEPORT) so that
     L{connectFromRelay} can connect out from it; test fakes get a plain C{listenTCP}.
@@ -199,7 +199,7 @@ class _SharedAddressConnector(tcp.Connector):
 def connectFromRelay(reactor: Any, host: str, port: int, factory: ClientFactory,
                      timeout: float, relayed: tuple[str, int]) -> IConnector:
     """Connect to a peer from the relayed transport address C{relayed}: RFC 6062
-    section 5.2, "The local endpoint is the relayed transport address associated with
+    §5.2, "The local endpoint is the relayed transport address associated with
     the allocation". Test fakes get a plain C{connectTCP} with that bind address."""
     if not isinstance(reactor, PosixReactorBase):
         return reactor.connectTCP(host, port, factory, timeout=timeout, bindAddress=relayed)
@@ -350,7 +350,7 @@ class PeerListenerFactory(Factory):
     """Accepts peers connecting in to one TCP allocation's relayed address.
 
     C{acceptPeer(allocation, host)} on the handler decides (permission and limits); a
-    refused connection is closed at once, as RFC 6062 section 5.3 requires.
+    refused connection is closed at once, as RFC 6062 §5.3 requires.
     """
 
     noisy = False

@@ -76,7 +76,7 @@ GENERATED_USER_FILE = "turn-user.txt"
 
 
 def ensureGeneratedUser(dataDir: str) -> tuple[str, str] | None:
-    """The generated TURN user of a server with no configured users (DESIGN section 3).
+    """The generated TURN user of a server with no configured users (architecture.md §3).
 
     Made on first start and kept in C{DATA_DIR/turn-user.txt} (mode 0600, one line
     C{NAME:PASSWORD}); the log names the file, never the password. C{None} when the file

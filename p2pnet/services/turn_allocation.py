@@ -1,5 +1,5 @@
 # -*- test-case-name: test.test_turn_allocation -*-
-"""The state of one TURN allocation (RFC 8656 sections 2.2, 9, 11), without I/O.
+"""The state of one TURN allocation (RFC 8656 §2.2, §9, §11), without I/O.
 
 Small separate types, each with its own tests, as pion/turn's C{internal/allocation}:
 L{FiveTuple} names an allocation, L{Permission} and L{ChannelBinding} live inside an
@@ -29,11 +29,11 @@ __all__ = [
     "TableBudget",
 ]
 
-#: RFC 8656 section 9: "The Permission Lifetime MUST be 300 seconds (= 5 minutes)."
+#: RFC 8656 §9: "The Permission Lifetime MUST be 300 seconds (= 5 minutes)."
 PERMISSION_LIFETIME = 300.0
-#: RFC 8656 section 12: "a channel binding lasts for 10 minutes unless refreshed".
+#: RFC 8656 §12: "a channel binding lasts for 10 minutes unless refreshed".
 CHANNEL_LIFETIME = 600.0
-#: RFC 8656 section 12: after a binding expires, the channel number and the peer address
+#: RFC 8656 §12: after a binding expires, the channel number and the peer address
 #: are not bound to anything else for 5 more minutes.
 CHANNEL_REUSE_DELAY = 300.0
 #: Seconds after a new ChannelBind during which a peer's data still goes to the client
@@ -47,7 +47,7 @@ CHANNEL_CONFIRM_DELAY = 1.0
 @dataclass(frozen=True, slots=True)
 class FiveTuple:
     """The client's and the server's transport addresses and the transport between them
-    (RFC 8656 section 2.2): what an allocation is found by.
+    (RFC 8656 §2.2): what an allocation is found by.
 
     @ivar protocol: C{"udp"}, C{"tcp"} or C{"tls"}.
     @ivar client: the client's address as the server sees it.
@@ -68,7 +68,7 @@ def _hostPort(address: tuple[str, int]) -> str:
 
 
 class Permission:
-    """Permission for one peer IP address (any port) to exchange data (section 9)."""
+    """Permission for one peer IP address (any port) to exchange data (RFC 8656 §9)."""
 
     __slots__ = ("peer", "expiresAt")
 
@@ -217,7 +217,7 @@ class Allocation:
         """Set the remaining lifetime to C{lifetime} seconds from C{now}."""
         self.expiresAt = now + lifetime
 
-    # -- permissions (section 9) ----------------------------------------------------------
+    # -- permissions (RFC 8656 §9) ----------------------------------------------------------
 
     def hasPermission(self, peer: str, now: float) -> bool:
         """Whether peer IP C{peer} may exchange data at C{now}."""
@@ -242,7 +242,7 @@ class Allocation:
         return True
 
     def canInstallPermissions(self, peers: list[str], now: float) -> bool:
-        """Whether every one of C{peers} would fit (all or none, section 10.2)."""
+        """Whether every one of C{peers} would fit (all or none, RFC 8656 §10.2)."""
         new = {p for p in peers if p not in self.permissions}
         budget = self.budget
         if len(self.permissions) + len(new) > self.maxPermissions or (
@@ -273,7 +273,7 @@ class Allocation:
         self.channels.clear()
         self.peerChannels.clear()
 
-    # -- channels (section 12) ------------------------------------------------------------
+    # -- channels (RFC 8656 §12) ------------------------------------------------------------
 
     def channel(self, number: int, now: float) -> ChannelBinding | None:
         """The live binding of channel C{number}, or C{None}."""

@@ -6,7 +6,7 @@ server runs: SQLite WAL lets both use the file, and the running server reloads t
 table (L{p2pnet.services.turn_credentials.StoredUsers}) every L{RELOAD_INTERVAL}
 seconds, so a user added or deleted takes effect within that time without a restart.
 
-No password is stored: a row holds the long-term keys of RFC 8489 section 9.2.2 (MD5
+No password is stored: a row holds the long-term keys of RFC 8489 §9.2.2 (MD5
 and SHA-256 of C{name:realm:password}) and the USERHASH, all of which depend on the
 realm, so a row serves only the realm it was added for (coturn's C{turnadmin -r}
 works the same way). The keys still let anyone who reads them authenticate, so the
