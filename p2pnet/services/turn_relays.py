@@ -26,8 +26,8 @@ from p2pnet.addresses import ExternalAddresses, defaultRouteAddress, family, unm
 from p2pnet.protocols.stun import StunLink
 from p2pnet.protocols.turn import RelayDatagramProtocol, RelayHandler, RelaySockets, portInUse
 from p2pnet.ratelog import RateLimitedLog
-from p2pnet.services.turn_allocation import Allocation, ChannelBinding
-from p2pnet.services.turn_table import Reservation
+from p2pnet.services.turn_allocation import Allocation
+from p2pnet.services.turn_table import QuietObserver, Reservation
 
 __all__ = ["PORT_ATTEMPTS", "RelayAllocator"]
 
@@ -36,7 +36,7 @@ PORT_ATTEMPTS = 40
 _WILDCARDS = ("0.0.0.0", "::")
 
 
-class RelayAllocator:
+class RelayAllocator(QuietObserver):
     """Binds, announces and closes the relayed sockets of allocations.
 
     @param sockets: makes the sockets (L{p2pnet.protocols.turn.KernelRelaySockets}, or
@@ -216,21 +216,6 @@ class RelayAllocator:
             self.usedPorts.discard(allocation.relayed[addressFamily])
         allocation.relays.clear()
 
-    def allocationCreated(self, allocation: Allocation) -> None:
-        """Nothing to do: the sockets were made before."""
-
     def allocationDeleted(self, allocation: Allocation, why: str) -> None:
         """Close the allocation's sockets."""
         self.close(allocation)
-
-    def permissionCreated(self, allocation: Allocation, peer: str) -> None:
-        """Nothing to do."""
-
-    def permissionExpired(self, allocation: Allocation, peer: str) -> None:
-        """Nothing to do."""
-
-    def channelBound(self, allocation: Allocation, binding: ChannelBinding) -> None:
-        """Nothing to do."""
-
-    def channelExpired(self, allocation: Allocation, binding: ChannelBinding) -> None:
-        """Nothing to do."""

@@ -25,7 +25,7 @@ from p2pnet.addresses import unmapped
 from p2pnet.services.turn_allocation import Allocation, ChannelBinding, TableBudget
 from p2pnet.stats import Stats
 
-__all__ = ["AllocationTable", "Reservation", "TableObserver", "TurnSession"]
+__all__ = ["AllocationTable", "QuietObserver", "Reservation", "TableObserver", "TurnSession"]
 
 #: RFC 8656 §7.2 step 5 / §14.9: a reserved port is held this long for its token.
 RESERVATION_LIFETIME = 30.0
@@ -57,6 +57,28 @@ class TableObserver(TypingProtocol):
 
     def channelExpired(self, allocation: Allocation, binding: ChannelBinding) -> None:
         """A channel binding was found expired (data stops flowing on it)."""
+
+
+class QuietObserver:
+    """A L{TableObserver} that does nothing: subclasses override the events they need."""
+
+    def allocationCreated(self, allocation: Allocation) -> None:
+        """Nothing to do."""
+
+    def allocationDeleted(self, allocation: Allocation, why: str) -> None:
+        """Nothing to do."""
+
+    def permissionCreated(self, allocation: Allocation, peer: str) -> None:
+        """Nothing to do."""
+
+    def permissionExpired(self, allocation: Allocation, peer: str) -> None:
+        """Nothing to do."""
+
+    def channelBound(self, allocation: Allocation, binding: ChannelBinding) -> None:
+        """Nothing to do."""
+
+    def channelExpired(self, allocation: Allocation, binding: ChannelBinding) -> None:
+        """Nothing to do."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,11 +17,11 @@ from p2pnet.addresses import family, unmapped
 from p2pnet.codecs.stun import PROTOCOL_TCP, Attr, Message, Method, StunClass
 from p2pnet.protocols.stun import StunLink
 from p2pnet.protocols.turn import ConnectFactory, PeerConnection
-from p2pnet.services.turn_allocation import Allocation, ChannelBinding
+from p2pnet.services.turn_allocation import Allocation
 from p2pnet.services.turn_context import TurnRequest, TurnResponder
 from p2pnet.services.turn_permissions import PermissionHandler, peerAddresses
 from p2pnet.services.turn_relays import RelayAllocator
-from p2pnet.services.turn_table import AllocationTable
+from p2pnet.services.turn_table import AllocationTable, QuietObserver
 from p2pnet.stats import Stats
 
 __all__ = ["TcpRelays"]
@@ -48,7 +48,7 @@ class _Connecting:
     peer: tuple[str, int]
 
 
-class TcpRelays:
+class TcpRelays(QuietObserver):
     """The RFC 6062 side of the TURN service: a L{PeerConnectionHandler} for relayed TCP
     listeners and connections, and the Connect and ConnectionBind handlers."""
 
@@ -273,18 +273,3 @@ class TcpRelays:
                 connection.close()
             else:
                 self._drop(allocation, peer)
-
-    def allocationCreated(self, allocation: Allocation) -> None:
-        """Nothing to do."""
-
-    def permissionCreated(self, allocation: Allocation, peer: str) -> None:
-        """Nothing to do."""
-
-    def permissionExpired(self, allocation: Allocation, peer: str) -> None:
-        """Nothing to do."""
-
-    def channelBound(self, allocation: Allocation, binding: ChannelBinding) -> None:
-        """Nothing to do."""
-
-    def channelExpired(self, allocation: Allocation, binding: ChannelBinding) -> None:
-        """Nothing to do."""
