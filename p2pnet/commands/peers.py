@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         conn.close()
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add C{peers list|show|import-hbbs}."""
     parser = subparsers.add_parser("peers", help="list, show or import RustDesk peers")
     sub = parser.add_subparsers(dest="peers_command", required=True, metavar="ACTION")

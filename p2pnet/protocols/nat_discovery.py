@@ -12,8 +12,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import cast
 
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.python.failure import Failure
 
 from p2pnet.codecs.stun import Attr, Message, Method, StunClass, encodeChangeRequest
 from p2pnet.protocols.stun_client import (
@@ -144,8 +146,9 @@ async def _filtering(
     answered: list[bool] = []
     for index, (ok, value) in enumerate(results):
         if not ok:
-            if value.check(StunTimeout) is None:
-                value.raiseException()
+            failure = cast(Failure, value)  # a failed entry of a DeferredList
+            if failure.check(StunTimeout) is None:
+                failure.raiseException()
             answered.append(False)
             continue
         came = addressAttribute(value, Attr.RESPONSE_ORIGIN)

@@ -263,9 +263,9 @@ class TurnClientProtocol(StunClientProtocol):
                 return
             if message.method == Method.DATA and message.cls == StunClass.INDICATION:
                 peers = _xorAddresses(message, Attr.XOR_PEER_ADDRESS)
-                data = message.get(Attr.DATA)
-                if peers and data is not None and self.onData is not None:
-                    self.onData(peers[0], data)
+                payload = message.get(Attr.DATA)
+                if peers and payload is not None and self.onData is not None:
+                    self.onData(peers[0], payload)
             return
         super().datagramReceived(datagram, addr)
 
