@@ -27,6 +27,24 @@ class Blocker:
         self.sock.close()
 
 
+def blockedOnlyOn(host: str, free: str) -> Blocker:
+    """A L{Blocker} on C{host} whose port is free on C{free} right now (other processes
+    on the machine may hold any port of 127.0.0.1: a few tries find one they do not)."""
+    for _ in range(50):
+        blocker = Blocker(host)
+        probe = socket.socket()
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((free, blocker.port))
+        except OSError:
+            blocker.close()
+            continue
+        finally:
+            probe.close()
+        return blocker
+    raise AssertionError(f"no port busy on {host} and free on {free} in 50 tries")
+
+
 class ListenSamePortTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = UDPMemoryReactor()
@@ -52,7 +70,7 @@ class ListenSamePortTests(SynchronousTestCase):
         self.assertEqual([p.getHost().port for p in ports], [free.port, free.port])
 
     def test_inUseClosesWhatWasBound(self) -> None:
-        blocker = Blocker("127.0.0.2")
+        blocker = blockedOnlyOn("127.0.0.2", "127.0.0.1")
         self.addCleanup(blocker.close)
         e = self.assertRaises(ConfigError, listenSamePort, ("127.0.0.1", "127.0.0.2"),
                               blocker.port, self.bind)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from twisted.internet.protocol import DatagramProtocol, Factory
@@ -13,6 +12,7 @@ from p2pnet.errors import ConfigError
 from p2pnet.listen import listenTCP, listenUDP
 from p2pnet.services.listening import ListeningService
 from p2pnet.testing import UDPMemoryReactor
+from test.interop.test_listen import blockedOnlyOn
 
 HOSTS = ("127.0.0.1", "127.0.0.2")
 
@@ -100,11 +100,9 @@ class ListeningServiceTests(SynchronousTestCase):
         self.assertEqual((service.listens, len(service.ports)), (2, 4))
 
     def test_portInUseLeavesNothingBound(self) -> None:
-        blocker = socket.socket()
+        blocker = blockedOnlyOn(HOSTS[1], HOSTS[0])
         self.addCleanup(blocker.close)
-        blocker.bind((HOSTS[1], 0))
-        blocker.listen()
-        busy = blocker.getsockname()[1]
+        busy = blocker.port
         service = Sample(self.reactor, tcpPort=busy)
         e = self.assertRaises(ConfigError, service.privilegedStartService)
         self.assertEqual(e.key, "sample-tcp-port")
