@@ -11,7 +11,7 @@ counters instead of in the process's size.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, ItemsView, Iterator, KeysView, MutableMapping, ValuesView
 from typing import Generic, TypeVar
 
 __all__ = ["BoundedMap"]
@@ -69,6 +69,18 @@ class BoundedMap(MutableMapping[K, V], Generic[K, V]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._items
+
+    def keys(self) -> KeysView[K]:
+        """The keys, oldest first; iterating marks nothing used."""
+        return self._items.keys()
+
+    def values(self) -> ValuesView[V]:
+        """The values, oldest first; iterating marks nothing used."""
+        return self._items.values()
+
+    def items(self) -> ItemsView[K, V]:
+        """The items, oldest first; iterating marks nothing used."""
+        return self._items.items()
 
     def peek(self, key: K, default: V | None = None) -> V | None:
         """The item for C{key} without marking it used."""

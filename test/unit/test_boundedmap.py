@@ -30,6 +30,17 @@ class BoundedMapTests(SynchronousTestCase):
         self.assertNotIn("a", table)
         self.assertEqual(table.oldest(), ("b", 2))
 
+    def test_iterationMarksNothingUsed(self) -> None:
+        """Iterating values() or items() neither fails nor reorders the table."""
+        table: BoundedMap[str, int] = BoundedMap(3)
+        for n, key in enumerate("abc"):
+            table[key] = n
+        self.assertEqual(list(table.values()), [0, 1, 2])
+        self.assertEqual(list(table.items()), [("a", 0), ("b", 1), ("c", 2)])
+        self.assertEqual(list(table.keys()), ["a", "b", "c"])
+        table["d"] = 3
+        self.assertNotIn("a", table)
+
     def test_overwriteDoesNotEvict(self) -> None:
         table: BoundedMap[str, int] = BoundedMap(1)
         table["a"] = 1
