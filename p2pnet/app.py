@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorCore
 from p2pnet.certs import generateSelfSigned, loadServerTLS
 from p2pnet.config import SERVICES, Config
 from p2pnet.errors import ConfigError
-from p2pnet.files import privateDirectory
+from p2pnet.files import narrowFiles, privateDirectory
 from p2pnet.listen import ConnectionGuard, setProcessGuard
 
 __all__ = ["AppContext", "BUILDERS", "buildService"]
@@ -35,10 +35,12 @@ class AppContext:
 
     @cached_property
     def dataDir(self) -> str:
-        """The data directory, created on first use, mode 0700 whatever it was before."""
+        """The data directory, created on first use, mode 0700 whatever it was before;
+        its files of state or secrets are narrowed to 0600 (L{p2pnet.files.narrowFiles})."""
         path = self.config.data_dir
         try:
             privateDirectory(path)
+            narrowFiles(path)
         except OSError as e:
             raise ConfigError("data-dir", f"cannot create {path}: {e.strerror}") from None
         if not os.access(path, os.W_OK | os.X_OK):

@@ -12,8 +12,20 @@ may stay readable.
 from __future__ import annotations
 
 import os
+import stat
 
-__all__ = ["PRIVATE_DIR", "PRIVATE_FILE", "privateDirectory", "privateFile", "writePrivate"]
+__all__ = [
+    "PRIVATE_DIR",
+    "PRIVATE_FILE",
+    "PUBLIC_FILES",
+    "narrowFiles",
+    "privateDirectory",
+    "privateFile",
+    "writePrivate",
+]
+
+#: Files of the data directory meant to be handed out, which may stay readable.
+PUBLIC_FILES = frozenset({"tls-cert.pem", "id_ed25519.pub"})
 
 #: Mode of a directory holding secrets or state.
 PRIVATE_DIR = 0o700
@@ -47,6 +59,31 @@ def privateFile(path: str) -> str:
     finally:
         os.close(fd)
     return path
+
+
+def narrowFiles(path: str, public: frozenset[str] = PUBLIC_FILES) -> list[str]:
+    """Make every regular file directly in directory C{path} mode 0600 if it is readable
+    by others, except the C{public} ones; return the names narrowed.
+
+    Run on the data directory at start, so a file left wider by an older version or by
+    hand (a token database, a key, a generated password) is narrowed whichever service
+    owns it.
+
+    @raise OSError: the directory cannot be read.
+    """
+    narrowed = []
+    for name in sorted(os.listdir(path)):
+        if name in public:
+            continue
+        full = os.path.join(path, name)
+        try:
+            info = os.lstat(full)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_mode & 0o077:
+            os.chmod(full, info.st_mode & 0o700 | 0o600)
+            narrowed.append(name)
+    return narrowed
 
 
 def writePrivate(path: str, data: bytes) -> None:

@@ -7,7 +7,7 @@ import stat
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pnet.files import privateDirectory, privateFile, writePrivate
+from p2pnet.files import narrowFiles, privateDirectory, privateFile, writePrivate
 
 
 def mode(path: str) -> int:
@@ -54,3 +54,17 @@ class FilesTests(SynchronousTestCase):
         self.assertEqual(mode(path), 0o600)
         with open(path, "rb") as f:
             self.assertEqual(f.read(), b"new")
+
+    def test_narrowFiles(self) -> None:
+        os.makedirs(self.base)
+        for name, wide in (("db", 0o644), ("key", 0o640), ("tls-cert.pem", 0o644),
+                           ("ok", 0o600)):
+            path = os.path.join(self.base, name)
+            with open(path, "w") as f:
+                f.write(name)
+            os.chmod(path, wide)
+        os.makedirs(os.path.join(self.base, "sub"))
+        self.assertEqual(narrowFiles(self.base), ["db", "key"])
+        self.assertEqual([mode(os.path.join(self.base, n)) for n in ("db", "key", "ok")],
+                         [0o600, 0o600, 0o600])
+        self.assertEqual(mode(os.path.join(self.base, "tls-cert.pem")), 0o644)
