@@ -1,0 +1,3 @@
+# -*- test-case-name: test.unit.test_ice_core -*-
+"""ICE (RFC 8445) for Twisted: a sans-IO core (L{p2pnet.ice.core.IceCore} and the
+modules it is built from, none of which imports Twisted) and the Twisted agent."""
