@@ -26,6 +26,7 @@ __all__ = ["COMMANDS", "Parser", "main"]
 COMMANDS: tuple[str, ...] = (
     "p2pnet.commands.stun",
     "p2pnet.commands.turn",
+    "p2pnet.commands.ice",
     "p2pnet.commands.users",
     "p2pnet.commands.keygen",
     "p2pnet.commands.peers",

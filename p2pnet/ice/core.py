@@ -213,8 +213,15 @@ class IceCore:
 
     def addRemoteCandidate(self, candidate: Candidate) -> None:
         """A remote candidate, from the description or trickled (RFC 8838)."""
-        for known in self.remotes:
+        for i, known in enumerate(self.remotes):
             if known.address == candidate.address and known.isUdp == candidate.isUdp:
+                if known.type == "prflx" and candidate.type != "prflx":
+                    # A peer-reflexive candidate learnt from a check that came before
+                    # the signalling: the signalled one replaces it (RFC 8838 section 11).
+                    self.remotes[i] = candidate
+                    for pair in self.checklist.ordered():
+                        if pair.remote is known:
+                            pair.remote = candidate
                 return
         self.remotes.append(candidate)
         self.checklist.addPairs(self.locals, [candidate])
@@ -239,6 +246,11 @@ class IceCore:
         if self.state != IceState.CLOSED:
             self._setState(IceState.CHECKING)
         return self.ufrag, self.pwd
+
+    def sentData(self, now: float) -> None:
+        """The application sent data on the selected pair (it postpones keep-alives)."""
+        if self.consent is not None:
+            self.consent.sent(now)
 
     def close(self) -> None:
         """Stop: nothing more is sent or answered."""

@@ -105,6 +105,15 @@ def _xorAddresses(message: Message, attrType: int) -> list[Address]:
     return found
 
 
+def _deliverData(message: Message, onData: Callable[[Address, bytes], None] | None) -> None:
+    """Hand a Data indication's peer and DATA to C{onData} (RFC 8656 section 11.4:
+    one without XOR-PEER-ADDRESS or DATA is discarded)."""
+    peers = _xorAddresses(message, Attr.XOR_PEER_ADDRESS)
+    data = message.get(Attr.DATA)
+    if peers and data is not None and onData is not None:
+        onData(peers[0], data)
+
+
 class TurnClientProtocol(StunClientProtocol):
     """A TURN client on one UDP socket, talking to one server.
 
@@ -262,10 +271,7 @@ class TurnClientProtocol(StunClientProtocol):
             except StunDecodeError:
                 return
             if message.method == Method.DATA and message.cls == StunClass.INDICATION:
-                peers = _xorAddresses(message, Attr.XOR_PEER_ADDRESS)
-                payload = message.get(Attr.DATA)
-                if peers and payload is not None and self.onData is not None:
-                    self.onData(peers[0], payload)
+                _deliverData(message, self.onData)
             return
         super().datagramReceived(datagram, addr)
 
@@ -338,6 +344,8 @@ class TurnStreamClientProtocol(StunStreamClientProtocol):
 
     @ivar onConnectionAttempt: called with C{(peer, connectionId)} for each
         ConnectionAttempt indication.
+    @ivar onData: called with C{(peer, data)} for each Data indication (UDP allocations
+        over TCP or TLS, L{send}).
     """
 
     def __init__(self, username: str, password: str, reactor: IReactorTime | None = None,
@@ -346,6 +354,7 @@ class TurnStreamClientProtocol(StunStreamClientProtocol):
         self.credentials = LongTermCredentials(username, password)
         self.allocation: TurnAllocation | None = None
         self.onConnectionAttempt: Callable[[Address, int], None] | None = None
+        self.onData: Callable[[Address, bytes], None] | None = None
 
     def _turnRequest(self, method: int, *attributes: tuple[int, bytes]) -> Deferred[Message]:
         message = Message(method, StunClass.REQUEST, attributes=list(attributes))
@@ -386,6 +395,15 @@ class TurnStreamClientProtocol(StunStreamClientProtocol):
             message.add(Attr.XOR_PEER_ADDRESS, encodeXorAddress(host, 0, message.transactionId))
         return self.request(message, credentials=self.credentials).addCallback(lambda _: None)
 
+    def send(self, peer: Address, data: bytes) -> None:
+        """Relay C{data} to C{peer} from a UDP allocation made over this connection, in
+        a Send indication (RFC 8656 section 11.1); what peers send back reaches
+        L{onData} from Data indications."""
+        indication = Message(Method.SEND, StunClass.INDICATION)
+        indication.add(Attr.XOR_PEER_ADDRESS, indication.xorMapped(*normalAddress(peer)))
+        indication.add(Attr.DATA, data)
+        self.transport.write(indication.encode())  # type: ignore[union-attr]
+
     def connect(self, peer: Address) -> Deferred[int]:
         """RFC 6062 4.3: have the server connect to C{peer}; fires with the
         CONNECTION-ID to bind (L{bindConnection}), or fails with 446/447/403..."""
@@ -407,6 +425,9 @@ class TurnStreamClientProtocol(StunStreamClientProtocol):
             value = message.get(Attr.CONNECTION_ID)
             if peers and value is not None and len(value) == 4 and self.onConnectionAttempt:
                 self.onConnectionAttempt(peers[0], decodeUInt32(value))
+            return
+        if message.method == Method.DATA and message.cls == StunClass.INDICATION:
+            _deliverData(message, self.onData)
             return
         super()._messageReceived(message, source)
 

@@ -4,6 +4,8 @@ lite against full, trickle and failure."""
 
 from __future__ import annotations
 
+import ast
+import os
 import random
 
 from hypothesis import given
@@ -260,6 +262,10 @@ class PeerReflexiveTests(SynchronousTestCase):
         a.setRemoteCredentials(b.ufrag, b.pwd)
         net.run(5.0, stop=lambda: a.selected is not None and b.selected is not None)
         self.assertEqual(a.selected.remote.type, "prflx")
+        # The candidate signalled late replaces the peer-reflexive one (RFC 8838).
+        a.addRemoteCandidate(b.locals[0].candidate)
+        self.assertEqual(a.selected.remote.type, "host")
+        self.assertEqual(len(a.remotes), 1)
 
 
 class ConsentTests(SynchronousTestCase):
@@ -437,3 +443,25 @@ class GarbageTests(SynchronousTestCase):
                 b"\x21\x12\xa4\x42" + bytes(12) + tail
             a.receive(data, ("192.0.2.1", 5000), ("192.0.2.9", 9), 0.0)
         a.tick(1.0)
+
+
+class LayerTests(SynchronousTestCase):
+    """The core modules are sans-IO: no Twisted, no sockets, no clocks."""
+
+    def test_imports(self) -> None:
+        """Only codecs, other core modules and the sans-IO transaction table."""
+        folder = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))), "p2pnet", "ice")
+        for name in ("candidates", "checklist", "consent", "core", "roles", "stunchecks"):
+            with open(os.path.join(folder, name + ".py")) as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                for module in names:
+                    self.assertFalse(module.startswith(("twisted", "socket", "time")),
+                                     f"{name}.py imports {module}")
+                    if module.startswith("p2pnet."):
+                        self.assertTrue(module.startswith((
+                            "p2pnet.codecs.", "p2pnet.ice.", "p2pnet.protocols.stun_transactions")),
+                            f"{name}.py imports {module}")
