@@ -58,6 +58,7 @@ bench: $(STAMP) system-deps
 	$(PY) bench/turn_bench.py
 	$(PY) bench/rendezvous_bench.py
 	$(PY) bench/gateway_bench.py
+	$(PY) bench/ice_bench.py
 	$(PY) bench/node_bench.py
 	$(PY) bench/node_e2e_bench.py
 

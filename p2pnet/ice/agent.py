@@ -290,11 +290,16 @@ class Agent:
                 _log.debug("ICE: send to {remote} failed: {error}", remote=t.remote, error=e)
         for event in self.core.takeEvents():
             self._event(event)
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
         deadline = self.core.nextDeadline()
-        if deadline is not None and self.core.state != IceState.CLOSED:
+        if self.core.state == IceState.CLOSED:
+            deadline = None
+        timer = self._timer
+        if timer is not None and timer.active():
+            if deadline is not None and abs(timer.getTime() - deadline) < 1e-3:
+                return  # already set for it (the common case on a busy socket)
+            timer.cancel()
+        self._timer = None
+        if deadline is not None:
             delay = max(0.0, deadline - self._reactor.seconds())
             self._timer = self._reactor.callLater(delay, self._tick)
 
