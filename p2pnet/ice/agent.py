@@ -314,6 +314,9 @@ class Agent:
             _log.info("ICE: selected {local} {lbase} -> {remote} {raddr}",
                       local=(pair.validLocal or pair.local).type, lbase=pair.local.base,
                       remote=pair.remote.type, raddr=pair.remote.address)
+            path = self._paths.get(pair.local.base)
+            if isinstance(path, (UdpRelay, StreamRelay)):
+                path.selected(pair.remote.address)
             waiting, self._waiting = self._waiting, []
             for d in waiting:
                 d.callback(pair)

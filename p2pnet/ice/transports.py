@@ -145,6 +145,9 @@ class _Relay:
         """Relay C{data} to C{remote}, installing its permission first."""
         self._permissions.send(remote, data)
 
+    def selected(self, remote: Address) -> None:
+        """The pair to C{remote} carries the data from now on."""
+
 
 class UdpRelay(_Relay):
     """A relayed candidate from a TURN allocation over UDP (RFC 8656)."""
@@ -165,6 +168,14 @@ class UdpRelay(_Relay):
         self.allocation = await self.client.allocate()
         self.base = self.allocation.relayed[0]
         return self.allocation
+
+    def selected(self, remote: Address) -> None:
+        """Bind a channel to the selected peer (RFC 8656 section 12): its datagrams then
+        travel as ChannelData, 4 bytes of overhead instead of a Send indication's 36."""
+        try:
+            self.client.channelBind(remote).addErrback(lambda _: None)
+        except ValueError:
+            pass  # every channel number in use: Send indications go on working
 
     async def close(self) -> None:
         """Delete the allocation and close the socket."""

@@ -97,6 +97,10 @@ class AgentTests(unittest.TestCase):
             self.assertEqual((pa.local.type, pa.remote.type), ("relay", "relay"))
             self.assertEqual((pb.local.type, pb.remote.type), ("relay", "relay"))
             self.assertTrue(all(c.type == "relay" for c in a.localCandidates()))
+            if transport == "udp":
+                # The selected peer got a channel: the data went as ChannelData.
+                relay = a._paths[pa.local.base]
+                self.assertIn(pa.remote.address, relay.client.channels)
 
         return defer.Deferred.fromCoroutine(run())
 
