@@ -36,6 +36,21 @@ class IceCommandTests(unittest.TestCase):
         self.assertIn("echoed 4/4\n", aout)
         self.assertIn('"candidates": ["candidate:', aout)
 
+    @defer.inlineCallbacks
+    def test_lite(self) -> Any:
+        """An ICE-lite echoer: the full agent, started controlled, takes control
+        (RFC 8445 section 6.1.1) and nominates; both select the host pair."""
+        aout, bout = yield runPair(
+            self,
+            ICE + ["--role", "controlled", "--host", "127.0.0.1", "--send", "lite",
+                   "--count", "3", "--timeout", "20"],
+            ICE + ["--role", "controlled", "--lite", "--host", "127.0.0.1", "--echo",
+                   "--timeout", "20"])
+        self.assertIn('"lite": true', bout)
+        self.assertIn("selected host host\n", aout)
+        self.assertIn("selected host host\n", bout)
+        self.assertIn("echoed 3/3\n", aout)
+
     def _relay(self, transport: str) -> Any:
         turn = LoopbackTurn(self)
         port = {"udp": turn.udp, "tcp": turn.tcp, "tls": turn.tls}[transport]
