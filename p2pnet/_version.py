@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_app -*-
+# -*- test-case-name: test.unit.test_commands_run -*-
 """The package version, in a module of its own so that any module can read it without
 importing the package (whose C{__init__} imports the application wiring)."""
 

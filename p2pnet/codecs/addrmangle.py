@@ -1,10 +1,10 @@
-# -*- test-case-name: test.test_addrmangle -*-
+# -*- test-case-name: test.unit.test_addrmangle -*-
 """RustDesk's AddrMangle (hbb_common C{AddrMangle}), sans-IO.
 
 RustDesk disguises socket addresses inside messages so that NAT helpers do not rewrite
 them. IPv4 is mixed with a 32-bit microsecond timestamp C{tm} and the 128-bit result is
 written little-endian with trailing zero bytes stripped; IPv6 is the 16 address bytes
-then the port as u16 little-endian (18 bytes). See spec §3 and §9.3.
+then the port as u16 little-endian (18 bytes). See rustdesk.md §3 and §9.3.
 
 Time is a parameter: callers pass C{tm} (the low 32 bits of microseconds since the
 epoch), tests pass a fixed one.
@@ -54,7 +54,7 @@ def encode(host: str, port: int, tm: int) -> bytes:
         return ip.packed + port.to_bytes(2, "little")
     tm &= _MASK32
     value = int.from_bytes(ip.packed, "little")
-    # Spec §3 step 3: (ip + tm) is a 33-bit sum, not reduced mod 2**32.
+    # rustdesk.md §3 step 3: (ip + tm) is a 33-bit sum, not reduced mod 2**32.
     v = ((value + tm) << 49) | (tm << 17) | (port + (tm & 0xFFFF))
     return v.to_bytes(16, "little").rstrip(b"\x00")
 
@@ -72,6 +72,6 @@ def decode(data: bytes) -> tuple[str, int]:
     n = int.from_bytes(bytes(data).ljust(16, b"\x00"), "little")
     tm = (n >> 17) & _MASK32
     ip = ((n >> 49) - tm) & _MASK32
-    # Spec §3 decode step 4: a 24-bit mask, then truncation to u16.
+    # rustdesk.md §3 decode step 4: a 24-bit mask, then truncation to u16.
     port = ((n & 0xFFFFFF) - (tm & 0xFFFF)) & 0xFFFF
     return str(ipaddress.IPv4Address(ip.to_bytes(4, "little"))), port

@@ -255,7 +255,7 @@ def _parseH264Sps(r: BitReader) -> PictureSize:
     r.u(1)  # direct_8x8_inference_flag
     width = widthMbs * 16
     height = (2 - frameMbsOnly) * heightMapUnits * 16
-    if r.u(1):  # frame_cropping_flag; crop units from §7.4.2.1.1
+    if r.u(1):  # frame_cropping_flag; crop units from H.264 §7.4.2.1.1
         left, right, top, bottom = r.ue(), r.ue(), r.ue(), r.ue()
         if separate or chroma == 0:
             unitX, unitY = 1, 2 - frameMbsOnly
@@ -276,7 +276,7 @@ def _parseH265Sps(r: BitReader) -> PictureSize:
     if maxSubLayersMinus1 > 6:
         raise AnnexBError("sps_max_sub_layers_minus1 out of range")
     r.u(1)  # sps_temporal_id_nesting_flag
-    # §7.3.3 profile_tier_level(1, sps_max_sub_layers_minus1): the general part is 88
+    # H.265 §7.3.3 profile_tier_level(1, sps_max_sub_layers_minus1): the general part is 88
     # bits of profile and 8 bits of level.
     r.u(32)
     r.u(32)

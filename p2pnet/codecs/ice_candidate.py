@@ -1,8 +1,8 @@
 # -*- test-case-name: test.unit.test_ice_candidate -*-
-"""ICE candidate lines: the value of the SDP C{candidate} attribute (RFC 8839 section 5.1),
+"""ICE candidate lines: the value of the SDP C{candidate} attribute (RFC 8839 §5.1),
 as browsers, aioice and libnice write them. Sans-IO: text in, L{Candidate} out, and back.
 
-The grammar (RFC 8839 section 5.1)::
+The grammar (RFC 8839 §5.1)::
 
     candidate-attribute = "candidate" ":" foundation SP component-id SP transport SP
                           priority SP connection-address SP port SP "typ" SP cand-type
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 __all__ = ["CANDIDATE_TYPES", "Candidate", "CandidateDecodeError", "parseCandidate"]
 
-#: The candidate types of RFC 8445 section 5.1.1 as RFC 8839 writes them.
+#: The candidate types of RFC 8445 §5.1.1 as RFC 8839 writes them.
 CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
 
 _ICE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/")
@@ -36,12 +36,12 @@ class CandidateDecodeError(ValueError):
 class Candidate:
     """One ICE candidate as signalled.
 
-    @ivar foundation: 1 to 32 ice-chars (RFC 8839 section 5.1).
+    @ivar foundation: 1 to 32 ice-chars (RFC 8839 §5.1).
     @ivar component: component ID, 1 to 256.
     @ivar transport: C{udp} or C{tcp} as written (see L{isUdp}).
     @ivar priority: 1 to 2**32 - 1.
     @ivar host: the connection address: an IP address, or an FQDN (mDNS C{.local}).
-    @ivar port: the port (9 for an active TCP candidate, RFC 6544 section 4.5).
+    @ivar port: the port (9 for an active TCP candidate, RFC 6544 §4.5).
     @ivar type: C{host}, C{srflx}, C{prflx} or C{relay} (other tokens are kept).
     @ivar relatedAddress: C{raddr}, or C{None}.
     @ivar relatedPort: C{rport}, or C{None}.
@@ -139,7 +139,7 @@ def parseCandidate(line: str) -> Candidate:
     """Parse one candidate line: C{a=candidate:...}, C{candidate:...}, or the bare value
     aioice writes.
 
-    @raise CandidateDecodeError: for anything RFC 8839 section 5.1 does not allow (a
+    @raise CandidateDecodeError: for anything RFC 8839 §5.1 does not allow (a
         missing field, a number out of range, a dangling extension name...).
     """
     text = line.strip()

@@ -1,11 +1,11 @@
-# -*- test-case-name: test.test_rustdesk_crypto -*-
+# -*- test-case-name: test.unit.test_rustdesk_crypto -*-
 """RustDesk's cryptographic encodings, sans-IO (libsodium through PyNaCl).
 
 - signed C{IdPk}: libsodium combined mode, 64-byte Ed25519 signature then the message
-  (spec §4.10);
-- the rendezvous C{KeyExchange} (spec §4.17): the server's signed Curve25519 key, the
+  (rustdesk.md §4.10);
+- the rendezvous C{KeyExchange} (rustdesk.md §4.17): the server's signed Curve25519 key, the
   client's box key and C{crypto_box}-sealed secretbox key;
-- L{SecretStream}: per-frame C{crypto_secretbox} with counter nonces (spec §2.2).
+- L{SecretStream}: per-frame C{crypto_secretbox} with counter nonces (rustdesk.md §2.2).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def openKeyExchangeReply(boxKey: PrivateKey, clientBoxPk: bytes, sealed: bytes) 
 
 
 class SecretStream:
-    """Frame payload encryption after a key exchange (spec §2.2).
+    """Frame payload encryption after a key exchange (rustdesk.md §2.2).
 
     Each direction has its own counter, incremented before use, so the first frame is
     sealed with nonce 1 (u64 little-endian, zero-padded to 24 bytes). Payloads of at

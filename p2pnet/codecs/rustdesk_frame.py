@@ -4,7 +4,7 @@
 A frame is a 1-4 byte little-endian header then the payload. The header's value is
 C{(length << 2) | (headerLength - 1)}, so the low two bits of its first byte say how
 long the header is. The encoder picks the shortest header; the decoder accepts any
-header length (spec §2.1), bounded here by a configurable maximum instead of 1 GiB.
+header length (rustdesk.md §2.1), bounded here by a configurable maximum instead of 1 GiB.
 """
 
 from __future__ import annotations

@@ -6,12 +6,12 @@ when; time is a parameter (seconds), so the Twisted loops that drive it
 (L{p2pnet.node.registration}, the conformance client's C{UDPRegistration}) own the
 timers and the sockets, and the rules are tested without either.
 
-UDP mode (§6.1): every L{TIMER} seconds call L{RegistrationState.due}; it returns the
+UDP mode (rustdesk.md §6.1): every L{TIMER} seconds call L{RegistrationState.due}; it returns the
 message to send when nothing is outstanding and the last reply is L{REG_INTERVAL} old
 (or there was none), or when an outstanding registration has waited L{REG_TIMEOUT}.
 L{RegistrationState.received} takes each reply and returns what to send at once plus
 what happened. L{DuplicateFilter} drops a repeated PunchHole/FetchLocalAddr or
-RequestRelay for the same controller address within 100 ms (§6.1 step 6).
+RequestRelay for the same controller address within 100 ms (rustdesk.md §6.1 step 6).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ __all__ = [
     "newRandomId",
 ]
 
-#: Seconds between timer ticks (§6.1 step 2, C{TIMER_OUT}).
+#: Seconds between timer ticks (rustdesk.md §6.1 step 2, C{TIMER_OUT}).
 TIMER = 1.0
 #: Re-register when the last reply is this old (C{REG_INTERVAL}).
 REG_INTERVAL = 15.0
@@ -52,7 +52,7 @@ REG_TIMEOUT = 3.0
 REBIND_AFTER = 4
 #: ... at most once per this many seconds.
 REBIND_INTERVAL = 60.0
-#: Pause after C{RegisterPkResponse{NOT_DEPLOYED}} (§6.1 step 4).
+#: Pause after C{RegisterPkResponse{NOT_DEPLOYED}} (rustdesk.md §6.1 step 4).
 NOT_DEPLOYED_BACKOFF = 30.0
 #: A request naming the same controller address again within this window is dropped.
 DUPLICATE_WINDOW = 0.1
@@ -61,7 +61,7 @@ Result = RegisterPkResponse.Result
 
 
 def newRandomId() -> str:
-    """A random ten-digit id, as RustDesk picks after C{UUID_MISMATCH} (§4.3)."""
+    """A random ten-digit id, as RustDesk picks after C{UUID_MISMATCH} (rustdesk.md §4.3)."""
     return str(1_000_000_000 + secrets.randbelow(1_000_000_000))
 
 
@@ -115,7 +115,7 @@ class RegistrationState:
         self._lastRebind: float | None = None
 
     def registration(self) -> RendezvousMessage:
-        """C{RegisterPk} while the key is unconfirmed, else C{RegisterPeer} (§6.1 step 2)."""
+        """C{RegisterPk} while the key is unconfirmed, else C{RegisterPeer} (rustdesk.md §6.1 step 2)."""
         if self.keyConfirmed:
             return RendezvousMessage(register_peer=RegisterPeer(id=self.peerId,
                                                                 serial=self.serial))
@@ -132,7 +132,7 @@ class RegistrationState:
         return self.keyConfirmed and self.lastReply is not None and self.timeouts == 0
 
     def due(self, now: float) -> RendezvousMessage | None:
-        """One timer tick: the registration to send now, or C{None} (§6.1 step 2)."""
+        """One timer tick: the registration to send now, or C{None} (rustdesk.md §6.1 step 2)."""
         if now < self.pausedUntil:
             return None
         expired = self.lastReply is None or now - self.lastReply >= REG_INTERVAL
@@ -160,7 +160,7 @@ class RegistrationState:
         self.outstandingSince = now
 
     def received(self, message: RendezvousMessage, now: float) -> Outcome:
-        """Apply one message from the server (§6.1 steps 3-6)."""
+        """Apply one message from the server (rustdesk.md §6.1 steps 3-6)."""
         out = Outcome()
         kind = message.WhichOneof("union")
         if kind in ("register_peer_response", "register_pk_response"):
@@ -192,7 +192,7 @@ class RegistrationState:
             self.keyConfirmed = True
             out.confirmed = True
         elif reply.result == Result.UUID_MISMATCH:
-            # §6.1 step 4 / §4.3: another device holds this id: take a new one and
+            # rustdesk.md §6.1 step 4 / §4.3: another device holds this id: take a new one and
             # register it (One-KVM keeps the id and loops here).
             self.peerId = out.newId = self.newId()
             self.keyConfirmed = False
@@ -214,7 +214,7 @@ class RegistrationState:
 class DuplicateFilter:
     """Drops a request whose controller address repeats within L{DUPLICATE_WINDOW}.
 
-    PunchHole and FetchLocalAddr share one record, RequestRelay has its own (§6.1
+    PunchHole and FetchLocalAddr share one record, RequestRelay has its own (rustdesk.md §6.1
     step 6): hbbs may deliver a request twice (UDP retries, two links).
     """
 

@@ -263,7 +263,7 @@ def encodePasswordAlgorithms(algorithms: Iterable[tuple[int, bytes]]) -> bytes:
 
 def decodePasswordAlgorithms(value: bytes) -> list[tuple[int, bytes]]:
     """C{(number, parameters)} pairs from PASSWORD-ALGORITHMS; also reads the single
-    entry of PASSWORD-ALGORITHM (§14.12), which has the same form.
+    entry of PASSWORD-ALGORITHM (RFC 8489 §14.12), which has the same form.
 
     @raise StunDecodeError: when an entry runs past the value.
     """

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_commands_rustdesk -*-
+# -*- test-case-name: test.unit.test_commands_rustdesk -*-
 """C{p2pnet keygen}: print a new RustDesk server key pair (as hbbs's C{--genkeypair})."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_commands_rustdesk -*-
+# -*- test-case-name: test.unit.test_commands_rustdesk -*-
 """C{p2pnet peers}: the RustDesk peer registry, for the operator.
 
 C{list}, C{show ID} and C{import-hbbs FILE} work on C{DATA_DIR/peers.sqlite3} directly

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_turn_client -*-
+# -*- test-case-name: test.unit.test_turn_client,test.interop.test_turn_client -*-
 """C{p2pnet turn HOST --user U --password P}: allocate on a TURN server, relay datagrams
 to an echo peer and back, print the relayed address and the round-trip time.
 

@@ -47,10 +47,10 @@ class HandshakeResult:
 
 
 class ControlledHandshake:
-    """The node's side of §6.6 for one connection.
+    """The node's side of rustdesk.md §6.6 for one connection.
 
     @param ephemeral: this connection's Curve25519 key (fresh by default; tests pass
-        the §9.4 one).
+        the rustdesk.md §9.4 one).
     """
 
     def __init__(self, signingKey: SigningKey, peerId: str,
@@ -83,7 +83,7 @@ class ControlledHandshake:
 
 def controllerReply(peerPk: bytes | None, peerId: str, message: pb.Message,
                     key: bytes | None = None) -> tuple[pb.Message, bytes | None]:
-    """The controller's answer to the node's first message (§6.6, controller steps 2-3).
+    """The controller's answer to the node's first message (rustdesk.md §6.6, controller steps 2-3).
 
     @param peerPk: the node's Ed25519 pk as verified from the rendezvous server, or
         C{None} (then an empty Message: continue unencrypted).

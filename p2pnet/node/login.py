@@ -1,4 +1,4 @@
-# -*- test-case-name: test.unit.test_node_login -*-
+# -*- test-case-name: test.unit.test_node_handshake -*-
 """Password check and login answers of the controlled side (rustdesk.md §6.7).
 
 The node sends C{Hash{salt, challenge}} with a fresh random challenge per connection
@@ -46,7 +46,7 @@ def newChallenge() -> str:
 
 
 def challengeResponse(h1: bytes, challenge: str) -> bytes:
-    """C{SHA-256(h1 || challenge)} (§6.7 step 2, "h2")."""
+    """C{SHA-256(h1 || challenge)} (rustdesk.md §6.7 step 2, "h2")."""
     return hashlib.sha256(h1 + challenge.encode()).digest()
 
 
@@ -90,7 +90,7 @@ class LoginGuard:
 def peerInfo(*, hostname: str, width: int, height: int, codec: str,
              version: str = "1.4.5") -> pb.PeerInfo:
     """The C{PeerInfo} of a successful login: one display at the stream's real size and
-    exactly the codec the node sends (§6.7 step 4, §6.9).
+    exactly the codec the node sends (rustdesk.md §6.7 step 4, §6.9).
 
     The node advertises platform "Linux" (docs/kvm-node.md: which Map-mode codes it
     understands).

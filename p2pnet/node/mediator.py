@@ -2,13 +2,13 @@
 """Answering the rendezvous server's requests (rustdesk.md §6.2-6.4).
 
 - C{PunchHole}: relay when the controller's NAT is symmetric, relay is forced, or the
-  node registers over WebSocket (§6.2 step 3); otherwise connect to the server over TCP
+  node registers over WebSocket (rustdesk.md §6.2 step 3); otherwise connect to the server over TCP
   from a fresh local address L, send C{PunchHoleSent}, close, and listen on L for the
-  controller (18 s) — the TCP punch (§6.2 step 5).
-- C{FetchLocalAddr}: the same with C{LocalAddr{local_addr: L}} (§6.3), so the
+  controller (18 s) — the TCP punch (rustdesk.md §6.2 step 5).
+- C{FetchLocalAddr}: the same with C{LocalAddr{local_addr: L}} (rustdesk.md §6.3), so the
   controller connects to the address the node advertised (not One-KVM's reuse of the
   server socket).
-- C{RequestRelay}: C{RelayResponse} to the server, then the relay leg (§6.4).
+- C{RequestRelay}: C{RelayResponse} to the server, then the relay leg (rustdesk.md §6.4).
 
 Every accepted or relayed stream becomes a L{PeerStream} with a session made by the
 node (C{node.newSession(secure, source, path)}).
@@ -45,15 +45,15 @@ __all__ = ["ACCEPT_TIMEOUT", "Mediator", "NODE_VERSION"]
 
 log = Logger()
 
-#: How long the node listens on L for the controller after a punch (§6.2 step 5.4).
+#: How long the node listens on L for the controller after a punch (rustdesk.md §6.2 step 5.4).
 ACCEPT_TIMEOUT = 18.0
-#: The version the node puts in its answers (non-empty: hbbs then signs our pk, §4.10).
+#: The version the node puts in its answers (non-empty: hbbs then signs our pk, rustdesk.md §4.10).
 NODE_VERSION = "1.4.5"
 DEFAULT_RELAY_PORT = 21117
 #: Requests being answered plus punched addresses still listening, at most: more are
 #: dropped and counted (a flood of PunchHoles must not open sockets without bound).
 MAX_PENDING = 32
-#: How long the NAT-opening connect from L towards the controller may take (§6.2 5.2).
+#: How long the NAT-opening connect from L towards the controller may take (rustdesk.md §6.2 5.2).
 NAT_OPEN_TIME = 0.03
 
 
@@ -89,7 +89,7 @@ class Mediator:
     @param server: the rendezvous server's C{(host, port)} (TCP answers go there).
     @param relay: C{host[:port]} overriding the relay the server names (C{node-relay}).
     @param licenceKey: sent on relay legs (the server's key, as a client's "Key").
-    @param forceRelay: always answer with the relay (WebSocket mode, §6.2 step 3).
+    @param forceRelay: always answer with the relay (WebSocket mode, rustdesk.md §6.2 step 3).
     """
 
     def __init__(self, reactor: Any, node: Any, server: tuple[str, int], *, relay: str = "",
@@ -116,7 +116,7 @@ class Mediator:
             self._closeOpener(sock)
 
     def relayFor(self, named: str) -> str:
-        """§6.2 step 2: our option, else the server's, else the server's host, port + 1."""
+        """rustdesk.md §6.2 step 2: our option, else the server's, else the server's host, port + 1."""
         if self.relay:
             return self.relay
         if named:
@@ -125,7 +125,7 @@ class Mediator:
         return f"[{host}]:{port + 1}" if ":" in host else f"{host}:{port + 1}"
 
     def handle(self, message: RendezvousMessage) -> None:
-        """One request from the registration (§6.1 step 6: duplicates dropped)."""
+        """One request from the registration (rustdesk.md §6.1 step 6: duplicates dropped)."""
         if not self.duplicates.fresh(message, self.reactor.seconds()):
             self.node.stats.add("duplicate_request")
             return
@@ -157,7 +157,7 @@ class Mediator:
                            why=failure.getErrorMessage())
 
     def punchHole(self, ph: Any) -> defer.Deferred[Any]:
-        """§6.2: relay, or PunchHoleSent and listen."""
+        """rustdesk.md §6.2: relay, or PunchHoleSent and listen."""
         relay = self.relayFor(ph.relay_server)
         if ph.nat_type == NatType.SYMMETRIC or ph.force_relay or self.forceRelay:
             return self.answerRelay(ph.socket_addr, relay, str(uuidlib.uuid4()),
@@ -172,7 +172,7 @@ class Mediator:
                                       openNat=True)
 
     def fetchLocalAddr(self, fla: Any) -> defer.Deferred[Any]:
-        """§6.3: LocalAddr naming L, then listen on L."""
+        """rustdesk.md §6.3: LocalAddr naming L, then listen on L."""
         relay = self.relayFor(fla.relay_server)
         if self.forceRelay:
             return self.answerRelay(fla.socket_addr, relay, str(uuidlib.uuid4()),
@@ -202,7 +202,7 @@ class Mediator:
         try:
             shot.port = self.reactor.listenTCP(local[1], shot, interface=local[0])
         except CannotListenError as e:
-            # Cannot listen where we said we would: the relay is the way left (§6.3).
+            # Cannot listen where we said we would: the relay is the way left (rustdesk.md §6.3).
             self.badInput.warn("listen", "cannot listen on {addr}: {why}; relaying",
                                addr=f"{local[0]}:{local[1]}", why=str(e.socketError))
             yield self.answerRelay(peerAddr, relay, str(uuidlib.uuid4()), secure=True,
@@ -212,7 +212,7 @@ class Mediator:
         self.listening.append(shot)
 
     def openNat(self, local: tuple[str, int], target: tuple[str, int]) -> None:
-        """§6.2 step 5.2: a short connect from L towards the controller, so that our own
+        """rustdesk.md §6.2 step 5.2: a short connect from L towards the controller, so that our own
         NAT lets the controller's connection to L in. Its outcome does not matter."""
         if target[1] == 0 or (":" in target[0]) != (":" in local[0]):
             return
@@ -244,7 +244,7 @@ class Mediator:
     @defer.inlineCallbacks
     def answerRelay(self, peerAddr: bytes, relay: str, uuid: str, *, secure: bool,
                     initiate: bool) -> Any:
-        """§6.4: RelayResponse to the server, then our relay leg."""
+        """rustdesk.md §6.4: RelayResponse to the server, then our relay leg."""
         host, port = self.server
         answer = RelayResponse(socket_addr=peerAddr, version=NODE_VERSION)
         if initiate:

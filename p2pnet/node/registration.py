@@ -38,7 +38,7 @@ __all__ = ["DEFAULT_KEEP_ALIVE", "StreamRegistration", "UdpRegistration"]
 
 log = Logger()
 
-#: TCP keep-alive (seconds) until the server announces one (§4.4 DEFAULT_KEEP_ALIVE).
+#: TCP keep-alive (seconds) until the server announces one (rustdesk.md §4.4 DEFAULT_KEEP_ALIVE).
 DEFAULT_KEEP_ALIVE = 60.0
 #: Reconnect back-off of the stream mode: first delay and ceiling, in seconds.
 BACKOFF_FIRST = 1.0
@@ -59,7 +59,7 @@ class _Registration:
         self.stats = stats or Stats()
         self.badInput = RateLimitedLog(log, reactor)
         self.keepAlive = DEFAULT_KEEP_ALIVE
-        #: Called with the server list of a ConfigUpdate that changed it (§6.1 step 5).
+        #: Called with the server list of a ConfigUpdate that changed it (rustdesk.md §6.1 step 5).
         self.onServers: Callable[[tuple[str, ...]], None] | None = None
         self._loop: LoopingCall | None = None
 
@@ -123,7 +123,7 @@ class _Datagrams(DatagramProtocol):
 
 
 class UdpRegistration(_Registration):
-    """RustDesk's UDP registration loop (§6.1).
+    """RustDesk's UDP registration loop (rustdesk.md §6.1).
 
     @param server: the rendezvous server's C{(host, port)}; a name is resolved on start
         and on every rebind.
@@ -184,7 +184,7 @@ class UdpRegistration(_Registration):
     def tick(self) -> None:
         now = self.reactor.seconds()
         if self.state.shouldRebind(now):
-            # §6.1 step 2: four timeouts in a row: new socket, fresh name lookup.
+            # rustdesk.md §6.1 step 2: four timeouts in a row: new socket, fresh name lookup.
             self.stats.add("rebind")
             self._close()
             self._open()
@@ -212,7 +212,7 @@ class UdpRegistration(_Registration):
 
 
 class StreamRegistration(_Registration):
-    """Registration over one kept TCP or WebSocket link (§4.17).
+    """Registration over one kept TCP or WebSocket link (rustdesk.md §4.17).
 
     @param connect: opens a link: a Deferred firing with an object with C{send},
         C{receive()} (Deferred of the next message), C{heartbeats}, C{closed} and

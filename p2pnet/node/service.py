@@ -39,7 +39,7 @@ MAX_SESSIONS = 16
 
 
 class _DirectFactory(Factory):
-    """Direct IP access (§6.5): sessions without the secure handshake."""
+    """Direct IP access (rustdesk.md §6.5): sessions without the secure handshake."""
 
     def __init__(self, node: NodeService) -> None:
         self.node = node
@@ -181,7 +181,7 @@ class NodeService(MultiService):
         return connectStream(self.reactor, host, self.tcpPort)
 
     def _serversChanged(self, servers: tuple[str, ...]) -> None:
-        """A ConfigUpdate named the rendezvous servers (§6.1 step 5): stay when ours is
+        """A ConfigUpdate named the rendezvous servers (rustdesk.md §6.1 step 5): stay when ours is
         among them, else register with the first one (its TCP and WebSocket ports
         follow the rendezvous port, as on a real server)."""
         from p2pnet.protocols.rustdesk_client import splitHostPort
@@ -282,7 +282,7 @@ class NodeService(MultiService):
         self.viewers.pop(session.viewerId, None)
 
     def keyRejected(self) -> None:
-        """A controller could not verify our signed id: register the key again (§6.6)."""
+        """A controller could not verify our signed id: register the key again (rustdesk.md §6.6)."""
         self.registration.state.keyConfirmed = False
 
     def peerInfo(self) -> Any:

@@ -11,7 +11,7 @@ C{closed}. Every timer runs on the node's reactor clock:
 
 The session is the feed's viewer: C{sendFrame} wraps each access unit as
 C{VideoFrame{h264s|h265s: EncodedVideoFrames{[EncodedVideoFrame{data, key, pts}]}}}
-(§6.8), and C{pendingBytes} lets the feed drop frames for a viewer that reads slowly.
+(rustdesk.md §6.8), and C{pendingBytes} lets the feed drop frames for a viewer that reads slowly.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ class NodeSession:
     @param node: what the session needs from the node (L{p2pnet.node.service}'s
         C{NodeService}): C{clock}, C{identity}, C{guard}, C{feed}, C{inputs},
         C{admitViewer(session)}, C{viewerLeft(session)}, C{keyRejected()}.
-    @param secure: run the §6.6 handshake (rendezvous paths); C{False} for direct IP
-        access (§6.5).
+    @param secure: run the rustdesk.md §6.6 handshake (rendezvous paths); C{False} for direct IP
+        access (rustdesk.md §6.5).
     @param source: the controller's address (attempt limits, viewer list).
     @param path: how the viewer came (C{direct}, C{lan}, C{relay}, C{ip}).
     """
@@ -81,7 +81,7 @@ class NodeSession:
         self.stream = stream
         self._idle = self.clock.callLater(IDLE_TIMEOUT, self._idleTimeout)
         if self.secure:
-            # §6.6 step 1: SignedId over this connection's box key.
+            # rustdesk.md §6.6 step 1: SignedId over this connection's box key.
             self.state = "handshake"
             identity = self.node.identity
             self._handshake = ControlledHandshake(identity.signingKey, identity.peerId)
@@ -132,7 +132,7 @@ class NodeSession:
             self._close("bad PublicKey")
             return
         if result.keyRejected:
-            self.node.keyRejected()  # §6.6 step 2: register the key again
+            self.node.keyRejected()  # rustdesk.md §6.6 step 2: register the key again
         if result.key is not None:
             self.stream.setKey(result.key)
             self.encrypted = True
@@ -194,7 +194,7 @@ class NodeSession:
         assert self.stream is not None
         self.stream.send(pb.Message(login_response=pb.LoginResponse(error=text)))
 
-    # -- after login (§6.8) ----------------------------------------------------------------
+    # -- after login (rustdesk.md §6.8) ----------------------------------------------------------------
 
     def _activeMessage(self, kind: str | None, message: pb.Message) -> None:
         if kind == "key_event":
@@ -234,7 +234,7 @@ class NodeSession:
     # -- the feed's viewer -----------------------------------------------------------------
 
     def sendFrame(self, frame: Any) -> None:
-        """One access unit as a VideoFrame message (§6.8)."""
+        """One access unit as a VideoFrame message (rustdesk.md §6.8)."""
         if self.state != "active" or self.stream is None:
             return
         frames = pb.EncodedVideoFrames(frames=[pb.EncodedVideoFrame(

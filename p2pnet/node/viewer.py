@@ -5,7 +5,7 @@ L{findAndConnect} follows what a RustDesk client does (rustdesk.md §4.5): a
 C{PunchHoleRequest} on a kept TCP connection; a C{PunchHoleResponse} with an address
 means try that address directly (the node listens there for 18 s), and on failure, or
 when the server or node chose the relay (a C{RelayResponse}), a C{RequestRelay} and a
-relay leg. L{ViewerSession} then runs the controller's half of §6.6-6.8 on the stream:
+relay leg. L{ViewerSession} then runs the controller's half of rustdesk.md §6.6-6.8 on the stream:
 verify the node's C{SignedId} with the pk the server signed, send C{PublicKey}, answer
 C{Hash} with the password hash, and, once logged in, count and hand on video frames,
 echo the node's C{TestDelay}s and send input.
@@ -94,7 +94,7 @@ class ViewerSession:
     def streamStarted(self, stream: PeerStream) -> None:
         self.stream = stream
         if self.peerPk is None:
-            stream.send(pb.Message())  # §6.6 controller step 2: no pk, no key
+            stream.send(pb.Message())  # rustdesk.md §6.6 controller step 2: no pk, no key
 
     def messageReceived(self, message: pb.Message) -> None:
         assert self.stream is not None
@@ -116,7 +116,7 @@ class ViewerSession:
             self._video(message.video_frame)
         elif kind == "test_delay" and not message.test_delay.from_client:
             self.delaysEchoed += 1
-            self.stream.send(message)  # §6.8: echo the node's delay probes
+            self.stream.send(message)  # rustdesk.md §6.8: echo the node's delay probes
 
     def _answerHash(self, h: pb.Hash) -> None:
         assert self.stream is not None
@@ -273,7 +273,7 @@ def _direct(reactor: Any, target: tuple[str, int], peerId: str, password: str,
 @defer.inlineCallbacks
 def connectDirect(reactor: Any, target: tuple[str, int], peerId: str, password: str,
                   onFrame: Any = None) -> Any:
-    """Direct IP access (§6.5): no rendezvous, no handshake; fires with the session."""
+    """Direct IP access (rustdesk.md §6.5): no rendezvous, no handshake; fires with the session."""
     session = ViewerSession(reactor, peerId, password, None, onFrame)
     stream = PeerStream(session, MAX_VIDEO_FRAME)
     yield connectProtocol(_endpoint(reactor, *target), stream)

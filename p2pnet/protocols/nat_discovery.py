@@ -1,8 +1,8 @@
-# -*- test-case-name: test.test_nat_discovery -*-
-"""NAT behaviour discovery (RFC 5780 section 4) with L{StunClientProtocol}.
+# -*- test-case-name: test.unit.test_nat_discovery -*-
+"""NAT behaviour discovery (RFC 5780 §4) with L{StunClientProtocol}.
 
 Against a server that names a second address in OTHER-ADDRESS, L{discover} finds how the
-NAT in front of this socket maps (section 4.3) and filters (section 4.4) UDP. The
+NAT in front of this socket maps (RFC 5780 §4.3) and filters (RFC 5780 §4.4) UDP. The
 filtering tests run first: the mapping tests send to the server's other address, and
 that traffic would open the very filters the filtering tests probe.
 """
@@ -32,7 +32,7 @@ Address = tuple[str, int]
 
 
 class Behaviour(StrEnum):
-    """Mapping or filtering behaviour of a NAT (RFC 4787 section 4.1 and 5, RFC 5780)."""
+    """Mapping or filtering behaviour of a NAT (RFC 4787 §4.1 and §5, RFC 5780)."""
 
     ENDPOINT_INDEPENDENT = "endpoint-independent"
     ADDRESS_DEPENDENT = "address-dependent"
@@ -66,7 +66,7 @@ class NatBehaviour:
 
 
 def bindingRequest(changeIp: bool = False, changePort: bool = False) -> Message:
-    """A Binding request, with CHANGE-REQUEST when either flag is set (RFC 5780 section 7.2)."""
+    """A Binding request, with CHANGE-REQUEST when either flag is set (RFC 5780 §7.2)."""
     message = Message(Method.BINDING, StunClass.REQUEST)
     if changeIp or changePort:
         message.add(Attr.CHANGE_REQUEST, encodeChangeRequest(changeIp, changePort))
@@ -100,7 +100,7 @@ async def discover(
     """
     if localAddress is None:
         localAddress = _localAddress(client)
-    # Section 4.3 and 4.4, test I: a plain Binding request to the primary address.
+    # RFC 5780 §4.3 and §4.4, test I: a plain Binding request to the primary address.
     first = await client.request(bindingRequest(), server, credentials=credentials)
     mapped1 = _mapped(first)
     origin = addressAttribute(first, Attr.RESPONSE_ORIGIN)
@@ -127,7 +127,7 @@ async def _filtering(
     other: Address,
     credentials: LongTermCredentials | None,
 ) -> Behaviour:
-    """Section 4.4, tests II and III, sent together; a timeout counts as "no answer"."""
+    """RFC 5780 §4.4, tests II and III, sent together; a timeout counts as "no answer"."""
     # Test II asks for the answer from the alternate address and port, test III from
     # the primary address and the alternate port.
     expected = {0: other, 1: (server[0], other[1])}
@@ -173,7 +173,7 @@ async def _mapping(
     natPresent: bool | None,
     credentials: LongTermCredentials | None,
 ) -> Behaviour:
-    """Section 4.3, tests II and III."""
+    """RFC 5780 §4.3, tests II and III."""
     if natPresent is False:
         # Test I's mapped address is the local one: no NAT, nothing maps.
         return Behaviour.ENDPOINT_INDEPENDENT

@@ -60,7 +60,7 @@ RELAY_FRAME_MAX = 16 * 1024 * 1024
 #: Bytes read per system call on a spliced TCP leg, and the partner's write buffer above
 #: which reading pauses: larger than Twisted's 64 KiB to cut per-call overhead at GB/s.
 SPLICE_BUFFER = 256 * 1024
-#: Seconds a new connection has to send its RequestRelay (§5 step 2).
+#: Seconds a new connection has to send its RequestRelay (rustdesk.md §5 step 2).
 FIRST_MESSAGE_TIMEOUT = 30.0
 
 
@@ -240,7 +240,7 @@ class _LegBase:
 
 
 class RelayStreamProtocol(_LegBase, TwistedProtocol):
-    """A TCP leg (§5): one framed RequestRelay, then raw bytes or frames passed on in
+    """A TCP leg (rustdesk.md §5): one framed RequestRelay, then raw bytes or frames passed on in
     pieces (to a WebSocket partner)."""
 
     def __init__(self, service: RelayHandler) -> None:
@@ -337,7 +337,7 @@ class RelayStreamFactory(Factory):
 
 
 class RelayWebSocket(_LegBase):
-    """A WebSocket leg (§2.4, §5): one Binary message per RustDesk message.
+    """A WebSocket leg (rustdesk.md §2.4, §5): one Binary message per RustDesk message.
 
     Until it is paired the connection accepts messages of at most L{FIRST_FRAME_MAX}
     bytes (checked on the frame header, before anything is buffered); then

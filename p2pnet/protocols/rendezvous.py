@@ -44,9 +44,9 @@ __all__ = [
 MAX_DATAGRAM = 4096
 #: Largest framed or WebSocket message accepted on a rendezvous connection.
 MAX_MESSAGE = 64 * 1024
-#: Seconds a connection may wait for its next message (§4.4).
+#: Seconds a connection may wait for its next message (rustdesk.md §4.4).
 STREAM_TIMEOUT = 30.0
-#: Seconds of client silence after which the server offers its KeyExchange (§4.17).
+#: Seconds of client silence after which the server offers its KeyExchange (rustdesk.md §4.17).
 KEY_EXCHANGE_DELAY = 0.3
 #: Seconds a link over its source's message budget waits before asking again.
 STREAM_RETRY = 0.1
@@ -63,7 +63,7 @@ def _parse(data: bytes) -> RendezvousMessage | None:
 
 
 class RendezvousDatagramProtocol(DatagramProtocol):
-    """UDP 21116: one RendezvousMessage per datagram, no framing (§2.3)."""
+    """UDP 21116: one RendezvousMessage per datagram, no framing (rustdesk.md §2.3)."""
 
     noisy = False
 
@@ -226,7 +226,7 @@ class _LinkBase:
 class RendezvousStreamProtocol(_LinkBase, Protocol):
     """TCP 21116 or 21115: BytesCodec frames, optionally encrypted after KeyExchange.
 
-    On 21116, with a signing key, the server offers its signed box key (§4.17) to a
+    On 21116, with a signing key, the server offers its signed box key (rustdesk.md §4.17) to a
     client that stays silent for L{KEY_EXCHANGE_DELAY} seconds: RustDesk's C{secure_tcp}
     waits for it before sending anything. A client that answers with C{KeyExchange}
     switches the connection to encrypted frames. Clients that speak first (punch
@@ -324,7 +324,7 @@ class RendezvousStreamProtocol(_LinkBase, Protocol):
             self._write(message.SerializeToString())
 
     def sendHeartbeat(self) -> None:
-        """A zero-length frame, never encrypted (§2.2)."""
+        """A zero-length frame, never encrypted (rustdesk.md §2.2)."""
         if not self._closed:
             self.transport.write(encodeFrame(b""))
 
@@ -402,7 +402,7 @@ class RendezvousWebSocket(_LinkBase):
             self.transport.sendBytesMessage(message.SerializeToString())
 
     def sendHeartbeat(self) -> None:
-        """A zero-length Binary message (§4.17)."""
+        """A zero-length Binary message (rustdesk.md §4.17)."""
         if not self._closed and self.transport is not None:
             self.transport.sendBytesMessage(b"")
 

@@ -1,10 +1,10 @@
-# -*- test-case-name: test.test_rustdesk_e2e -*-
+# -*- test-case-name: test.interop.test_rustdesk_e2e -*-
 """A RustDesk-like client for the rendezvous and relay servers (conformance testing).
 
-It behaves as RustDesk clients do on the wire (spec §4.5, §4.11, §4.12, §6.1-6.4):
+It behaves as RustDesk clients do on the wire (rustdesk.md §4.5, §4.11, §4.12, §6.1-6.4):
 
 - L{ControlledPeer}: registers over UDP (C{RegisterPk}, C{RegisterPeer}) or over a kept
-  TCP/WS link (§4.17), and answers C{PunchHole} with C{PunchHoleSent}, C{FetchLocalAddr}
+  TCP/WS link (rustdesk.md §4.17), and answers C{PunchHole} with C{PunchHoleSent}, C{FetchLocalAddr}
   with C{LocalAddr} and C{RequestRelay} with C{RelayResponse} plus a relay leg, each on a
   fresh TCP connection as RustDesk does;
 - L{Controller}: C{PunchHoleRequest} and C{RequestRelay} on a kept connection, the
@@ -103,7 +103,7 @@ class MessageStream(Protocol):
     With C{serverPk} (the server's Ed25519 public key) it answers the server's first
     C{KeyExchange} as RustDesk's C{secure_tcp} does and encrypts from then on; without,
     a first C{KeyExchange} is dropped, as the client's readers do. Zero-length frames are
-    answered with zero-length frames (heartbeats, §4.17) and counted in C{heartbeats}.
+    answered with zero-length frames (heartbeats, rustdesk.md §4.17) and counted in C{heartbeats}.
     """
 
     def __init__(self, serverPk: bytes | None = None) -> None:
@@ -328,7 +328,7 @@ class RelayLegClient(Protocol):
 
 
 def decodeOnline(states: bytes, count: int) -> list[bool]:
-    """The online bitmap (§4.11) as one flag per asked peer."""
+    """The online bitmap (rustdesk.md §4.11) as one flag per asked peer."""
     return [bool(states[i // 8] & (0x80 >> (i % 8))) for i in range(count)]
 
 
@@ -344,7 +344,7 @@ def splitHostPort(server: str, defaultPort: int) -> tuple[str, int]:
 
 
 class ControlledPeer:
-    """The controlled side (RustDesk's rendezvous mediator, spec §6.1-6.4).
+    """The controlled side (RustDesk's rendezvous mediator, rustdesk.md §6.1-6.4).
 
     @param server: rendezvous host; C{udpPort}/C{tcpPort} its ports (the same number on
         a real server; tests use ephemeral ones).
@@ -390,7 +390,7 @@ class ControlledPeer:
 
     @defer.inlineCallbacks
     def registerUDP(self) -> Any:
-        """RegisterPk then RegisterPeer over UDP (§6.1); fires with the two replies."""
+        """RegisterPk then RegisterPeer over UDP (rustdesk.md §6.1); fires with the two replies."""
         udp = self.udp or self.openUDP()
         udp.send(self.registerPkMessage())
         pkReply = yield udp.receive()
@@ -400,7 +400,7 @@ class ControlledPeer:
 
     @defer.inlineCallbacks
     def registerStream(self, link: Any) -> Any:
-        """Register over a kept TCP/WS link (§4.17); fires with the RegisterPkResponse."""
+        """Register over a kept TCP/WS link (rustdesk.md §4.17); fires with the RegisterPkResponse."""
         self.link = link
         link.send(self.registerPkMessage())
         reply = yield link.receive()
@@ -452,7 +452,7 @@ class ControlledPeer:
 
     @defer.inlineCallbacks
     def connectRelay(self, relayServer: str, uuid: str) -> Any:
-        """Open a relay leg for C{uuid} (§6.4 step 2)."""
+        """Open a relay leg for C{uuid} (rustdesk.md §6.4 step 2)."""
         host, port = splitHostPort(relayServer, self.relayPort) if relayServer else \
             (self.server, self.relayPort)
         leg = RelayLegClient(uuid, self.licenceKey)
@@ -462,7 +462,7 @@ class ControlledPeer:
 
 
 class UDPRegistration:
-    """RustDesk's UDP registration loop (spec §6.1) for a L{ControlledPeer}.
+    """RustDesk's UDP registration loop (rustdesk.md §6.1) for a L{ControlledPeer}.
 
     The rules are L{RegistrationState}'s; this class owns the timer (every C{TIMER}
     seconds on C{clock}) and the peer's UDP socket. Every message that is not a
@@ -520,7 +520,7 @@ class UDPRegistration:
         return d
 
     def tick(self) -> None:
-        """One timer tick (§6.1 step 2)."""
+        """One timer tick (rustdesk.md §6.1 step 2)."""
         message = self.state.due(self.clock.seconds())
         if message is not None:
             self._send(message)
@@ -595,7 +595,7 @@ class Controller:
 
     @defer.inlineCallbacks
     def requestRelay(self, peerId: str, relayServer: str = "") -> Any:
-        """C{RequestRelay} through the rendezvous server (§4.5 step 4).
+        """C{RequestRelay} through the rendezvous server (rustdesk.md §4.5 step 4).
 
         Fires with C{(uuid, RelayResponse)} once the peer's answer came back.
         """
@@ -609,7 +609,7 @@ class Controller:
 
     @defer.inlineCallbacks
     def connectRelay(self, relayServer: str, uuid: str, peerId: str) -> Any:
-        """Open our relay leg (§4.5 step 7)."""
+        """Open our relay leg (rustdesk.md §4.5 step 7)."""
         host, port = splitHostPort(relayServer, self.relayPort) if relayServer else \
             (self.server, self.relayPort)
         leg = RelayLegClient(uuid, self.licenceKey, peerId)
@@ -618,7 +618,7 @@ class Controller:
 
     @defer.inlineCallbacks
     def online(self, peerIds: list[str]) -> Any:
-        """The online flags of C{peerIds} from the NAT port (§4.11)."""
+        """The online flags of C{peerIds} from the NAT port (rustdesk.md §4.11)."""
         stream = yield connectStream(self.reactor, self.server, self.natPort,
                                      self.bindAddress)
         stream.send(RendezvousMessage(online_request=OnlineRequest(id="me", peers=peerIds)))
@@ -628,7 +628,7 @@ class Controller:
 
     @defer.inlineCallbacks
     def testNat(self) -> Any:
-        """The NAT test (§4.12): the source ports both ports saw, from one local port."""
+        """The NAT test (rustdesk.md §4.12): the source ports both ports saw, from one local port."""
         first = yield connectReusingPort(self.reactor, self.server, self.tcpPort,
                                          (self.bindAddress or "", 0))
         local = first.localAddress

@@ -1,12 +1,12 @@
 # -*- test-case-name: test.unit.test_node_session -*-
 """The peer stream between a RustDesk controller and a controlled peer (rustdesk.md
-§2.1, §2.2, §6.6): BytesCodec frames, each a C{Message}, sealed with secretbox once
+rustdesk.md §2.1, §2.2, §6.6): BytesCodec frames, each a C{Message}, sealed with secretbox once
 the handshake set a key.
 
 L{PeerStream} is thin: it frames, decrypts, parses and hands each C{Message} to its
 handler (the node's session or the viewer); the handler decides everything else. A
 relay leg first writes its C{RequestRelay} frame (C{preamble}); after it the same bytes
-flow as on a direct connection (hbbr copies them raw, §5).
+flow as on a direct connection (hbbr copies them raw, rustdesk.md §5).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class PeerStream(TwistedProtocol):
         return self._secret is not None
 
     def setKey(self, key: bytes) -> None:
-        """Seal and open every later frame with C{key} (counters start at 1, §2.2)."""
+        """Seal and open every later frame with C{key} (counters start at 1, rustdesk.md §2.2)."""
         self._secret = SecretStream(key)
 
     def connectionMade(self) -> None:

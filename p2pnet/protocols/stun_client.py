@@ -1,6 +1,6 @@
-# -*- test-case-name: test.test_stun_client -*-
+# -*- test-case-name: test.unit.test_stun_client -*-
 """STUN clients for Twisted: UDP with retransmission, TCP/TLS with framing, and long-term
-credentials (RFC 8489 sections 6.2, 6.3 and 9.2).
+credentials (RFC 8489 §6.2, §6.3 and §9.2).
 
 L{StunClientProtocol} is a C{DatagramProtocol}: one socket, any number of outstanding
 requests to any number of servers, each matched by transaction ID and source address.
@@ -76,12 +76,12 @@ Address = tuple[str, int]
 
 
 class StunTimeout(Exception):
-    """No response came before the transaction gave up (RFC 8489 section 6.2)."""
+    """No response came before the transaction gave up (RFC 8489 §6.2)."""
 
 
 @dataclass(eq=False)
 class StunErrorResponse(Exception):
-    """The server answered with an error response (RFC 8489 section 6.3.4).
+    """The server answered with an error response (RFC 8489 §6.3.4).
 
     @ivar code: the ERROR-CODE number (300-699).
     @ivar reason: the reason phrase the server sent.
@@ -122,7 +122,7 @@ def addressAttribute(message: Message, attrType: int) -> Address | None:
 def _verified(response: Message, key: bytes | None) -> bool:
     """Whether a response to a request signed with C{key} may be accepted.
 
-    RFC 8489 sections 9.1.4 and 9.2.5: a response whose integrity attribute does not
+    RFC 8489 §9.1.4 and §9.2.5: a response whose integrity attribute does not
     verify is discarded as if never received, and so is a success response without one.
     Error responses may come unsigned (a 401 or 438 cannot be signed).
     """
@@ -144,7 +144,7 @@ class LongTermCredentials:
 
     One object is meant to be shared by every request to one server: after the first
     challenge it remembers the REALM, NONCE and password algorithm, so later requests
-    (a TURN Refresh, CreatePermission...) are signed at once (RFC 8489 section 9.2.3.2),
+    (a TURN Refresh, CreatePermission...) are signed at once (RFC 8489 §9.2.3.2),
     and a 438 Stale Nonce only costs one retry.
 
     @ivar username: the USERNAME sent.
@@ -184,7 +184,7 @@ class LongTermCredentials:
         key = self.key
         if key is None or self.nonce is None or self.realm is None:
             return message.encode(fingerprint=fingerprint), None
-        # RFC 8489 section 9.2.3.2: USERNAME, REALM, NONCE, and PASSWORD-ALGORITHMS with
+        # RFC 8489 §9.2.3.2: USERNAME, REALM, NONCE, and PASSWORD-ALGORITHMS with
         # PASSWORD-ALGORITHM when the server offered algorithms, then the integrity.
         message.add(Attr.USERNAME, self.username.encode())
         message.add(Attr.REALM, self.realm.encode())
@@ -205,7 +205,7 @@ class LongTermCredentials:
         realm = response.get(Attr.REALM)
         nonce = response.get(Attr.NONCE)
         if error.code == 401:
-            # RFC 8489 section 9.2.5: a 401 with REALM and NONCE is a challenge; one to
+            # RFC 8489 §9.2.5: a 401 with REALM and NONCE is a challenge; one to
             # credentials built from the very same realm and nonce rejects them.
             if realm is None or nonce is None:
                 return False
@@ -225,7 +225,7 @@ class LongTermCredentials:
             self._update(realm.decode("utf-8", "replace"), nonce, algorithm, offered)
             return True
         if error.code == 438 and nonce is not None:
-            # RFC 8489 section 9.2.5: 438 Stale Nonce: retry with the NONCE (and REALM)
+            # RFC 8489 §9.2.5: 438 Stale Nonce: retry with the NONCE (and REALM)
             # of this response.
             newRealm = realm.decode("utf-8", "replace") if realm is not None else self.realm
             if newRealm is None:
@@ -417,7 +417,7 @@ class _TransactionOwner:
 
 
 class StunClientProtocol(_TransactionOwner, DatagramProtocol):
-    """A STUN client on one UDP socket, retransmitting as RFC 8489 section 6.2.1 says.
+    """A STUN client on one UDP socket, retransmitting as RFC 8489 §6.2.1 says.
 
     Requests to several servers may be outstanding at once; a response is matched by
     transaction ID, method and the address the request went to. Datagrams that match
@@ -500,7 +500,7 @@ class StunClientProtocol(_TransactionOwner, DatagramProtocol):
 
 
 class StunStreamClientProtocol(_TransactionOwner, Protocol):
-    """A STUN client on one TCP or TLS connection (RFC 8489 section 6.2.2).
+    """A STUN client on one TCP or TLS connection (RFC 8489 §6.2.2).
 
     Requests are sent once; several may be outstanding (pipelined), each answered in any
     order and matched by transaction ID. Each gives up after C{ti} seconds. A stream that

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_stun_client -*-
+# -*- test-case-name: test.unit.test_stun_client -*-
 """The client transaction table of STUN (RFC 8489 §6.2), without timers of its own.
 
 In the pion/stun style the table never reads a clock: every call that depends on time
@@ -6,7 +6,7 @@ takes C{now}, and the owner (a Twisted protocol, a test) asks L{TransactionTable
 when to call L{TransactionTable.expire} next. Over UDP a request is retransmitted after
 RTO, 2*RTO, 4*RTO... until Rc requests have been sent, then the client waits Rm*RTO more
 and gives up (RFC 8489 §6.2.1). Over TCP/TLS it is sent once and given up after
-Ti (§6.2.2).
+Ti (RFC 8489 §6.2.2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_protocols_turn -*-
+# -*- test-case-name: test.unit.test_protocols_turn -*-
 """TURN server transports on the relay side: the relayed UDP sockets (RFC 8656) and the
 relayed TCP listeners and peer connections (RFC 6062).
 

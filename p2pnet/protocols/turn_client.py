@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_turn_client -*-
+# -*- test-case-name: test.unit.test_turn_client,test.interop.test_turn_client -*-
 """TURN clients for Twisted (RFC 8656): L{TurnClientProtocol} over UDP, and
 L{TurnStreamClientProtocol} over TCP/TLS with RFC 6062 TCP relays (L{TurnDataConnection}
 for the data connections).
@@ -74,9 +74,9 @@ Address = tuple[str, int]
 
 #: Seconds before the end of the allocation's lifetime that it is refreshed.
 REFRESH_MARGIN = 60.0
-#: Permissions last 300 s (RFC 8656 section 9); refreshed after this many seconds.
+#: Permissions last 300 s (RFC 8656 §9); refreshed after this many seconds.
 PERMISSION_REFRESH = 240.0
-#: Channel bindings last 600 s (section 12); refreshed after this many seconds.
+#: Channel bindings last 600 s (RFC 8656 §12); refreshed after this many seconds.
 CHANNEL_REFRESH = 540.0
 
 
@@ -148,7 +148,7 @@ class TurnClientProtocol(StunClientProtocol):
 
     def allocate(self, lifetime: int | None = None, ipv6: bool = False,
                  dualStack: bool = False) -> Deferred[TurnAllocation]:
-        """Allocate a UDP relayed address (RFC 8656 section 7.1).
+        """Allocate a UDP relayed address (RFC 8656 §7.1).
 
         @param lifetime: LIFETIME to ask for (default: the server's, 600 s).
         @param ipv6: ask for an IPv6 relayed address (REQUESTED-ADDRESS-FAMILY).
@@ -194,7 +194,7 @@ class TurnClientProtocol(StunClientProtocol):
         return self._turnRequest(Method.REFRESH, *attributes).addCallback(refreshed)
 
     def createPermission(self, *hosts: str) -> Deferred[None]:
-        """Install or refresh permissions for peer IP addresses (section 10.1)."""
+        """Install or refresh permissions for peer IP addresses (RFC 8656 §10.1)."""
         def created(_: Message) -> None:
             now = self._reactor.seconds()
             for host in hosts:
@@ -238,7 +238,7 @@ class TurnClientProtocol(StunClientProtocol):
 
     def send(self, peer: Address, data: bytes) -> None:
         """Relay C{data} to C{peer}: as ChannelData when a channel is bound, else in a
-        Send indication (section 11.1)."""
+        Send indication (RFC 8656 §11.1)."""
         peer = normalAddress(peer)
         channel = self.channels.get(peer)
         if channel is not None:

@@ -53,9 +53,9 @@ __all__ = [
 
 log = Logger()
 
-#: Seconds the first leg of a uuid waits for the second (§5 pairing).
+#: Seconds the first leg of a uuid waits for the second (rustdesk.md §5 pairing).
 PAIR_TIMEOUT = 30.0
-#: Seconds between sweeps: idle pairs, list files, blocklisted pairs (§5: checked every 3 s).
+#: Seconds between sweeps: idle pairs, list files, blocklisted pairs (rustdesk.md §5: checked every 3 s).
 SWEEP_INTERVAL = 3.0
 #: The lists in the data directory: one IP per line, text after the first space ignored.
 BLACKLIST_FILE = "blacklist.txt"
@@ -210,7 +210,7 @@ class RelayService(ListeningService):
     @param bandwidth: per-pair limit, bytes/s (0: none); C{totalBandwidth} for all pairs;
         C{limitSpeed} per pair when either address is blacklisted, or once a pair that ran
         C{downgradeStart} seconds averaged more than C{downgradeThreshold} x C{bandwidth}
-        (hbbr's downgrade, §5).
+        (hbbr's downgrade, rustdesk.md §5).
     """
 
     name = "relay"
@@ -396,7 +396,7 @@ class RelayService(ListeningService):
         return hmac.compare_digest(licenceKey.encode(), self.key.encode())
 
     def requestRelay(self, leg: RelayLeg, uuid: str, licenceKey: str) -> bool:
-        """A leg's first RequestRelay (§5): wait for its partner or pair; C{False} refuses."""
+        """A leg's first RequestRelay (rustdesk.md §5): wait for its partner or pair; C{False} refuses."""
         if not self.keyAccepted(licenceKey):
             self.stats.add("refused_key")
             self.badInput.warn("relay-key", "relay authentication failed from {host}: "

@@ -6,9 +6,9 @@ C{RendezvousMessage} to L{RendezvousService} together with its reply path (a
 L{Link} for TCP and WebSocket connections). The service dispatches by message kind to
 three rooms:
 
-- L{p2pnet.services.rendezvous_registry}: the peer table and registration (§4.3);
-- L{p2pnet.services.rendezvous_routing}: punch hole, relay and LAN routing (§4.5);
-- L{p2pnet.services.rendezvous_relays}: which relay server is handed out (§4.9).
+- L{p2pnet.services.rendezvous_registry}: the peer table and registration (rustdesk.md §4.3);
+- L{p2pnet.services.rendezvous_routing}: punch hole, relay and LAN routing (rustdesk.md §4.5);
+- L{p2pnet.services.rendezvous_relays}: which relay server is handed out (rustdesk.md §4.9).
 
 Section numbers (§) refer to C{docs/protocols/rustdesk.md}.
 
@@ -128,13 +128,13 @@ class RendezvousService(ListeningService):
         started, the sockets.
     @param store: the durable peer registry.
     @param key: the resolved C{--key} (licence check and signing).
-    @param relayServers: C{host[:port]} entries handed to peers (§4.9).
-    @param alwaysUseRelay: force relay on every PunchHole (§4.15).
-    @param mask: the LAN network for same-intranet detection (§4.6), or C{None}.
+    @param relayServers: C{host[:port]} entries handed to peers (rustdesk.md §4.9).
+    @param alwaysUseRelay: force relay on every PunchHole (rustdesk.md §4.15).
+    @param mask: the LAN network for same-intranet detection (rustdesk.md §4.6), or C{None}.
     @param localIp: this server's LAN address, used as relay for LAN peers when
         C{mask} is set.
     @param relayPort: the local relay's port, appended to C{localIp} unless 21117.
-    @param keepAlive: seconds announced to TCP/WS-registered peers (§4.17).
+    @param keepAlive: seconds announced to TCP/WS-registered peers (rustdesk.md §4.17).
     @param listen: addresses to bind; C{port} the rendezvous port (0: the kernel picks
         each kind's port, the same number on every address; see C{boundPorts}).
     @param maxConnections: TCP/WS connections open at once; C{maxConnectionsPerIp} from
@@ -311,7 +311,7 @@ class RendezvousService(ListeningService):
 
     @property
     def relays(self) -> RelaySelector:
-        """The relay servers handed out (§4.9)."""
+        """The relay servers handed out (rustdesk.md §4.9)."""
         return self.router.relays
 
     @relays.setter
@@ -320,7 +320,7 @@ class RendezvousService(ListeningService):
 
     @property
     def alwaysUseRelay(self) -> bool:
-        """Force relay on every PunchHole (§4.15)."""
+        """Force relay on every PunchHole (rustdesk.md §4.15)."""
         return self.router.alwaysUseRelay
 
     @alwaysUseRelay.setter
@@ -329,7 +329,7 @@ class RendezvousService(ListeningService):
 
     @property
     def mask(self) -> ipaddress.IPv4Network | None:
-        """The LAN network for same-intranet detection (§4.6)."""
+        """The LAN network for same-intranet detection (rustdesk.md §4.6)."""
         return self.router.mask
 
     @mask.setter
@@ -434,7 +434,7 @@ class RendezvousService(ListeningService):
 
     def datagramReceived(self, message: RendezvousMessage, addr: tuple[str, int],
                          sender: UDPSender) -> None:
-        """Handle one datagram's message (§4.1, §4.3, §4.8)."""
+        """Handle one datagram's message (rustdesk.md §4.1, §4.3, §4.8)."""
         kind = message.WhichOneof("union")
         host = unmapped(addr[0])
         if not self.admitDatagram(host):
@@ -452,13 +452,13 @@ class RendezvousService(ListeningService):
         elif kind == "configure_update":
             self._configUpdate(message.configure_update, host)
         elif kind == "software_update":
-            # Legacy (§4.8): the download URL when the asker's version is not the newest.
+            # Legacy (rustdesk.md §4.8): the download URL when the asker's version is not the newest.
             self.stats.add("software_update")
             if self.softwareVersion and message.software_update.url != self.softwareVersion:
                 sender.sendMessage(RendezvousMessage(software_update=SoftwareUpdate(
                     url=self.softwareUrl)), addr)
         elif kind in ("punch_hole_request", "punch_hole_sent", "local_addr"):
-            # Not answered over UDP since hbbs 1.1.16/1.1.17: a reflection vector (§4.1).
+            # Not answered over UDP since hbbs 1.1.16/1.1.17: a reflection vector (rustdesk.md §4.1).
             self.stats.add("udp_ignored")
             self.badInput.warn("udp-reflect", "ignored {kind} over UDP from {host}",
                                kind=kind, host=host)
@@ -474,7 +474,7 @@ class RendezvousService(ListeningService):
 
     def registerPeer(self, peerId: str, serial: int,
                      source: tuple[str, int]) -> list[RendezvousMessage]:
-        """RegisterPeer (§4.3): refresh a known peer, or ask for its key; return replies."""
+        """RegisterPeer (rustdesk.md §4.3): refresh a known peer, or ask for its key; return replies."""
         if not peerId:
             return []
         requestPk = self.registry.registerPeer(peerId, source)
@@ -502,8 +502,8 @@ class RendezvousService(ListeningService):
     def streamMessage(self, message: RendezvousMessage, link: Link) -> bool:
         """Handle one message from a TCP/WS link; return whether to keep the link open.
 
-        NAT-port links (§4.1, PORT-1) answer TestNatRequest and OnlineRequest once.
-        Links to PORT and WS follow §4.5, plus registration (§4.17).
+        NAT-port links (rustdesk.md §4.1, PORT-1) answer TestNatRequest and OnlineRequest once.
+        Links to PORT and WS follow rustdesk.md §4.5, plus registration (§4.17).
         """
         kind = message.WhichOneof("union")
         self.stats.add("stream_" + (kind or "empty"))
@@ -568,7 +568,7 @@ class RendezvousService(ListeningService):
             link.close()
 
     def onlineResponse(self, ids: Sequence[str]) -> RendezvousMessage:
-        """The online bitmap (§4.11): bit 7 - i%8 of byte i/8 for peer i."""
+        """The online bitmap (rustdesk.md §4.11): bit 7 - i%8 of byte i/8 for peer i."""
         now = self.now()
         states = bytearray((len(ids) + 7) // 8)
         for i, peerId in enumerate(ids):

@@ -48,12 +48,12 @@ __all__ = [
 
 log = Logger()
 
-#: A peer is online iff its last registration is younger than this (seconds, §4.4).
+#: A peer is online iff its last registration is younger than this (seconds, rustdesk.md §4.4).
 REG_TIMEOUT = 30.0
-#: Per-id RegisterPk rate limit: at most 3 per burst with gaps of this many seconds (§4.3).
+#: Per-id RegisterPk rate limit: at most 3 per burst with gaps of this many seconds (rustdesk.md §4.3).
 REG_PK_GAP = 6.0
 REG_PK_BURST = 2
-#: Shortest id accepted by RegisterPk (§4.3 step 2).
+#: Shortest id accepted by RegisterPk (rustdesk.md §4.3 step 2).
 MIN_ID_LENGTH = 6
 #: Longest id kept (hbbs's column is varchar(100); real clients use at most 16).
 MAX_ID_LENGTH = 100
@@ -312,7 +312,7 @@ class PeerRegistry:
     # -- RegisterPeer ---------------------------------------------------------------------------
 
     def registerPeer(self, peerId: str, source: tuple[str, int]) -> bool:
-        """RegisterPeer (§4.3): refresh a known peer; return C{request_pk}."""
+        """RegisterPeer (rustdesk.md §4.3): refresh a known peer; return C{request_pk}."""
         peer = self.peers.get(peerId)
         if peer is None:
             return True
@@ -347,10 +347,10 @@ class PeerRegistry:
 
     def registerPk(self, rk: RegisterPk, source: tuple[str, int],
                    link: RegistrationLink | None) -> Deferred[int | None]:
-        """RegisterPk (§4.3): the result to answer, or C{None} to stay silent.
+        """RegisterPk (rustdesk.md §4.3): the result to answer, or C{None} to stay silent.
 
         The Deferred fires after a changed registration is durable, so an acknowledged
-        registration survives a crash. Over a link (§4.17) the link becomes the peer's
+        registration survives a crash. Over a link (rustdesk.md §4.17) the link becomes the peer's
         delivery path.
         """
         peerId, uuid, pk = rk.id, bytes(rk.uuid), bytes(rk.pk)

@@ -24,9 +24,9 @@ __all__ = ["CHECK_RELAY_INTERVAL", "RelaySelector", "splitHostPort"]
 
 log = Logger()
 
-#: Seconds between relay-server reachability checks (§4.9).
+#: Seconds between relay-server reachability checks (rustdesk.md §4.9).
 CHECK_RELAY_INTERVAL = 3.0
-#: The relay port assumed when an entry names none (§4.9).
+#: The relay port assumed when an entry names none (rustdesk.md §4.9).
 DEFAULT_RELAY_PORT = 21117
 
 
@@ -47,7 +47,7 @@ class _Probe(TwistedProtocol):
 
 
 class RelaySelector:
-    """Round-robin choice among relay servers, keeping only reachable ones (§4.9).
+    """Round-robin choice among relay servers, keeping only reachable ones (rustdesk.md §4.9).
 
     With more than one configured, every L{CHECK_RELAY_INTERVAL} seconds each is probed
     with a TCP connect (port 21117 unless given); the reachable ones are chosen from,

@@ -62,13 +62,13 @@ class RouteLink(Protocol):
 
 
 class Router:
-    """Punch-hole, relay and same-LAN routing (§4.5, §4.6).
+    """Punch-hole, relay and same-LAN routing (rustdesk.md §4.5, §4.6).
 
     @param sendUDP: sends a message to a peer's registered UDP address.
-    @param mask: the LAN network for same-intranet detection (§4.6), or C{None}.
+    @param mask: the LAN network for same-intranet detection (rustdesk.md §4.6), or C{None}.
     @param localIp: this server's LAN address, handed as relay to LAN peers.
     @param relayPort: the local relay's port, appended to C{localIp} unless 21117.
-    @param alwaysUseRelay: force relay on every PunchHole (§4.15).
+    @param alwaysUseRelay: force relay on every PunchHole (rustdesk.md §4.15).
     """
 
     def __init__(
@@ -97,7 +97,7 @@ class Router:
         self.localIp = localIp
         self.relayPort = relayPort
         self.alwaysUseRelay = alwaysUseRelay
-        #: Controllers waiting for their target's answer, by their address (§4.5 step 1).
+        #: Controllers waiting for their target's answer, by their address (rustdesk.md §4.5 step 1).
         self.tcpPunch: dict[tuple[str, int], RouteLink] = {}
         self._stored: set[int] = set()
 
@@ -109,7 +109,7 @@ class Router:
                                  addrmangle.timestampFor(self.clock.seconds()))
 
     def isLan(self, host: str) -> bool:
-        """In C{--mask} (§4.6); never without a mask."""
+        """In C{--mask} (rustdesk.md §4.6); never without a mask."""
         if self.mask is None:
             return False
         try:
@@ -133,7 +133,7 @@ class Router:
 
     def keepForReply(self, link: RouteLink) -> None:
         """Remember C{link} as a controller waiting for an answer (only its first request
-        is stored, §4.5 step 1)."""
+        is stored, rustdesk.md §4.5 step 1)."""
         if id(link) not in self._stored:
             self._stored.add(id(link))
             self.tcpPunch[link.peer] = link
@@ -152,7 +152,7 @@ class Router:
         return link
 
     def signedPk(self, version: str, peerId: str) -> Deferred[bytes]:
-        """C{pk} for a reply about C{peerId} (§4.10): its signed IdPk, or empty."""
+        """C{pk} for a reply about C{peerId} (rustdesk.md §4.10): its signed IdPk, or empty."""
         signing = self.key.signingKey
         if not version or signing is None or not peerId:
             return defer.succeed(b"")
@@ -166,7 +166,7 @@ class Router:
     # -- the controller's requests ------------------------------------------------------------
 
     def punchHoleRequest(self, ph: PunchHoleRequest, link: RouteLink) -> Deferred[None]:
-        """Route a controller's PunchHoleRequest to the target peer (§4.5 step 2)."""
+        """Route a controller's PunchHoleRequest to the target peer (rustdesk.md §4.5 step 2)."""
         self.keepForReply(link)
         if not self.key.accepts(ph.licence_key):
             self.stats.add("licence_mismatch")
@@ -214,7 +214,7 @@ class Router:
         self.deliver(peer, msg)
 
     def requestRelay(self, rr: RequestRelay, link: RouteLink) -> None:
-        """Forward a controller's RequestRelay to the target peer (§4.5 step 5)."""
+        """Forward a controller's RequestRelay to the target peer (rustdesk.md §4.5 step 5)."""
         self.keepForReply(link)
         peer = self.registry.get(rr.id)
         if peer is None:
@@ -228,7 +228,7 @@ class Router:
     # -- the target's answers -----------------------------------------------------------------
 
     def punchHoleSent(self, phs: PunchHoleSent, link: RouteLink) -> None:
-        """The target punched: tell the controller where it is (§4.5 step 3)."""
+        """The target punched: tell the controller where it is (rustdesk.md §4.5 step 3)."""
         requester = self._takeRequester(phs.socket_addr)
         if requester is None:
             return
@@ -242,7 +242,7 @@ class Router:
         self.signedPk(phs.version, phs.id).addCallback(send)
 
     def localAddr(self, la: LocalAddr, link: RouteLink) -> None:
-        """The target is on the controller's LAN: pass its local address (§4.5 step 3)."""
+        """The target is on the controller's LAN: pass its local address (rustdesk.md §4.5 step 3)."""
         requester = self._takeRequester(la.socket_addr)
         if requester is None:
             return
@@ -255,7 +255,7 @@ class Router:
         self.signedPk(la.version, la.id).addCallback(send)
 
     def relayResponse(self, rr: RelayResponse, link: RouteLink) -> None:
-        """The target goes to the relay: forward its RelayResponse (§4.5 step 3)."""
+        """The target goes to the relay: forward its RelayResponse (rustdesk.md §4.5 step 3)."""
         requester = self._takeRequester(rr.socket_addr)
         if requester is None:
             return

@@ -578,7 +578,7 @@ class StunService(ListeningService):
             reply.add(Attr.XOR_MAPPED_ADDRESS, request.xorMapped(host, source[1]))
             if family in self.rfc5780:
                 # RFC 5780 §4.2 compares MAPPED-ADDRESS with XOR-MAPPED-ADDRESS to detect
-                # an ALG; §7.3, §7.4: where the response comes from, and the address and
+                # an ALG; RFC 5780 §7.3, §7.4: where the response comes from, and the address and
                 # port that differ in both from where the request arrived.
                 reply.add(Attr.MAPPED_ADDRESS, encodeAddress(host, source[1]))
                 reply.add(Attr.RESPONSE_ORIGIN, encodeAddress(*out.local))

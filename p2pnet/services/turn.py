@@ -413,7 +413,7 @@ class TurnService(Service):
                                                      [Attr.DONT_FRAGMENT]))
         # RFC 8656 §7.2 step 1 and §5: "The server MUST require that the request be
         # authenticated. This authentication MUST be done using the long-term credential
-        # mechanism of [RFC8489]".
+        # mechanism of [RFC 8489]".
         auth = self.stun.auth.check(message, request.host)
         if auth.error is not None:
             self.stats.add(f"turn.errors.{auth.error.errorCode}")

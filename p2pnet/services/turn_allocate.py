@@ -85,7 +85,7 @@ class AllocateHandler:
         # RFC 8656 §7.2 step 2: "The server checks if the 5-tuple is currently in use by
         # an existing allocation. If yes, the server rejects the request with a 437
         # (Allocation Mismatch) error." A retransmission of the request that made the
-        # allocation gets the same success response again (§7.2, "stateless stack").
+        # allocation gets the same success response again (RFC 8656 §7.2, "stateless stack").
         existing = self.table.get(request.key)
         if existing is not None:
             if existing.transactionId == message.transactionId:

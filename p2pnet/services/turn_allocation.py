@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_turn_allocation -*-
+# -*- test-case-name: test.unit.test_turn_allocation -*-
 """The state of one TURN allocation (RFC 8656 §2.2, §9, §11), without I/O.
 
 Small separate types, each with its own tests, as pion/turn's C{internal/allocation}:

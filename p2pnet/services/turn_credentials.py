@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_turn_credentials -*-
+# -*- test-case-name: test.unit.test_turn_credentials -*-
 """Where TURN users come from, as L{p2pnet.services.auth.Credentials}.
 
 L{RestCredentials} is the TURN REST API convention (draft-uberti-behave-turn-rest, what

@@ -176,7 +176,7 @@ class DataPath:
         now = self.clock.seconds()
         # RFC 8656 §11.3: "The server then checks to see whether the set of permissions
         # for the allocation allow the relaying of the UDP datagram as described in
-        # Section 9."
+        # RFC 8656 §9."
         permission = allocation.permissions.get(host)
         if permission is None or now >= permission.expiresAt:
             self.stats.add("turn.dropped.no_permission")
@@ -187,8 +187,8 @@ class DataPath:
             self.stats.add("turn.dropped.bandwidth")
             return
         # RFC 8656 §11.3: "If relaying is permitted, then the server checks if there is a
-        # channel bound to the peer that sent the UDP datagram (see Section 12). If a
-        # channel is bound, then processing proceeds as described in Section 12.7."
+        # channel bound to the peer that sent the UDP datagram (see RFC 8656 §12). If a
+        # channel is bound, then processing proceeds as described in RFC 8656 §12.7."
         # A binding the client may not know yet (its success response is still on the
         # way, RFC 8656 §12) gets Data indications until it is confirmed.
         binding = allocation.peerChannels.get(peer)

@@ -146,7 +146,7 @@ class PermissionHandler:
             self.respond.error(request, code)
             return
         # RFC 8656 §12.2: "The server also installs or refreshes a permission for the IP
-        # address in the XOR-PEER-ADDRESS attribute as described in Section 9."
+        # address in the XOR-PEER-ADDRESS attribute as described in RFC 8656 §9."
         self.table.installPermission(allocation, peer[0])
         self.stats.add("turn.channels.bound")
         self.respond.success(request)

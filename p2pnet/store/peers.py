@@ -1,8 +1,8 @@
-# -*- test-case-name: test.test_store_peers -*-
+# -*- test-case-name: test.interop.test_store_peers -*-
 """The RustDesk peer registry on disk: SQLite in the data directory (C{peers.sqlite3}).
 
 The table has the columns and indexes of hbbs's C{db_v2.sqlite3} C{peer} table (spec
-§4.14), so an hbbs database imports row for row (L{importHbbs}). Every query is a
+rustdesk.md §4.14), so an hbbs database imports row for row (L{importHbbs}). Every query is a
 function of a cursor, used both by L{PeerStore} (off the reactor thread, Deferreds)
 and by the C{p2pnet peers} command (synchronously).
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_commands_users -*-
+# -*- test-case-name: test.unit.test_commands_users -*-
 """The durable TURN user table: SQLite in the data directory (C{users.sqlite3}).
 
 Managed by C{p2pnet users add|del|list} (synchronously, through L{openSync}) while the

@@ -122,16 +122,16 @@ class NodeEndToEndTests(TestCase):
         await until(lambda: self.nodeService.viewers == {})
 
     async def test_directPathUdpRegistration(self) -> None:
-        """Controller on another address: PunchHole, PunchHoleSent, TCP to L (§6.2)."""
+        """Controller on another address: PunchHole, PunchHoleSent, TCP to L (rustdesk.md §6.2)."""
         node = await self.node()
         path, session = await self.connect()
         self.assertEqual(path, "direct")
         self.assertEqual([s.path for s in node.viewers.values()], ["direct"])
-        self.assertEqual(node.stats.counters["nat_open"], 1)  # §6.2 step 5.2
+        self.assertEqual(node.stats.counters["nat_open"], 1)  # rustdesk.md §6.2 step 5.2
         await self.checkSession(session)
 
     async def test_lanPath(self) -> None:
-        """Same address as the node: FetchLocalAddr, LocalAddr, TCP to L (§6.3)."""
+        """Same address as the node: FetchLocalAddr, LocalAddr, TCP to L (rustdesk.md §6.3)."""
         node = await self.node()
         path, session = await self.connect(bind="127.0.0.1")
         self.assertEqual(path, "lan")
@@ -139,7 +139,7 @@ class NodeEndToEndTests(TestCase):
         await self.checkSession(session)
 
     async def test_relayPathForced(self) -> None:
-        """--relay: the node chooses the relay on PunchHole (§6.2 step 3, §6.4)."""
+        """--relay: the node chooses the relay on PunchHole (rustdesk.md §6.2 step 3, §6.4)."""
         node = await self.node()
         path, session = await self.connect(forceRelay=True)
         self.assertEqual(path, "relay")
@@ -148,7 +148,7 @@ class NodeEndToEndTests(TestCase):
 
     async def test_relayAfterDirectFails(self) -> None:
         """No direct attempt succeeds: RequestRelay through the server, the node answers
-        RelayResponse and opens its leg (§4.5 steps 4-7)."""
+        RelayResponse and opens its leg (rustdesk.md §4.5 steps 4-7)."""
         node = await self.node()
         path, session = await self.connect(directAttempts=0)
         self.assertEqual(path, "relay")
@@ -170,7 +170,7 @@ class NodeEndToEndTests(TestCase):
         self.assertIsNotNone(node.registration.link)
 
     async def test_webSocketRegistrationRelays(self) -> None:
-        """Over WebSocket the node always answers with the relay (§6.2 step 3)."""
+        """Over WebSocket the node always answers with the relay (rustdesk.md §6.2 step 3)."""
         await self.node(transport="ws")
         path, session = await self.connect()
         self.assertEqual(path, "relay")

@@ -11,7 +11,7 @@ from p2pnet.services.rendezvous_relays import RelaySelector
 
 
 class RelayReachabilityTests(TestCase):
-    """The relay list keeps only servers that accept a TCP connection (§4.9)."""
+    """The relay list keeps only servers that accept a TCP connection (rustdesk.md §4.9)."""
 
     @defer.inlineCallbacks
     def test_check(self) -> Any:

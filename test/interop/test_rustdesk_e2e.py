@@ -1,5 +1,5 @@
 """End to end: two RustDesk-like clients (L{p2pnet.protocols.rustdesk_client}) through
-real rendezvous and relay listeners on loopback (spec §10 checklist)."""
+real rendezvous and relay listeners on loopback (rustdesk.md §10 checklist)."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ class EndToEndTests(TestCase):
 
     @defer.inlineCallbacks
     def test_punchHole(self) -> Any:
-        """PunchHole to B's UDP address, PunchHoleSent back, signed pk to A (§10.2)."""
+        """PunchHole to B's UDP address, PunchHoleSent back, signed pk to A (rustdesk.md §10.2)."""
         b = yield self.registered()
         a = self.controller()
         served = b.serveOnce(b.udp)
@@ -219,7 +219,7 @@ class EndToEndTests(TestCase):
 
     @defer.inlineCallbacks
     def test_tcpRegisteredPeerReached(self) -> Any:
-        """§4.17: B registers over an encrypted TCP link and is punched through it."""
+        """rustdesk.md §4.17: B registers over an encrypted TCP link and is punched through it."""
         link = self.track((yield connectStream(reactor, "127.0.0.1", self.tcpPort,
                                                serverPk=SERVER_PK)))
         self.assertTrue((yield withTimeout(link.secured)))
@@ -285,7 +285,7 @@ class EndToEndTests(TestCase):
 
     @defer.inlineCallbacks
     def test_registrationLoop(self) -> Any:
-        """RustDesk's UDP loop (§6.1): key first, RegisterPeer every 15 s, a new id after
+        """RustDesk's UDP loop (rustdesk.md §6.1): key first, RegisterPeer every 15 s, a new id after
         UUID_MISMATCH, and punch requests handed on."""
         yield self.registered("takenid1")
         clock = Clock()

@@ -39,7 +39,7 @@ class RelaySocketTests(TestCase):
 
 
 class RelayedAddressTests(TestCase):
-    """RFC 6062 section 5.2: a connection to a peer leaves from the relayed transport
+    """RFC 6062 §5.2: a connection to a peer leaves from the relayed transport
     address, the same address and port peers connect in to."""
 
     def test_connectFromTheListeningAddress(self):  # noqa: ANN201

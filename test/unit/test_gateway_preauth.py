@@ -4,7 +4,7 @@ Everything a client may send before hello-ok goes through the real server protoc
 (L{p2pnet.protocols.gateway_server.GatewayWebSocket} on a L{WebSocketConnection} over a
 C{StringTransport}): nothing raises out of a handler, every refusal ends with a close
 frame, and the log stays bounded. Then the client address behind proxies (RFC 9110
-§5.3) and the limits keyed by source.
+gateway.md §5.3) and the limits keyed by source.
 """
 
 from __future__ import annotations

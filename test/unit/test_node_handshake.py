@@ -1,4 +1,4 @@
-"""The §6.6 handshake and §6.7 hashes against rustdesk.md §9.4 and §9.5."""
+"""The rustdesk.md §6.6 handshake and §6.7 hashes against rustdesk.md §9.4 and §9.5."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class HandshakeVectorTests(TestCase):
                          "5dfedd3b6bd47f6fa28ee15d969d5bb0ea53774d488bdaf9df1c6e0124b3ef22")
 
     def test_signedIdSignature(self) -> None:
-        """§9.4: the SignedId's signature over IdPk{id, ephemeral pk}."""
+        """rustdesk.md §9.4: the SignedId's signature over IdPk{id, ephemeral pk}."""
         signed = self.handshake.signedId().signed_id.id
         self.assertEqual(signed[:64].hex(),
                          "b56b8d7f5408b4dba2cb486bb31f2e8167567048b618d1bd467cb10a282fc9a0"
@@ -38,7 +38,7 @@ class HandshakeVectorTests(TestCase):
         self.assertEqual(idpk.id, "123456789")
 
     def test_publicKeyOpensToSymmetricKey(self) -> None:
-        """§9.4: the controller's box (key 32x04, sym 32x05) opens to the sym key, and
+        """rustdesk.md §9.4: the controller's box (key 32x04, sym 32x05) opens to the sym key, and
         the first frame from the node is the vector's ciphertext."""
         ctl = PrivateKey(CONTROLLER_BOX)
         sealed = bytes.fromhex("93fa81622980fb477a8821a093ccbc8ba1413de7db32fbf8778fc004"
@@ -94,7 +94,7 @@ class HandshakeVectorTests(TestCase):
 
 class PasswordVectorTests(TestCase):
     def test_vector(self) -> None:
-        """§9.5."""
+        """rustdesk.md §9.5."""
         h1 = passwordHash("password", "salt")
         self.assertEqual(h1.hex(),
                          "7a37b85c8918eac19a9089c0fa5a2ab4dce3f90528dcdeec108b23ddf3607b99")

@@ -71,7 +71,7 @@ class MediatorTests(TestCase):
         self.assertEqual(self.mediator.calls, [("relay", "relay.example:21117")])
 
     def test_relayChoice(self) -> None:
-        """§6.2 step 2: own option, else the server's, else the server's host, port + 1."""
+        """rustdesk.md §6.2 step 2: own option, else the server's, else the server's host, port + 1."""
         self.assertEqual(self.mediator.relayFor(""), "192.0.2.1:21117")
         self.assertEqual(self.mediator.relayFor("r:1"), "r:1")
         self.mediator.relay = "mine:2"

@@ -203,7 +203,7 @@ class StreamRegistrationTests(TestCase):
 
 
 class ConfigUpdateMoveTests(TestCase):
-    """§6.1 step 5: a ConfigUpdate whose list leaves out our server moves the node."""
+    """rustdesk.md §6.1 step 5: a ConfigUpdate whose list leaves out our server moves the node."""
 
     def test_udpNodeMovesToFirstListedServer(self) -> None:
         import os

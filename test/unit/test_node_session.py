@@ -1,5 +1,5 @@
 """One viewer session on the node (L{p2pnet.node.session}) over a StringTransport, with
-the §6.6-6.8 timers on a Clock."""
+the rustdesk.md §6.6-6.8 timers on a Clock."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ class SessionTests(TestCase):
         self.assertEqual(pb.Message.FromString(first[0]).WhichOneof("union"), "signed_id")
 
     def test_insecureDirectAccess(self) -> None:
-        """§6.5: no SignedId; Hash first; login works unencrypted."""
+        """rustdesk.md §6.5: no SignedId; Hash first; login works unencrypted."""
         viewer, pipe = self.connect(secure=False)
         self.successResultOf(viewer.loggedIn)
         self.assertFalse(viewer.encrypted)

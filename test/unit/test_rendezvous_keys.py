@@ -16,7 +16,7 @@ from p2pnet.services.rendezvous_keys import (
     relayKey,
 )
 
-# spec §9.4
+# rustdesk.md §9.4
 SECRET = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQGKiOPddAnxlf1S2y08ul1yymcJvx2UEhvzdIgBtA9vXA=="
 PUBLIC = "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w="
 

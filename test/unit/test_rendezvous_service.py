@@ -350,7 +350,7 @@ class PunchTests(ServiceTestCase):
         self.assertEqual(len(a.sent), 1)
 
     def test_ipv6Controller(self) -> None:
-        """An IPv6 controller's address goes out in the 18-byte form (§3)."""
+        """An IPv6 controller's address goes out in the 18-byte form (rustdesk.md §3)."""
         a = FakeLink("2001:db8::7", 21116)
         self.punch(a)
         [(m, _)] = self.udp.pop()

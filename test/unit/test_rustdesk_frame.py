@@ -64,7 +64,7 @@ class DecoderTests(SynchronousTestCase):
         self.decodeThreeWays(data, [b"", b"abc", b""])
 
     def test_registerPeerFramed(self) -> None:
-        """§9.2: RegisterPeer framed over TCP starts with 0x34."""
+        """rustdesk.md §9.2: RegisterPeer framed over TCP starts with 0x34."""
         payload = bytes.fromhex("320b0a09313233343536373839")
         self.assertEqual(encodeFrame(payload)[:1], b"\x34")
         self.decodeThreeWays(encodeFrame(payload), [payload])

@@ -98,7 +98,7 @@ class RegistrationStateTests(TestCase):
         self.assertFalse(self.state.keyConfirmed)
 
     def test_uuidMismatchTakesNewId(self) -> None:
-        """§6.1 step 4: a new id and RegisterPk with it (not One-KVM's loop)."""
+        """rustdesk.md §6.1 step 4: a new id and RegisterPk with it (not One-KVM's loop)."""
         self.state.due(0)
         outcome = self.state.received(pkReply(Result.UUID_MISMATCH), 0.1)
         self.assertEqual(outcome.newId, "1000000001")

@@ -144,7 +144,7 @@ class TurnMixin:
 
 
 class AllocateTests(TurnMixin, SynchronousTestCase):
-    """RFC 8656 section 7.2."""
+    """RFC 8656 §7.2."""
 
     def test_unauthenticated(self) -> None:
         """An Allocate without credentials gets 401 with REALM and NONCE, and is counted."""
@@ -431,7 +431,7 @@ class AllocateTests(TurnMixin, SynchronousTestCase):
 
 
 class RefreshTests(TurnMixin, SynchronousTestCase):
-    """RFC 8656 section 7.3."""
+    """RFC 8656 §7.3."""
 
     def test_refresh(self) -> None:
         """A Refresh restarts the lifetime with the desired value."""

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_rustdesk_proto -*-
+# -*- test-case-name: test.unit.test_rustdesk_proto -*-
 """Regenerate the C{*_pb2.py} modules from the C{.proto} files beside this module.
 
 Run C{python -m p2pnet.codecs.proto.generate} after editing a C{.proto} file. It needs

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_stun_client -*-
+# -*- test-case-name: test.unit.test_stun_client -*-
 """Tests for L{p2pnet.protocols.stun_client} and L{p2pnet.protocols.stun_transactions}."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ SERVER = ("127.0.0.1", 3478)
 OTHER_SERVER = ("127.0.0.2", 3478)
 CLIENT = ("127.0.0.1", 40000)
 
-#: RFC 8489 section 6.2.1's example: RTO 500 ms, Rc 7, Rm 16.
+#: RFC 8489 §6.2.1's example: RTO 500 ms, Rc 7, Rm 16.
 SEND_TIMES = [0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
 GIVE_UP = 39.5
 
@@ -169,7 +169,7 @@ class TransactionTableTests(SynchronousTestCase):
 
 
 class RetransmissionTests(ClientMixin, SynchronousTestCase):
-    """RFC 8489 section 6.2.1 over UDP, timed with C{task.Clock}."""
+    """RFC 8489 §6.2.1 over UDP, timed with C{task.Clock}."""
 
     def test_schedule(self) -> None:
         """The request goes out at 0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s, identical each
@@ -485,7 +485,7 @@ class FakeAuthServer:
 
 
 class LongTermCredentialTests(ClientMixin, SynchronousTestCase):
-    """RFC 8489 section 9.2: 401 and 438 challenges answered by the client."""
+    """RFC 8489 §9.2: 401 and 438 challenges answered by the client."""
 
     def exchange(self, server: FakeAuthServer, credentials: LongTermCredentials,
                  request: Message | None = None) -> Deferred[Message]:

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.test_nat_discovery -*-
+# -*- test-case-name: test.unit.test_nat_discovery -*-
 """Tests for L{p2pnet.protocols.nat_discovery}: verdicts against a simulated NAT and a
 simulated RFC 5780 server, all in memory on a C{task.Clock}."""
 
@@ -147,7 +147,7 @@ class NetworkTransport(FakeDatagramTransport):
 
 
 class DiscoveryTests(SynchronousTestCase):
-    """RFC 5780 sections 4.3 and 4.4 verdicts."""
+    """RFC 5780 §4.3 and §4.4 verdicts."""
 
     def runDiscovery(self, nat: FakeNat, server: FakeServer | None = None, *,
             host: str = LOCAL[0], **kwargs: Any) -> Deferred[NatBehaviour]:

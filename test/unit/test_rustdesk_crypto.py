@@ -1,4 +1,4 @@
-"""Tests for L{p2pnet.codecs.rustdesk_crypto}: spec §9.4 vectors and key exchange."""
+"""Tests for L{p2pnet.codecs.rustdesk_crypto}: rustdesk.md §9.4 vectors and key exchange."""
 
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
@@ -60,7 +60,7 @@ class KeyExchangeTests(SynchronousTestCase):
 
 class SecretStreamTests(SynchronousTestCase):
     def test_vector(self) -> None:
-        """§9.4: the first frame is sealed with nonce 1."""
+        """rustdesk.md §9.4: the first frame is sealed with nonce 1."""
         stream = SecretStream(b"\x05" * 32)
         plain = bytes.fromhex("4a060a0173120163")
         sealed = stream.seal(plain)

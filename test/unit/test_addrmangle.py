@@ -1,4 +1,4 @@
-"""Tests for L{p2pnet.codecs.addrmangle}: spec §3 and §9.3."""
+"""Tests for L{p2pnet.codecs.addrmangle}: rustdesk.md §3 and §9.3."""
 
 from hypothesis import given
 from hypothesis import strategies as st

@@ -1,4 +1,4 @@
-"""Tests for L{p2pnet.codecs.proto}: spec §9.2 wire vectors and generated-code drift."""
+"""Tests for L{p2pnet.codecs.proto}: rustdesk.md §9.2 wire vectors and generated-code drift."""
 
 import os
 import tempfile
@@ -25,7 +25,7 @@ F = PunchHoleResponse
 
 
 class VectorTests(SynchronousTestCase):
-    """Every encoding of spec §9.2."""
+    """Every encoding of rustdesk.md §9.2."""
 
     def test_vectors(self) -> None:
         vectors = [
@@ -61,7 +61,7 @@ class VectorTests(SynchronousTestCase):
         self.assertEqual(message.register_peer.id, "123456789")
 
     def test_newerFields(self) -> None:
-        """Fields newer than One-KVM's revision are present (spec §1.5)."""
+        """Fields newer than One-KVM's revision are present (rustdesk.md §1.5)."""
         self.assertEqual(RendezvousMessage.DESCRIPTOR.fields_by_name["http_proxy_response"]
                          .number, 28)
         self.assertEqual(rendezvous_pb2.PunchHole.DESCRIPTOR.fields_by_name[
