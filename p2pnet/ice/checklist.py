@@ -1,10 +1,10 @@
-# -*- test-case-name: test.unit.test_ice_checklist -*-
-"""Candidate pairs and the checklist (RFC 8445 section 6.1.2): forming pairs, pruning,
+# -*- test-case-name: test.unit.test_ice_core,test.unit.test_ice_candidates -*-
+"""Candidate pairs and the checklist (RFC 8445 §6.1.2): forming pairs, pruning,
 ordering, pair states, unfreezing and the triggered-check queue. Sans-IO.
 
 A pair is identified by C{(local base, remote address)}: the path its checks and data
-take. RFC 8445 section 6.1.2.4 prunes pairs that share both, so one path is one pair;
-a peer-reflexive local candidate learnt from a check (section 7.2.5.3.1) is kept on the
+take. RFC 8445 §6.1.2.4 prunes pairs that share both, so one path is one pair;
+a peer-reflexive local candidate learnt from a check (RFC 8445 §7.2.5.3.1) is kept on the
 pair it was learnt from as its C{validLocal}, since it sends from the same base.
 """
 
@@ -22,12 +22,12 @@ __all__ = ["MAX_PAIRS", "CandidatePair", "CheckList", "PairState"]
 Address = tuple[str, int]
 PairKey = tuple[Address, Address]
 
-#: RFC 8445 section 6.1.2.5: the checklist is limited to 100 pairs by default.
+#: RFC 8445 §6.1.2.5: the checklist is limited to 100 pairs by default.
 MAX_PAIRS = 100
 
 
 class PairState(Enum):
-    """RFC 8445 section 6.1.2.6."""
+    """RFC 8445 §6.1.2.6."""
 
     FROZEN = "frozen"
     WAITING = "waiting"
@@ -42,9 +42,9 @@ class CandidatePair:
 
     @ivar validLocal: once a check succeeded, the local candidate whose address the
         response mapped to (the pair's own, or a server- or peer-reflexive one).
-    @ivar nominated: RFC 8445 section 8: both agents agree to use it.
+    @ivar nominated: RFC 8445 §8: both agents agree to use it.
     @ivar nominateOnSuccess: a USE-CANDIDATE check arrived before this pair's own check
-        succeeded (section 7.3.1.5).
+        succeeded (RFC 8445 §7.3.1.5).
     """
 
     local: LocalCandidate
@@ -62,16 +62,16 @@ class CandidatePair:
 
     @property
     def foundation(self) -> str:
-        """RFC 8445 section 6.1.2.6: the local and remote foundations joined."""
+        """RFC 8445 §6.1.2.6: the local and remote foundations joined."""
         return f"{self.local.candidate.foundation}:{self.remote.foundation}"
 
     @property
     def valid(self) -> bool:
-        """Whether a check on it succeeded (it is in the valid list, section 7.2.5.3.2)."""
+        """Whether a check on it succeeded (it is in the valid list, RFC 8445 §7.2.5.3.2)."""
         return self.validLocal is not None
 
     def priority(self, controlling: bool) -> int:
-        """Section 6.1.2.3, with the valid local candidate once there is one."""
+        """RFC 8445 §6.1.2.3, with the valid local candidate once there is one."""
         local = (self.validLocal or self.local).priority
         remote = self.remote.priority
         return pairPriority(local, remote) if controlling else pairPriority(remote, local)
@@ -82,11 +82,11 @@ class CandidatePair:
 
 
 def _canPair(local: LocalCandidate, remote: Candidate) -> bool:
-    """RFC 8445 section 6.1.2.2: same component, same address family (UDP only here)."""
+    """RFC 8445 §6.1.2.2: same component, same address family (UDP only here)."""
     if local.candidate.component != remote.component or not remote.isUdp:
         return False
     if local.type not in ("host", "relay"):
-        return False  # section 6.1.2.4: reflexive candidates are replaced by their bases
+        return False  # RFC 8445 §6.1.2.4: reflexive candidates are replaced by their bases
     return (":" in local.base[0]) == (":" in remote.host)
 
 
@@ -109,7 +109,7 @@ class CheckList:
         return len(self._pairs)
 
     def ordered(self) -> list[CandidatePair]:
-        """The pairs, highest priority first (section 6.1.2.3)."""
+        """The pairs, highest priority first (RFC 8445 §6.1.2.3)."""
         return sorted(self._pairs.values(), key=lambda p: p.priority(self.controlling),
                       reverse=True)
 
@@ -118,7 +118,7 @@ class CheckList:
         return self._pairs.get(key)
 
     def clear(self) -> None:
-        """Forget every pair (an ICE restart, section 9)."""
+        """Forget every pair (an ICE restart, RFC 8445 §9)."""
         self._pairs.clear()
         self._triggered.clear()
 
@@ -130,7 +130,7 @@ class CheckList:
         6.1.2.2 and 6.1.2.4) and keeping at most C{maxPairs}; returns the new pairs.
 
         A new pair is Waiting unless a pair of the same foundation is already Waiting or
-        In-Progress (sections 6.1.2.6 and RFC 8838 section 10), so the first pair of each
+        In-Progress (RFC 8445 §6.1.2.6 and RFC 8838 §10), so the first pair of each
         foundation is checked first and the rest follow its result.
         """
         added = []
@@ -165,7 +165,7 @@ class CheckList:
         return pair
 
     def _limit(self) -> None:
-        """Section 6.1.2.5: drop the lowest-priority Frozen/Waiting pairs beyond the limit."""
+        """RFC 8445 §6.1.2.5: drop the lowest-priority Frozen/Waiting pairs beyond the limit."""
         if len(self._pairs) <= self.maxPairs:
             return
         for pair in reversed(self.ordered()):
@@ -177,13 +177,13 @@ class CheckList:
     # -- choosing what to check -----------------------------------------------------------
 
     def trigger(self, pair: CandidatePair) -> None:
-        """Queue a triggered check (section 7.3.1.4): the pair becomes Waiting."""
+        """Queue a triggered check (RFC 8445 §7.3.1.4): the pair becomes Waiting."""
         pair.state = PairState.WAITING
         if pair not in self._triggered:
             self._triggered.append(pair)
 
     def nextCheck(self) -> CandidatePair | None:
-        """Section 6.1.4.2: the pair to check at this Ta tick, or C{None}: the head of the
+        """RFC 8445 §6.1.4.2: the pair to check at this Ta tick, or C{None}: the head of the
         triggered queue; else the highest-priority Waiting pair; else the highest-priority
         Frozen pair whose foundation is not Waiting or In-Progress, unfrozen."""
         while self._triggered:
@@ -207,13 +207,13 @@ class CheckList:
             p.state in (PairState.WAITING, PairState.FROZEN) for p in self._pairs.values())
 
     def unfreeze(self, foundation: str) -> None:
-        """Section 7.2.5.3.3: Frozen pairs of a foundation that just succeeded wait."""
+        """RFC 8445 §7.2.5.3.3: Frozen pairs of a foundation that just succeeded wait."""
         for pair in self._pairs.values():
             if pair.state == PairState.FROZEN and pair.foundation == foundation:
                 pair.state = PairState.WAITING
 
     def stopChecks(self) -> None:
-        """Section 8.1.2: once a pair is selected no further checks start."""
+        """RFC 8445 §8.1.2: once a pair is selected no further checks start."""
         self._triggered.clear()
         for pair in self._pairs.values():
             if pair.state in (PairState.FROZEN, PairState.WAITING):
@@ -222,7 +222,7 @@ class CheckList:
     # -- results --------------------------------------------------------------------------
 
     def valid(self) -> list[CandidatePair]:
-        """The valid list, highest priority first (section 7.2.5.3.2)."""
+        """The valid list, highest priority first (RFC 8445 §7.2.5.3.2)."""
         return [p for p in self.ordered() if p.valid]
 
     def pending(self) -> bool:

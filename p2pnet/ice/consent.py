@@ -1,12 +1,12 @@
 # -*- test-case-name: test.unit.test_ice_core -*-
-"""Consent freshness (RFC 7675) and keep-alives (RFC 8445 section 11) on the selected
+"""Consent freshness (RFC 7675) and keep-alives (RFC 8445 §11) on the selected
 pair, as deadlines: the owner asks what is due at C{now}. Sans-IO.
 
 Consent checks are Binding requests on the selected pair sent every 5 s, each interval
 drawn uniformly from 50 % to 150 % of that so agents do not fall into step; consent is
-lost when no authenticated success response has come for 30 s (RFC 7675 section 5.1),
+lost when no authenticated success response has come for 30 s (RFC 7675 §5.1),
 and the agent must then stop sending. A keep-alive Binding indication goes out when
-nothing at all has been sent on the pair for 15 s (RFC 8445 section 11, Tr).
+nothing at all has been sent on the pair for 15 s (RFC 8445 §11, Tr).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import random
 
 __all__ = ["CONSENT_INTERVAL", "CONSENT_TIMEOUT", "KEEPALIVE_INTERVAL", "Consent"]
 
-#: RFC 7675 section 5.1: the basic consent-check period, seconds.
+#: RFC 7675 §5.1: the basic consent-check period, seconds.
 CONSENT_INTERVAL = 5.0
-#: RFC 7675 section 5.1: consent expires this long after the last response, seconds.
+#: RFC 7675 §5.1: consent expires this long after the last response, seconds.
 CONSENT_TIMEOUT = 30.0
-#: RFC 8445 section 11: Tr, at least 15 s.
+#: RFC 8445 §11: Tr, at least 15 s.
 KEEPALIVE_INTERVAL = 15.0
 
 

@@ -9,12 +9,12 @@ L{IceCore.endOfRemoteCandidates}), STUN datagrams that arrived on a base
 back datagrams to send (L{IceCore.takeTransmits}: what, from which base, to where) and
 events (L{IceCore.takeEvents}: L{Selected}, L{StateChanged}, L{Restarted}).
 
-It is a full agent or, with C{lite=True}, an ICE-lite one (section 2.5: answers checks,
+It is a full agent or, with C{lite=True}, an ICE-lite one (RFC 8445 §2.5: answers checks,
 never sends them, always controlled). It runs regular nomination when controlling
-(section 8.1.1) and accepts aggressive nomination from RFC 5245 peers when controlled
+(RFC 8445 §8.1.1) and accepts aggressive nomination from RFC 5245 peers when controlled
 (the highest-priority nominated pair wins), resolves role conflicts both ways
-(section 7.3.1.1), learns peer-reflexive candidates on both sides (sections 7.2.5.3.1,
-7.3.1.3), restarts (section 9), trickles (RFC 8838) and keeps consent (RFC 7675).
+(RFC 5245 §7.3.1.1), learns peer-reflexive candidates on both sides (RFC 5245 §7.2.5.3.1,
+7.3.1.3), restarts (RFC 5245 §9), trickles (RFC 8838) and keeps consent (RFC 7675).
 """
 
 from __future__ import annotations
@@ -58,12 +58,12 @@ __all__ = ["IceCore", "IceState", "Restarted", "Selected", "StateChanged", "Tran
 
 Address = tuple[str, int]
 
-#: RFC 8445 section 14.2: Ta, the pacing of new checks, seconds.
+#: RFC 8445 §14.2: Ta, the pacing of new checks, seconds.
 TA = 0.05
 
 
 class IceState(Enum):
-    """The agent's overall state (RFC 8445 section 6.1.3, as the W3C names them)."""
+    """The agent's overall state (RFC 8445 §6.1.3, as the W3C names them)."""
 
     NEW = "new"
     CHECKING = "checking"
@@ -97,7 +97,7 @@ class StateChanged:
 
 @dataclass(frozen=True, slots=True)
 class Restarted:
-    """The remote agent restarted, so this one did too (RFC 8445 section 9): signal
+    """The remote agent restarted, so this one did too (RFC 8445 §9): signal
     the new credentials and the candidates again."""
 
     ufrag: str
@@ -184,19 +184,19 @@ class IceCore:
                                     related=related)
         for known in self.locals:
             if known.address == local.address and known.base == local.base:
-                return known  # RFC 8445 section 5.1.3: redundant candidates are dropped
+                return known  # RFC 8445 §5.1.3: redundant candidates are dropped
         self.locals.append(local)
         self.checklist.addPairs([local], self.remotes)
         return local
 
     def endOfLocalCandidates(self) -> None:
-        """Gathering is complete (RFC 8838 section 13)."""
+        """Gathering is complete (RFC 8838 §13)."""
         self.localGatheringDone = True
 
     def setRemoteCredentials(self, ufrag: str, pwd: str, lite: bool = False,
                              now: float = 0.0) -> None:
         """The remote agent's ufrag and pwd (and whether it is lite). New credentials
-        after the first ones mean it restarted: this agent restarts too (section 9.2)."""
+        after the first ones mean it restarted: this agent restarts too (RFC 8838 §9.2)."""
         if self.remoteUfrag is not None and (ufrag, pwd) != (self.remoteUfrag, self.remotePwd):
             if not self._restartPending:
                 self.restart(now)
@@ -204,7 +204,7 @@ class IceCore:
         self._restartPending = False
         self.remoteUfrag, self.remotePwd, self.remoteLite = ufrag, pwd, lite
         if lite and not self.lite:
-            self._setRole(True)  # section 6.1.1: a full agent facing a lite one controls
+            self._setRole(True)  # RFC 8838 §6.1.1: a full agent facing a lite one controls
         if self.state == IceState.NEW:
             self._setState(IceState.CHECKING)
         early, self._early = self._early, []
@@ -217,7 +217,7 @@ class IceCore:
             if known.address == candidate.address and known.isUdp == candidate.isUdp:
                 if known.type == "prflx" and candidate.type != "prflx":
                     # A peer-reflexive candidate learnt from a check that came before
-                    # the signalling: the signalled one replaces it (RFC 8838 section 11).
+                    # the signalling: the signalled one replaces it (RFC 8838 §11).
                     self.remotes[i] = candidate
                     for pair in self.checklist.ordered():
                         if pair.remote is known:
@@ -227,11 +227,11 @@ class IceCore:
         self.checklist.addPairs(self.locals, [candidate])
 
     def endOfRemoteCandidates(self) -> None:
-        """The remote sent end-of-candidates (RFC 8838 section 13)."""
+        """The remote sent end-of-candidates (RFC 8838 §13)."""
         self.remoteEnded = True
 
     def restart(self, now: float = 0.0) -> tuple[str, str]:
-        """An ICE restart (section 9): new local credentials, new checks; the selected
+        """An ICE restart (RFC 8838 §9): new local credentials, new checks; the selected
         pair keeps carrying data until checks select another. Returns C{(ufrag, pwd)}."""
         self.ufrag, self.pwd = newCredentials(self.rng)
         self._restartPending = True
@@ -287,7 +287,7 @@ class IceCore:
         return None
 
     def _request(self, message: Message, base: Address, source: Address, now: float) -> None:
-        """RFC 8445 section 7.3: answer a check, then act on it."""
+        """RFC 8445 §7.3: answer a check, then act on it."""
         request = readRequest(message, self.ufrag, self.pwd)
         if isinstance(request, int):
             self._send(buildError(message, request), base, source, now)
@@ -301,7 +301,7 @@ class IceCore:
             self._setRole(not self.controlling)
         self._send(buildSuccess(message, source, self.pwd), base, source, now)
         if self.remoteUfrag is None:
-            self._early.append((base, source, request))  # section 7.3.1.4, no answer yet
+            self._early.append((base, source, request))  # RFC 8445 §7.3.1.4, no answer yet
             return
         self._triggeredByRequest(base, source, request, now)
 
@@ -318,7 +318,7 @@ class IceCore:
 
     def _triggeredByRequest(self, base: Address, source: Address, request: CheckRequest,
                             now: float) -> None:
-        """Sections 7.3.1.4 and 7.3.1.5: a triggered check, and nomination."""
+        """RFC 8445 §7.3.1.4 and §7.3.1.5: a triggered check, and nomination."""
         local = self._localFor(base)
         if local is None or self.state == IceState.CLOSED:
             return
@@ -327,7 +327,7 @@ class IceCore:
             remote = self._remoteFor(source, request.priority or 0)
             pair = self.checklist.addPair(CandidatePair(local, remote, PairState.WAITING))
         if self.lite:
-            # Section 2.5: a lite agent's pair is valid once it answered; it is selected
+            # RFC 8445 §2.5: a lite agent's pair is valid once it answered; it is selected
             # when the controlling agent nominates it.
             pair.validLocal = pair.local
             pair.state = PairState.SUCCEEDED
@@ -347,7 +347,7 @@ class IceCore:
             self.checklist.trigger(pair)
 
     def _response(self, message: Message, base: Address, source: Address, now: float) -> None:
-        """RFC 8445 section 7.2.5: the answer to one of our checks."""
+        """RFC 8445 §7.2.5: the answer to one of our checks."""
         outstanding = self.transactions.match(message)
         if outstanding is None:
             return
@@ -358,7 +358,7 @@ class IceCore:
                 self.consent.responded(now)
             return
         if (base, source) != (outstanding.local, outstanding.remote):
-            self._failed(pair, outstanding, now)  # section 7.2.5.2.1: not symmetric
+            self._failed(pair, outstanding, now)  # RFC 8445 §7.2.5.2.1: not symmetric
             return
         if message.cls == StunClass.ERROR:
             value = message.get(Attr.ERROR_CODE)
@@ -367,7 +367,7 @@ class IceCore:
             except StunDecodeError:
                 code = 0
             if code == 487 and not self.lite:
-                # Section 7.2.5.1: switch roles (unless already done) and check again.
+                # RFC 8445 §7.2.5.1: switch roles (unless already done) and check again.
                 if self.controlling == outstanding.controlling:
                     self._setRole(not outstanding.controlling)
                 self.checklist.trigger(pair)
@@ -388,11 +388,11 @@ class IceCore:
 
     def _succeeded(self, pair: CandidatePair, mapped: Address, outstanding: Outstanding,
                    now: float) -> None:
-        """Section 7.2.5.3: the valid pair, unfreezing, nomination."""
+        """RFC 8445 §7.2.5.3: the valid pair, unfreezing, nomination."""
         valid = next((lc for lc in self.locals if lc.address == mapped
                       and lc.base == pair.local.base), None)
         if valid is None:
-            # Section 7.2.5.3.1: a peer-reflexive local candidate.
+            # RFC 8445 §7.2.5.3.1: a peer-reflexive local candidate.
             foundation = self.foundations.foundation("prflx", pair.local.base[0])
             valid = LocalCandidate(Candidate(
                 foundation, 1, "udp", outstanding.priority, mapped[0], mapped[1], "prflx",
@@ -420,7 +420,7 @@ class IceCore:
             pair.validLocal = None
 
     def _updateSelected(self, now: float) -> None:
-        """The highest-priority nominated valid pair is the selected one (section 8.1.1;
+        """The highest-priority nominated valid pair is the selected one (RFC 8445 §8.1.1;
         with aggressive nomination a better pair may be nominated later)."""
         nominated = [p for p in self.checklist.valid() if p.nominated]
         if not nominated or nominated[0] is self.selected:
@@ -496,7 +496,7 @@ class IceCore:
             return
         check, keepalive = self.consent.due(now)
         if self.consent.lost:
-            self._setState(IceState.FAILED)  # RFC 7675 section 5.1: stop sending
+            self._setState(IceState.FAILED)  # RFC 7675 §5.1: stop sending
             return
         local, remote = self.selected.key
         if check and self.remoteUfrag is not None and self.remotePwd is not None:
@@ -507,7 +507,7 @@ class IceCore:
     def _sendCheck(self, pair: CandidatePair, now: float, useCandidate: bool = False,
                    consent: bool = False) -> None:
         assert self.remoteUfrag is not None and self.remotePwd is not None
-        # Section 7.1.1: PRIORITY is what a peer-reflexive candidate from this base
+        # RFC 7675 §7.1.1: PRIORITY is what a peer-reflexive candidate from this base
         # would have: type preference 110, the local candidate's local preference.
         localPreference = (pair.local.priority >> 8) & 0xFFFF
         priority = candidatePriority("prflx", localPreference, pair.local.candidate.component)
@@ -522,7 +522,7 @@ class IceCore:
         self._send(data, pair.local.base, pair.remote.address, now)
 
     def _checkFailure(self) -> None:
-        """RFC 8445 section 8.1.2 and RFC 8838 section 8: with every candidate known on
+        """RFC 8445 §8.1.2 and RFC 8838 §8: with every candidate known on
         both sides and every pair failed, the checks have failed."""
         if self.state != IceState.CHECKING or self._chosen or self.lite:
             return

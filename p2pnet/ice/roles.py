@@ -1,5 +1,5 @@
 # -*- test-case-name: test.unit.test_ice_core -*-
-"""Role conflicts (RFC 8445 section 7.3.1.1) as one pure decision. Sans-IO."""
+"""Role conflicts (RFC 8445 §7.3.1.1) as one pure decision. Sans-IO."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ class Conflict(Enum):
 
 def resolveConflict(controlling: bool, tieBreaker: int, peerControlling: bool | None,
                     peerTieBreaker: int, canControl: bool = True) -> Conflict:
-    """RFC 8445 section 7.3.1.1.
+    """RFC 8445 §7.3.1.1.
 
     When both claim controlling, the agent with the larger tie-breaker keeps it: ours
     larger or equal answers 487, else we switch to controlled. When both claim
     controlled, ours larger or equal makes us controlling, else 487. An agent that
-    cannot take control (ICE-lite, section 2.5) always answers 487 to the second case.
+    cannot take control (ICE-lite, RFC 8445 §2.5) always answers 487 to the second case.
     """
     if peerControlling is None or peerControlling != controlling:
         return Conflict.NONE

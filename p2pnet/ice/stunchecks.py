@@ -1,11 +1,11 @@
-# -*- test-case-name: test.unit.test_ice_stunchecks -*-
-"""Connectivity-check messages (RFC 8445 sections 7.1, 7.2, 7.3; RFC 7675 section 5.1)
+# -*- test-case-name: test.unit.test_ice_core -*-
+"""Connectivity-check messages (RFC 8445 §7.1, §7.2, §7.3; RFC 7675 §5.1)
 and their client transactions. Sans-IO.
 
 A check is a STUN Binding request with USERNAME C{remoteUfrag:localUfrag}, PRIORITY,
 ICE-CONTROLLING or ICE-CONTROLLED (the 64-bit tie-breaker), USE-CANDIDATE when it
 nominates, MESSAGE-INTEGRITY keyed with the remote password and FINGERPRINT (RFC 8445
-section 7.2.2). The answer carries XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY keyed with the
+RFC 8445 §7.2.2). The answer carries XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY keyed with the
 answering agent's password, and FINGERPRINT.
 """
 
@@ -41,7 +41,7 @@ Address = tuple[str, int]
 
 
 def encodeTieBreaker(value: int) -> bytes:
-    """ICE-CONTROLLING / ICE-CONTROLLED: a 64-bit tie-breaker (RFC 8445 section 16.1)."""
+    """ICE-CONTROLLING / ICE-CONTROLLED: a 64-bit tie-breaker (RFC 8445 §16.1)."""
     return struct.pack("!Q", value)
 
 
@@ -55,7 +55,7 @@ def decodeTieBreaker(value: bytes) -> int:
 def buildCheck(localUfrag: str, remoteUfrag: str, remotePwd: str, priority: int,
                controlling: bool, tieBreaker: int, useCandidate: bool = False,
                transactionId: bytes | None = None) -> tuple[Message, bytes]:
-    """A connectivity check (RFC 8445 section 7.2.2): the message and its bytes."""
+    """A connectivity check (RFC 8445 §7.2.2): the message and its bytes."""
     message = Message(Method.BINDING, StunClass.REQUEST, transactionId or newTransactionId())
     message.add(Attr.USERNAME, f"{remoteUfrag}:{localUfrag}".encode())
     message.add(Attr.PRIORITY, encodeUInt32(priority))
@@ -68,7 +68,7 @@ def buildCheck(localUfrag: str, remoteUfrag: str, remotePwd: str, priority: int,
 
 def buildSuccess(request: Message, source: Address, localPwd: str) -> bytes:
     """The success response to a check: XOR-MAPPED-ADDRESS of where it came from
-    (RFC 8445 section 7.3.1.3), signed with the local password, fingerprinted."""
+    (RFC 8445 §7.3.1.3), signed with the local password, fingerprinted."""
     response = request.reply()
     response.add(Attr.XOR_MAPPED_ADDRESS, request.xorMapped(*source))
     return response.encode(localPwd.encode(), fingerprint=True)
@@ -82,7 +82,7 @@ def buildError(request: Message, code: int, localPwd: str | None = None) -> byte
 
 
 def buildIndication() -> bytes:
-    """A keep-alive: a Binding indication with FINGERPRINT (RFC 8445 section 11)."""
+    """A keep-alive: a Binding indication with FINGERPRINT (RFC 8445 §11)."""
     return Message(Method.BINDING, StunClass.INDICATION).encode(fingerprint=True)
 
 
@@ -106,7 +106,7 @@ class CheckRequest:
 
 
 def readRequest(message: Message, localUfrag: str, localPwd: str) -> CheckRequest | int:
-    """Check an incoming Binding request (RFC 8445 section 7.3, RFC 8489 section 9.1.3).
+    """Check an incoming Binding request (RFC 8445 §7.3, RFC 8489 §9.1.3).
 
     @return: the L{CheckRequest}, or the error code to answer: 400 when USERNAME,
         MESSAGE-INTEGRITY or PRIORITY is missing or malformed, 401 when the ufrag is not
@@ -161,8 +161,8 @@ class Outstanding:
 
 
 class CheckTransactions:
-    """Outstanding checks by transaction ID, retransmitted as RFC 8489 section 6.2.1 says
-    (RFC 8445 section 14.3: RTO of at least 500 ms). C{now} is always a parameter.
+    """Outstanding checks by transaction ID, retransmitted as RFC 8489 §6.2.1 says
+    (RFC 8445 §14.3: RTO of at least 500 ms). C{now} is always a parameter.
 
     @param rto: initial retransmission timeout; @param rc: requests sent in total.
     """
@@ -185,7 +185,7 @@ class CheckTransactions:
     def match(self, message: Message) -> Outstanding | None:
         """The outstanding check a response answers (removed), or C{None}.
 
-        RFC 8489 section 9.1.4: a response whose integrity does not verify with the key
+        RFC 8489 §9.1.4: a response whose integrity does not verify with the key
         the request was signed with is dropped (C{None}, the check stays outstanding); an
         error response may only be trusted unsigned for 400 (the peer could not check).
         """

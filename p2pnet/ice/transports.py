@@ -34,7 +34,7 @@ Receiver = Callable[[Address, Address, bytes], None]
 #: Datagrams held per peer while its TURN permission is being installed.
 MAX_QUEUED = 32
 #: Seconds between refreshes of a stream relay's allocation and permissions (they last
-#: 600 s and 300 s, RFC 8656 sections 7 and 9).
+#: 600 s and 300 s, RFC 8656 §7 and §9).
 STREAM_REFRESH = 240.0
 
 
@@ -170,7 +170,7 @@ class UdpRelay(_Relay):
         return self.allocation
 
     def selected(self, remote: Address) -> None:
-        """Bind a channel to the selected peer (RFC 8656 section 12): its datagrams then
+        """Bind a channel to the selected peer (RFC 8656 §12): its datagrams then
         travel as ChannelData, 4 bytes of overhead instead of a Send indication's 36."""
         try:
             self.client.channelBind(remote).addErrback(lambda _: None)

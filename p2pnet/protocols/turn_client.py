@@ -106,7 +106,7 @@ def _xorAddresses(message: Message, attrType: int) -> list[Address]:
 
 
 def _deliverData(message: Message, onData: Callable[[Address, bytes], None] | None) -> None:
-    """Hand a Data indication's peer and DATA to C{onData} (RFC 8656 section 11.4:
+    """Hand a Data indication's peer and DATA to C{onData} (RFC 8656 §11.4:
     one without XOR-PEER-ADDRESS or DATA is discarded)."""
     peers = _xorAddresses(message, Attr.XOR_PEER_ADDRESS)
     data = message.get(Attr.DATA)
@@ -397,7 +397,7 @@ class TurnStreamClientProtocol(StunStreamClientProtocol):
 
     def send(self, peer: Address, data: bytes) -> None:
         """Relay C{data} to C{peer} from a UDP allocation made over this connection, in
-        a Send indication (RFC 8656 section 11.1); what peers send back reaches
+        a Send indication (RFC 8656 §11.1); what peers send back reaches
         L{onData} from Data indications."""
         indication = Message(Method.SEND, StunClass.INDICATION)
         indication.add(Attr.XOR_PEER_ADDRESS, indication.xorMapped(*normalAddress(peer)))

@@ -123,7 +123,7 @@ class AgentTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_srflx(self) -> Any:
         """Asking p2pnet's STUN server: on loopback the reflexive address is the host
-        address, so the redundant candidate is not signalled (RFC 8445 section 5.1.3)."""
+        address, so the redundant candidate is not signalled (RFC 8445 §5.1.3)."""
         turn = LoopbackTurn(self)
         a = Agent(reactor, hosts=["127.0.0.1"], stunServers=[("127.0.0.1", turn.udp)])
         self.addCleanup(lambda: defer.Deferred.fromCoroutine(a.close()))

@@ -33,7 +33,7 @@ WRONG_FORMS = (
      "write RFC NNNN §N"),
     (re.compile(r"\b[Ss]ection \d+(?:\.\d+)* of RFC ?\d{3,5}"), "write RFC NNNN §N"),
     (re.compile(r"\bRFC\d{3,5}\b"), "write RFC NNNN with a space"),
-    (re.compile(r"(?<!RFC \d{4} )(?<!RFC \d{4}, )(?<![\w.])[Ss]ection \d+(?:\.\d+)*"
+    (re.compile(r"(?<!RFC \d{4} )(?<!RFC \d{4}, )(?<![\w.])[Ss]ections? \d+(?:\.\d+)*"
                 r"(?![\d.]*,? of RFC)"),
      "name the document: RFC NNNN §N or NAME.md §N"),
     (re.compile(r"\bspecs?/[\w./-]*\.md"), "cite the repository's docs/ copy: NAME.md §N"),

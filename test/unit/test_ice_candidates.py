@@ -1,5 +1,5 @@
 """Tests for L{p2pnet.ice.candidates} and L{p2pnet.ice.checklist}: priorities and
-foundations (RFC 8445 sections 5.1.2, 5.1.1.3), pairing, pruning, ordering, states."""
+foundations (RFC 8445 §5.1.2, §5.1.1.3), pairing, pruning, ordering, states."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from p2pnet.ice.checklist import CandidatePair, CheckList, PairState
 
 
 class PriorityTests(SynchronousTestCase):
-    """RFC 8445 section 5.1.2.1 and section 6.1.2.3."""
+    """RFC 8445 §5.1.2.1 and RFC 8445 §6.1.2.3."""
 
     def test_typePreferences(self) -> None:
         """Host, peer-reflexive, server-reflexive and relayed candidates of component 1
@@ -42,7 +42,7 @@ class PriorityTests(SynchronousTestCase):
         self.assertEqual(pairPriority(g, g), (g << 32) + 2 * g)
 
     def test_credentials(self) -> None:
-        """ufrag of 8 and pwd of 24 ice-chars (section 5.3: at least 4 and 22)."""
+        """ufrag of 8 and pwd of 24 ice-chars (RFC 8445 §5.3: at least 4 and 22)."""
         ufrag, pwd = newCredentials(random.Random(3))
         self.assertEqual((len(ufrag), len(pwd)), (8, 24))
         self.assertTrue(set(ufrag + pwd) <= set(
@@ -50,7 +50,7 @@ class PriorityTests(SynchronousTestCase):
 
 
 class FoundationTests(SynchronousTestCase):
-    """RFC 8445 section 5.1.1.3."""
+    """RFC 8445 §5.1.1.3."""
 
     def test_sameAndDifferent(self) -> None:
         """Same type, base IP, server and transport share a foundation; any
@@ -144,7 +144,7 @@ class CheckListTests(SynchronousTestCase):
         self.assertIs(checklist.nextCheck(), low)
 
     def test_limit(self) -> None:
-        """Section 6.1.2.5: at most C{maxPairs}, the lowest priority dropped."""
+        """RFC 8445 §6.1.2.5: at most C{maxPairs}, the lowest priority dropped."""
         checklist = CheckList(controlling=True, maxPairs=3)
         remotes = [parseCandidate(f"candidate:{i} 1 udp {1000 + i} 192.0.2.{i} 7000 typ host")
                    for i in range(1, 6)]

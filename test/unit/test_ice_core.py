@@ -48,7 +48,7 @@ class ConnectTests(SynchronousTestCase):
         self.assertLess(net.now, 0.5)
 
     def test_checkAttributes(self) -> None:
-        """RFC 8445 section 7.2.2: USERNAME remote:local, PRIORITY of a peer-reflexive
+        """RFC 8445 §7.2.2: USERNAME remote:local, PRIORITY of a peer-reflexive
         candidate, the role with the tie-breaker, MESSAGE-INTEGRITY with the remote
         password, FINGERPRINT; USE-CANDIDATE only on the nominating check."""
         a, b = pair()
@@ -175,7 +175,7 @@ class NominationTests(SynchronousTestCase):
 
 
 class RoleConflictTests(SynchronousTestCase):
-    """RFC 8445 section 7.3.1.1 and 7.2.5.1, both ways."""
+    """RFC 8445 §7.3.1.1 and §7.2.5.1, both ways."""
 
     def test_decision(self) -> None:
         """The pure decision table."""
@@ -231,7 +231,7 @@ class RoleConflictTests(SynchronousTestCase):
 
 
 class PeerReflexiveTests(SynchronousTestCase):
-    """Sections 7.2.5.3.1 and 7.3.1.3."""
+    """RFC 8445 §7.2.5.3.1 and §7.3.1.3."""
 
     def test_natBothWays(self) -> None:
         """a is behind a NAT it has no server-reflexive candidate for: b learns a
@@ -269,7 +269,7 @@ class PeerReflexiveTests(SynchronousTestCase):
 
 
 class ConsentTests(SynchronousTestCase):
-    """RFC 7675 and RFC 8445 section 11."""
+    """RFC 7675 and RFC 8445 §11."""
 
     def _connected(self, lite: bool = False) -> tuple[IceCore, IceCore, Network]:
         a, b = pair(lite=lite)
@@ -315,7 +315,7 @@ class ConsentTests(SynchronousTestCase):
 
 
 class LiteTests(SynchronousTestCase):
-    """A full agent against an ICE-lite one (RFC 8445 section 2.5)."""
+    """A full agent against an ICE-lite one (RFC 8445 §2.5)."""
 
     def test_liteAgainstFull(self) -> None:
         """The full agent takes control even when created controlled; the lite agent
@@ -334,7 +334,7 @@ class LiteTests(SynchronousTestCase):
 
 
 class RestartTests(SynchronousTestCase):
-    """RFC 8445 section 9."""
+    """RFC 8445 §9."""
 
     def test_restart(self) -> None:
         """a restarts: new credentials; b restarts in turn when it sees them; both
@@ -401,7 +401,7 @@ class RequestTests(SynchronousTestCase):
     """Incoming checks that are not acceptable."""
 
     def test_rfc5769Sample(self) -> None:
-        """The RFC 5769 section 2.1 sample request is an ICE check: it reads as one."""
+        """The RFC 5769 §2.1 sample request is an ICE check: it reads as one."""
         request = readRequest(decode(SAMPLE_REQUEST), "evtj", SHORT_TERM_PASSWORD.decode())
         self.assertEqual((request.remoteUfrag, request.priority, request.controlling,
                           request.tieBreaker, request.useCandidate),

@@ -1,5 +1,5 @@
 """L{TurnStreamClientProtocol} relays datagrams of a UDP allocation made over TCP/TLS:
-Send indications out (RFC 8656 section 11.1), Data indications in (section 11.4)."""
+Send indications out (RFC 8656 §11.1), Data indications in (RFC 8656 §11.4)."""
 
 from __future__ import annotations
 
