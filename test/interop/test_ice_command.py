@@ -39,7 +39,7 @@ class IceCommandTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_lite(self) -> Any:
         """An ICE-lite echoer: the full agent, started controlled, takes control
-        (RFC 8445 section 6.1.1) and nominates; both select the host pair."""
+        (RFC 8445 §6.1.1) and nominates; both select the host pair."""
         aout, bout = yield runPair(
             self,
             ICE + ["--role", "controlled", "--host", "127.0.0.1", "--send", "lite",
