@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import sys
 
 from twisted.trial import unittest
 
@@ -23,6 +24,8 @@ def runUsers(dataDir: str, *argv: str, stdin: str = "") -> tuple[int, str]:
 class UsersCommandTests(unittest.TestCase):
     def setUp(self) -> None:
         self.dataDir = self.mktemp()
+        self.stderr = io.StringIO()
+        self.patch(sys, "stderr", self.stderr)
 
     def test_addListDel(self) -> None:
         """Users are added (password from stdin), listed without passwords, deleted."""
@@ -50,6 +53,7 @@ class UsersCommandTests(unittest.TestCase):
         """Empty passwords and names with ':' are refused; del needs a table."""
         self.assertEqual(runUsers(self.dataDir, "del", "x")[0], 1)
         self.assertEqual(runUsers(self.dataDir, "list"), (1, ""))  # no directory: an error
+        self.assertIn("give the server's directory with --data-dir", self.stderr.getvalue())
         self.assertEqual(runUsers(self.dataDir, "add", "a:b", "--password", "x")[0], 2)
         self.assertEqual(runUsers(self.dataDir, "add", "a", stdin="\n")[0], 2)
         self.assertEqual(runUsers(self.dataDir, "add", "a", "--password", "\u0007")[0], 2)
