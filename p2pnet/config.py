@@ -343,13 +343,8 @@ def _setting(
 
 
 @dataclass(frozen=True)
-class Config:
-    """Every setting of the appliance, with its embedded default.
-
-    Build one with L{loadConfig} (file plus flags) or directly for embedding, e.g.
-    C{Config(services=("stun",), listen=("127.0.0.1",), stun_port=0)}; L{Config.check}
-    validates the combination either way.
-    """
+class _GeneralSettings:
+    """General settings: data, services, addresses, TLS, connection limits. Part of L{Config}."""
 
     # general
     data_dir: str = _setting(
@@ -405,6 +400,11 @@ class Config:
         parseSeconds,
     )
 
+
+@dataclass(frozen=True)
+class _StunSettings:
+    """STUN settings (docs/stun.md). Part of L{Config}."""
+
     # stun
     stun_port: int = _setting(3478, "STUN/TURN port, UDP and TCP.", parsePort)
     tls_port: int = _setting(5349, "STUN/TURN over TLS port.", parsePort)
@@ -458,6 +458,11 @@ class Config:
         "STUN/TURN requests; more are dropped; 0 for no limit.",
         parseRate,
     )
+
+
+@dataclass(frozen=True)
+class _TurnSettings:
+    """TURN settings (docs/turn.md). Part of L{Config}."""
 
     # turn
     auth_secret: str = _setting(
@@ -534,6 +539,11 @@ class Config:
     max_channels: int = _setting(
         100, "Most channel bindings per allocation (508 beyond).", parsePositiveInt
     )
+
+
+@dataclass(frozen=True)
+class _RustDeskSettings:
+    """RustDesk rendezvous and relay settings (docs/rustdesk.md). Part of L{Config}."""
 
     # rendezvous / relay (RustDesk)
     rendezvous_port: int = _setting(
@@ -664,6 +674,11 @@ class Config:
         parseSeconds,
     )
 
+
+@dataclass(frozen=True)
+class _GatewaySettings:
+    """Control gateway settings (docs/gateway.md). Part of L{Config}."""
+
     # gateway
     gateway_port: int = _setting(18789, "Control gateway HTTP+WebSocket port.", parsePort)
     gateway_tls: bool = _setting(
@@ -714,6 +729,11 @@ class Config:
     gateway_limit_loopback: bool = _setting(
         False, "Rate-limit failed gateway auth from loopback addresses too.", switch=True
     )
+
+
+@dataclass(frozen=True)
+class _NodeSettings:
+    """KVM node settings (docs/kvm-node.md). Part of L{Config}."""
 
     # node (the KVM node; docs/kvm-node.md)
     node_id: str = _setting(
@@ -782,6 +802,25 @@ class Config:
         "", "Gateway password for node-gateway.", secret=True,
         env="P2PNET_NODE_GATEWAY_PASSWORD",
     )
+
+
+@dataclass(frozen=True)
+class Config(  # fields in the order: general, STUN, TURN, RustDesk, gateway, node
+    _NodeSettings,
+    _GatewaySettings,
+    _RustDeskSettings,
+    _TurnSettings,
+    _StunSettings,
+    _GeneralSettings,
+):
+    """Every setting of the appliance, with its embedded default.
+
+    Build one with L{loadConfig} (file plus flags) or directly for embedding, e.g.
+    C{Config(services=("stun",), listen=("127.0.0.1",), stun_port=0)}; L{Config.check}
+    validates the combination either way. The fields are declared in one class per
+    group of settings (a dataclass collects its bases' fields, the last base's first),
+    so no class holds them all.
+    """
 
     def check(self) -> Config:
         """Validate the combination of settings; return C{self} or raise L{ConfigError}."""
