@@ -399,6 +399,11 @@ class _GeneralSettings:
         "Seconds a TCP connection may take to finish its TLS or WebSocket handshake.",
         parseSeconds,
     )
+    log_format: str = _setting(
+        "text",
+        "Log as twistd's text lines or as one JSON object per line (json) under twistd.",
+        parseChoice("text", "json"),
+    )
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from p2pnet.app import buildService
 from p2pnet.config import Config, Setting, fileSettings, loadConfig, settings
 from p2pnet.errors import ConfigError
 from p2pnet.listen import raiseDescriptorLimit
+from p2pnet.logformat import useJsonLog
 
 log = Logger()
 
@@ -91,6 +92,9 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         try:
             self.config = loadConfig(self.given, self["config"])
+            twistdOptions = getattr(self, "parent", None)
+            if self.config.log_format == "json" and twistdOptions is not None:
+                useJsonLog(twistdOptions)
         except ConfigError as e:
             _fail(e)
 
