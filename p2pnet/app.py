@@ -170,4 +170,10 @@ def buildService(config: Config, reactor: IReactorCore | None = None) -> MultiSe
             child.setName(name)
             child.setServiceParent(root)
             context.built[name] = child
+    if config.metrics_listen:
+        from p2pnet.metrics import MetricsService
+
+        metrics = MetricsService(reactor, config.metrics_listen)
+        metrics.setName("metrics")
+        metrics.setServiceParent(root)
     return root

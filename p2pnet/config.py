@@ -79,6 +79,12 @@ def parseHostPort(text: str) -> tuple[str, int]:
     return parseAddress(host), parsePort(port)
 
 
+def parseListenAddress(text: str) -> str:
+    """C{ADDR:PORT} or C{[V6ADDR]:PORT}, kept as written (checked by L{parseHostPort})."""
+    parseHostPort(text)
+    return text.strip()
+
+
 def parsePositiveInt(text: str) -> int:
     """A whole number of at least 1."""
     value = int(text)
@@ -403,6 +409,12 @@ class _GeneralSettings:
         "text",
         "Log as twistd's text lines or as one JSON object per line (json) under twistd.",
         parseChoice("text", "json"),
+    )
+    metrics_listen: str = _setting(
+        "",
+        "ADDR:PORT serving Prometheus /metrics over HTTP whatever services run, e.g. "
+        "127.0.0.1:9641 (default: off; the gateway port serves /metrics too).",
+        parseListenAddress,
     )
 
 

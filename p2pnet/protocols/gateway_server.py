@@ -2,7 +2,7 @@
 """The gateway's HTTP+WebSocket listener on C{twisted.web} and C{twisted.web.websocket}.
 
 C{GET /} upgrades to the WebSocket control plane, C{GET /healthz} answers liveness and
-C{GET /metrics} every service's counters in the Prometheus text format. The WebSocket
+C{GET /metrics} every service's metrics (L{p2pnet.metrics}). The WebSocket
 protocol is thin: it applies the frame size caps and the slow-consumer rule, decodes JSON
 text into frames and hands them to a session. Framing, size limits and send-buffer
 accounting are L{p2pnet.protocols.websocket}'s.
@@ -43,6 +43,7 @@ from p2pnet.codecs.gateway_frames import (
 )
 from p2pnet.codecs.websocket_frame import MessageTooBig, WebSocketFrameError
 from p2pnet.listen import bindAddresses, listenTCP
+from p2pnet.metrics import metricsResource
 from p2pnet.protocols.websocket import WebSocketConnection, WebSocketSite, WebSocketUpgrade
 from p2pnet.ratelog import RateLimitedLog
 from p2pnet.stats import Stats
@@ -55,7 +56,6 @@ __all__ = [
     "SessionHandler",
     "gatewaySite",
     "listenGateway",
-    "renderMetrics",
 ]
 
 
@@ -323,13 +323,7 @@ class _Root(Resource):
             b"healthz",
             _Text(lambda: json.dumps(service.health()).encode() + b"\n", b"application/json"),
         )
-        self.putChild(
-            b"metrics",
-            _Text(
-                lambda: renderMetrics(service.siblings()).encode(),
-                b"text/plain; version=0.0.4; charset=utf-8",
-            ),
-        )
+        self.putChild(b"metrics", metricsResource(service.siblings))
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
@@ -369,34 +363,3 @@ def _portOf(listening: IListeningPort) -> int:
     address = listening.getHost()
     assert isinstance(address, IPv4Address | IPv6Address)
     return address.port
-
-
-def _metricName(service: str, name: str) -> tuple[str, str]:
-    base, brace, labels = name.partition("{")
-    clean = "".join(c if c.isalnum() or c == "_" else "_" for c in f"p2pnet_{service}_{base}")
-    return clean, (brace + labels if brace else "")
-
-
-def renderMetrics(services: Mapping[str, Any]) -> str:
-    """Every service's C{stats} in the Prometheus text exposition format.
-
-    A counter named C{auth_failures{reason="x"}} keeps its labels; dots and other
-    characters become underscores; names are prefixed C{p2pnet_<service>_}.
-    """
-    lines: list[str] = ["# TYPE p2pnet_service_up untyped"]
-    lines += [
-        f'p2pnet_service_up{{service="{name}"}} {int(bool(service.running))}'
-        for name, service in services.items()
-    ]
-    for serviceName, service in services.items():
-        stats = getattr(service, "stats", None)
-        if not isinstance(stats, Stats):
-            continue
-        typed: set[str] = set()
-        for name, value in sorted(stats.snapshot().items()):
-            metric, labels = _metricName(serviceName, name)
-            if metric not in typed:
-                typed.add(metric)
-                lines.append(f"# TYPE {metric} untyped")
-            lines.append(f"{metric}{labels} {int(value)}")
-    return "\n".join(lines) + "\n"

@@ -1,17 +1,15 @@
-"""Tests for L{p2pnet.protocols.gateway_server} in memory: the slow-consumer rule and
-the metrics text."""
+"""Tests for L{p2pnet.protocols.gateway_server} in memory: the slow-consumer rule
+(its C{/metrics} is L{p2pnet.metrics}, tested in test.unit.test_metrics)."""
 
 from __future__ import annotations
 
-from twisted.application.service import MultiService, Service
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pnet.codecs.gateway_frames import Event
-from p2pnet.protocols.gateway_server import GatewayWebSocket, renderMetrics
+from p2pnet.protocols.gateway_server import GatewayWebSocket
 from p2pnet.protocols.websocket import WebSocketConnection
 from p2pnet.services.gateway import MAX_BUFFERED_BYTES
-from p2pnet.stats import Stats
 
 
 class FakeSession:
@@ -56,29 +54,3 @@ class SlowConsumerTests(SynchronousTestCase):
         self.assertEqual(self.wire.unflushed, len(self.transport.value()))
         self.wire.resumeProducing()
         self.assertEqual((self.wire.paused, self.wire.unflushed), (False, 0))
-
-
-class MetricsTests(SynchronousTestCase):
-    def test_render(self) -> None:
-        root = MultiService()
-        turn = Service()
-        turn.stats = Stats()  # type: ignore[attr-defined]
-        turn.stats.add("allocations.created", 2)  # type: ignore[attr-defined]
-        turn.stats.add('auth_failures{reason="a"}')  # type: ignore[attr-defined]
-        turn.stats.add('auth_failures{reason="b"}', 3)  # type: ignore[attr-defined]
-        turn.setName("turn")
-        turn.setServiceParent(root)
-        bare = Service()
-        bare.setName("relay")
-        bare.setServiceParent(root)
-        text = renderMetrics({s.name: s for s in root})
-        self.assertEqual(text.splitlines(), [
-            "# TYPE p2pnet_service_up untyped",
-            'p2pnet_service_up{service="turn"} 0',
-            'p2pnet_service_up{service="relay"} 0',
-            "# TYPE p2pnet_turn_allocations_created untyped",
-            "p2pnet_turn_allocations_created 2",
-            "# TYPE p2pnet_turn_auth_failures untyped",
-            'p2pnet_turn_auth_failures{reason="a"} 1',
-            'p2pnet_turn_auth_failures{reason="b"} 3',
-        ])

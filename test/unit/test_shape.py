@@ -32,6 +32,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     # support: settings, logging, counters, sockets and TLS set-up, test fakes
     "p2pnet.ratelog": (2, "support"),
     "p2pnet.logformat": (2, "support"),
+    "p2pnet.metrics": (2, "support"),
     "p2pnet.stats": (2, "support"),
     "p2pnet.config": (2, "support"),
     "p2pnet.certs": (2, "support"),
