@@ -33,6 +33,7 @@ from twisted.trial import unittest
 from p2pnet.app import buildService
 from p2pnet.config import Config
 from p2pnet.errors import ConfigError
+from test.interop.twistd_child import twistdArgv
 
 #: Seconds any one client subprocess may run before coreutils' timeout kills it.
 CLIENT_TIMEOUT = 30
@@ -385,14 +386,6 @@ class _TwistdProtocol(protocol.ProcessProtocol):
         self.ended.callback(reason.value)
 
 
-def _twistd() -> list[str]:
-    """The command starting this venv's twistd."""
-    script = os.path.join(os.path.dirname(sys.executable), "twistd")
-    if os.path.exists(script):
-        return [sys.executable, script]
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-
-
 class TwistdTests(unittest.TestCase):
     """C{twistd -n p2pnet} as a subprocess, queried by C{turnutils_stunclient}."""
 
@@ -406,7 +399,7 @@ class TwistdTests(unittest.TestCase):
         stunclient = requireTool("turnutils_stunclient")
         stunPort, altPort, tlsPort = _freeStunPorts()
         dataDir = os.path.abspath(self.mktemp())
-        argv = [*_twistd(), "-n", "--pidfile=", "--logfile=-", "p2pnet",
+        argv = [*twistdArgv(), "-n", "--pidfile=", "--logfile=-", "p2pnet",
                 "--services", "stun", "--listen", PRIMARY, "--alt-listen", ALTERNATE,
                 "--stun-port", str(stunPort), "--alt-port", str(altPort),
                 "--tls-port", str(tlsPort), "--data-dir", dataDir]

@@ -1,4 +1,4 @@
-# -*- test-case-name: test.interop.test_logformat,test.interop.test_metrics_process -*-
+# -*- test-case-name: test.interop.test_logformat,test.interop.test_metrics_process,test.interop.test_stun_clients -*-
 """A real C{twistd -n p2pnet} child for tests: start it, wait for a log line, stop it."""
 
 from __future__ import annotations
