@@ -8,6 +8,7 @@ import json
 import os
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor, ssl
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint, connectProtocol
@@ -189,7 +190,12 @@ class WireTests(TestCase):
         self.assertEqual(response.headers.getRawHeaders(b"content-type")[0],
                          b"text/plain; version=0.0.4; charset=utf-8")
         text = (yield readBody(response)).decode()
-        self.assertIn("p2pnet_gateway_connections_open 0", text)
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        self.assertEqual(families["p2pnet_gateway_connections_open"].type, "gauge")
+        self.assertEqual([s.value for s in families["p2pnet_gateway_connections_open"].samples],
+                         [0])
+        self.assertEqual(families["p2pnet_gateway_connections"].type, "counter")
+        self.assertIn("process_cpu_seconds", families)
 
 
 class Collect(Protocol):
