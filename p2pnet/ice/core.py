@@ -13,8 +13,8 @@ It is a full agent or, with C{lite=True}, an ICE-lite one (RFC 8445 §2.5: answe
 never sends them, always controlled). It runs regular nomination when controlling
 (RFC 8445 §8.1.1) and accepts aggressive nomination from RFC 5245 peers when controlled
 (the highest-priority nominated pair wins), resolves role conflicts both ways
-(RFC 5245 §7.3.1.1), learns peer-reflexive candidates on both sides (RFC 5245 §7.2.5.3.1,
-7.3.1.3), restarts (RFC 5245 §9), trickles (RFC 8838) and keeps consent (RFC 7675).
+(RFC 8445 §7.3.1.1), learns peer-reflexive candidates on both sides (RFC 8445 §7.2.5.3.1,
+7.3.1.3), restarts (RFC 8445 §9), trickles (RFC 8838) and keeps consent (RFC 7675).
 """
 
 from __future__ import annotations
@@ -507,7 +507,7 @@ class IceCore:
     def _sendCheck(self, pair: CandidatePair, now: float, useCandidate: bool = False,
                    consent: bool = False) -> None:
         assert self.remoteUfrag is not None and self.remotePwd is not None
-        # RFC 7675 §7.1.1: PRIORITY is what a peer-reflexive candidate from this base
+        # RFC 8445 §7.1.1: PRIORITY is what a peer-reflexive candidate from this base
         # would have: type preference 110, the local candidate's local preference.
         localPreference = (pair.local.priority >> 8) & 0xFFFF
         priority = candidatePriority("prflx", localPreference, pair.local.candidate.component)
