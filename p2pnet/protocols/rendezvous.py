@@ -111,6 +111,7 @@ class _LinkBase:
         self._beatOutstanding = False
         self._held: deque[bytes] = deque()
         self._retry: IDelayedCall | None = None
+        self._forgotten = False
 
     def _opened(self) -> bool:
         self._counted = self.service.connectionOpened(self)
@@ -213,8 +214,22 @@ class _LinkBase:
         self.service.stats.add("bad_key_exchange")
         self.close()
 
+    def _abortTransport(self) -> None:
+        """Drop the connection without flushing."""
+
+    def abort(self) -> None:
+        """Drop the connection now, unflushed, and let the service forget it at once:
+        the service is stopping. A link whose reading is paused (a throttled flood) would
+        otherwise only notice its peer leave once the budget lets it read again."""
+        self._closed = True
+        self._abortTransport()
+        self._stopped()
+
     def _stopped(self) -> None:
         self._closed = True
+        if self._forgotten:
+            return
+        self._forgotten = True
         self._held.clear()
         for call in (self._idle, self._heartbeat, self._retry):
             if call is not None and call.active():
@@ -301,6 +316,10 @@ class RendezvousStreamProtocol(_LinkBase, Protocol):
 
     def _pauseReading(self) -> None:
         self.transport.pauseProducing()
+
+    def _abortTransport(self) -> None:
+        self._cancelOffer()
+        self.transport.abortConnection()
 
     def _resumeReading(self) -> None:
         self.transport.resumeProducing()
@@ -389,6 +408,10 @@ class RendezvousWebSocket(_LinkBase):
     def _resumeReading(self) -> None:
         if self.transport is not None and self.transport.transport is not None:
             self.transport.transport.resumeProducing()
+
+    def _abortTransport(self) -> None:
+        if self.transport is not None and self.transport.transport is not None:
+            self.transport.transport.abortConnection()
 
     def textMessageReceived(self, message: str) -> None:
         self.bytesMessageReceived(message.encode("utf-8", "surrogateescape"))

@@ -110,6 +110,10 @@ class Link(Protocol):
     def close(self) -> None:
         """Flush and close the connection."""
 
+    def abort(self) -> None:
+        """Drop the connection unflushed; L{RendezvousService.connectionClosed} is called
+        before this returns."""
+
     def becomeRegistered(self, keepAlive: float) -> None:
         """Switch to the long-lived registration mode with heartbeats every C{keepAlive}/2."""
 
@@ -190,6 +194,7 @@ class RendezvousService(ListeningService):
         self._udp: dict[int, UDPSender] = {}
         self._connections: dict[str, int] = {}
         self._connectionCount = 0
+        self._links: set[Link] = set()
         self._udpBudgets = SourceBudgets(udpRatePerIp, 2.0 * udpRatePerIp, MAX_SOURCES) \
             if udpRatePerIp else None
         self._streamBudgets = SourceBudgets(streamRatePerIp, 2.0 * streamRatePerIp,
@@ -288,7 +293,10 @@ class RendezvousService(ListeningService):
         return super().closePorts()
 
     def stopService(self) -> Deferred[None]:
+        """Stop listening, drop every open connection, close the store."""
         closed = super().stopService()
+        for link in list(self._links):
+            link.abort()
         self.relays.stop()
         if self._prune.running:
             self._prune.stop()
@@ -394,11 +402,13 @@ class RendezvousService(ListeningService):
             return False
         self._connections[host] = count + 1
         self._connectionCount += 1
+        self._links.add(link)
         return True
 
     def connectionClosed(self, link: Link, counted: bool = True) -> None:
         """Forget everything that refers to C{link}."""
         if counted:
+            self._links.discard(link)
             self._connectionCount -= 1
             host = sourceKey(link.peer[0])
             left = self._connections.get(host, 1) - 1

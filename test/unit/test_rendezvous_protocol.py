@@ -230,6 +230,20 @@ class SourceBudgetTests(SynchronousTestCase):
         proto.connectionLost(None)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_stopDropsHeldLinks(self) -> None:
+        """Stopping the service aborts its connections at once, a throttled one (reading
+        paused, so it would not see its peer leave) included, and leaves no timers."""
+        ask = frame(RendezvousMessage(punch_hole_request=PunchHoleRequest(id="nobody")))
+        held, ht = self.connect("192.0.2.1")
+        held.dataReceived(ask * 30)
+        quiet, qt = self.connect("192.0.2.2")
+        self.service.stopService()
+        self.assertEqual((ht.aborted, qt.aborted), (True, True))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.service.stats.snapshot()["connections"], 0)
+        held.connectionLost(None)  # the reactor's later notice changes nothing
+        self.assertEqual(self.service.stats.snapshot()["connections"], 0)
+
 
 class DatagramTests(SynchronousTestCase):
     def setUp(self) -> None:
