@@ -48,8 +48,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check p2pnet test bench twisted docs/examples
 	$(VENV)/bin/mypy
 
-# Type checking with the mypy-zope plugin; settings and the shrinking list of modules
-# not yet clean are in pyproject.toml.
+# Type checking with the mypy-zope plugin; settings in pyproject.toml (every module is
+# checked).
 mypy: $(STAMP)
 	$(VENV)/bin/mypy
 

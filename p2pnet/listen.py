@@ -137,7 +137,7 @@ def listenUDP(
         sock.close()  # the reactor holds its own duplicate
 
 
-def listenTCP(reactor: IReactorSocket, factory: Factory, host: str, port: int, key: str,
+def listenTCP(reactor: IReactorSocket, factory: Factory[Any], host: str, port: int, key: str,
               proto: str = "TCP", guard: ConnectionGuard | None = None) -> IListeningPort:
     """Bind a listening TCP socket served by C{factory}; C{key} names the setting for errors.
 

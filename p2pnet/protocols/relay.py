@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.internet.protocol import Protocol as TwistedProtocol
@@ -30,6 +30,7 @@ from p2pnet.codecs.proto.rendezvous_pb2 import RendezvousMessage, RequestRelay
 from p2pnet.codecs.rustdesk_frame import FrameDecoder, FrameError, FramePieces, encodeFrame
 from p2pnet.codecs.websocket_frame import WebSocketFrameError
 from p2pnet.protocols.rendezvous import STREAM_TIMEOUT
+from p2pnet.protocols.transport import StreamTransport
 from p2pnet.protocols.websocket import (
     WebSocketConnection,
     WebSocketSite,
@@ -71,6 +72,9 @@ class Splice(Protocol):
                 last: bool = True) -> None:
         """Pass C{data} from C{source} to the other leg (a piece of a message unless
         C{first} and C{last})."""
+
+    def close(self) -> None:
+        """Close both legs."""
 
 
 class RelayLeg(Protocol):
@@ -190,6 +194,19 @@ class _LegBase:
 
     def close(self) -> None:
         """Close the connection."""
+        raise NotImplementedError
+
+    def flushPending(self) -> None:
+        """Both legs are splicing: forward what arrived before pairing."""
+        raise NotImplementedError
+
+    def deliver(self, data: bytes, first: bool = True, last: bool = True) -> None:
+        """Write C{data} (raw bytes, a message, or a piece of one) to this leg's peer."""
+        raise NotImplementedError
+
+    def registerProducer(self, producer: IPushProducer) -> None:
+        """Let C{producer} be paused while this leg's send buffer is full."""
+        raise NotImplementedError
 
     def _timedOut(self) -> None:
         self._timer = None
@@ -210,7 +227,7 @@ class _LegBase:
         self._asked = True
         self.uuid = rr.uuid
         self.gate.pause("pairing")
-        if not self.service.requestRelay(self, rr.uuid, rr.licence_key):  # type: ignore[arg-type]
+        if not self.service.requestRelay(self, rr.uuid, rr.licence_key):
             self.close()
 
     def startSplicing(self, partner: RelayLeg, pair: Splice) -> None:
@@ -236,12 +253,14 @@ class _LegBase:
         self._timer = None
         if self._counted:
             self._counted = False
-            self.service.legLost(self, self.pair, self._pending)  # type: ignore[arg-type]
+            self.service.legLost(self, self.pair, self._pending)
 
 
 class RelayStreamProtocol(_LegBase, TwistedProtocol):
     """A TCP leg (rustdesk.md §5): one framed RequestRelay, then raw bytes or frames passed on in
     pieces (to a WebSocket partner)."""
+
+    transport: StreamTransport  # type: ignore[assignment]
 
     def __init__(self, service: RelayHandler) -> None:
         self._service = service
@@ -262,12 +281,12 @@ class RelayStreamProtocol(_LegBase, TwistedProtocol):
             return
         pair = self.pair
         if pair is not None and self._raw:
-            pair.forward(self, data)  # type: ignore[arg-type]
+            pair.forward(self, data)
             return
         try:
             if pair is not None and self._pieces is not None:
                 for piece, first, last in self._pieces.feed(data):
-                    pair.forward(self, piece, first, last)  # type: ignore[arg-type]
+                    pair.forward(self, piece, first, last)
                 return
             payloads = self._decoder.feed(data, maxFrames=0 if self._asked else 1)
         except FrameError as e:
@@ -285,9 +304,10 @@ class RelayStreamProtocol(_LegBase, TwistedProtocol):
             self._pieces = FramePieces(RELAY_FRAME_MAX)
         else:
             self._raw = True
-        if hasattr(self.transport, "bufferSize"):
-            self.transport.bufferSize = SPLICE_BUFFER
-            self.transport.SEND_LIMIT = SPLICE_BUFFER
+        tcp: Any = self.transport  # Twisted's TCP transport: its read size, write limit
+        if hasattr(tcp, "bufferSize"):
+            tcp.bufferSize = SPLICE_BUFFER
+            tcp.SEND_LIMIT = SPLICE_BUFFER
         super().startSplicing(partner, pair)
 
     def flushPending(self) -> None:
@@ -372,7 +392,7 @@ class RelayWebSocket(_LegBase):
         if self._done or not self._started:
             return
         if self.pair is not None:
-            self.pair.forward(self, data)  # type: ignore[arg-type]
+            self.pair.forward(self, data)
         elif len(data) > FIRST_FRAME_MAX:
             self.service.stats.add("bad_first_message")
             self.close()

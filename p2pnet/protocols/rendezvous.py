@@ -1,19 +1,23 @@
 # -*- test-case-name: test.unit.test_rendezvous_protocol -*-
 """Twisted protocols of the rendezvous server: UDP 21116, TCP 21116/21115, WS 21118.
 
-Thin: frame, decrypt, parse, hand the message to
-L{p2pnet.services.rendezvous.RendezvousService}, and send what it asks for.
+Thin: frame, decrypt, parse, hand the message to the service, and send what it asks for.
+The service is seen through L{RendezvousHandler}, declared here with L{MessageLink} (what
+the TCP and WebSocket links share), so this module imports nothing from
+L{p2pnet.services}.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from nacl.public import PrivateKey
-from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from nacl.signing import SigningKey
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import DatagramProtocol, Factory
+from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
 
 from p2pnet.codecs import addrmangle
@@ -26,13 +30,18 @@ from p2pnet.codecs.rustdesk_crypto import (
 )
 from p2pnet.codecs.rustdesk_frame import FrameDecoder, FrameError, encodeFrame
 from p2pnet.codecs.websocket_frame import WebSocketFrameError
+from p2pnet.protocols.transport import StreamTransport
 from p2pnet.protocols.websocket import WebSocketConnection, WebSocketSite, WebSocketUpgrade
+from p2pnet.ratelog import RateLimitedLog
+from p2pnet.stats import Stats
 
 __all__ = [
     "KEY_EXCHANGE_DELAY",
     "MAX_DATAGRAM",
     "MAX_MESSAGE",
+    "MessageLink",
     "RendezvousDatagramProtocol",
+    "RendezvousHandler",
     "RendezvousStreamFactory",
     "RendezvousStreamProtocol",
     "RendezvousWebSocket",
@@ -55,6 +64,43 @@ STREAM_RETRY = 0.1
 MAX_HELD = 4096
 
 
+class SigningKeyHolder(Protocol):
+    """The part of the server's key the TCP listeners need."""
+
+    @property
+    def signingKey(self) -> SigningKey | None:
+        """The key that signs the KeyExchange offer, or C{None}: no offer."""
+
+
+class RendezvousHandler(Protocol):
+    """What the rendezvous protocols need of their service."""
+
+    clock: IReactorTime
+    reactor: Any
+    stats: Stats
+    badInput: RateLimitedLog
+
+    @property
+    def key(self) -> SigningKeyHolder:
+        """The server's key (its signing key starts the TCP KeyExchange)."""
+
+    def datagramReceived(self, message: RendezvousMessage, addr: tuple[str, int],
+                         sender: RendezvousDatagramProtocol) -> None:
+        """One decoded datagram; replies go through C{sender}."""
+
+    def connectionOpened(self, link: MessageLink) -> bool:
+        """A TCP/WS link opened: C{False} refuses it (over a connection bound)."""
+
+    def connectionClosed(self, link: MessageLink, counted: bool = True) -> None:
+        """A link closed; C{counted} if L{connectionOpened} accepted it."""
+
+    def admitMessage(self, link: MessageLink) -> bool:
+        """Whether C{link}'s source may have one more message handled now."""
+
+    def streamMessage(self, message: RendezvousMessage, link: MessageLink) -> bool:
+        """One message from a link; C{False} closes the link."""
+
+
 def _parse(data: bytes) -> RendezvousMessage | None:
     try:
         return RendezvousMessage.FromString(data)
@@ -67,7 +113,7 @@ class RendezvousDatagramProtocol(DatagramProtocol):
 
     noisy = False
 
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: RendezvousHandler) -> None:
         self.service = service
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
@@ -84,6 +130,8 @@ class RendezvousDatagramProtocol(DatagramProtocol):
 
     def sendMessage(self, message: RendezvousMessage, addr: tuple[str, int]) -> None:
         """Send C{message} as one datagram to C{addr}."""
+        if self.transport is None:  # the port is closed: the service is stopping
+            return
         try:
             self.transport.write(message.SerializeToString(), addr)
         except OSError as e:
@@ -92,13 +140,30 @@ class RendezvousDatagramProtocol(DatagramProtocol):
                                        host=addr[0], error=e)
 
 
-class _LinkBase:
-    """What TCP and WebSocket links share: idle timer, registration mode, dispatch."""
+class MessageLink:
+    """What TCP and WebSocket links share: idle timer, registration mode, per-source
+    budget, dispatch. Subclasses move the bytes.
+
+    @ivar peer: the remote C{(host, port)}, IPv4 unmapped (rustdesk.md §2.3).
+    @ivar registeredId: the peer id registered over this link, if any.
+    """
 
     ws = False
     natPort = False
 
-    def _setup(self, service: Any, peer: tuple[str, int]) -> None:
+    def send(self, message: RendezvousMessage) -> None:
+        """Frame (and encrypt, once keyed) one message."""
+        raise NotImplementedError
+
+    def sendHeartbeat(self) -> None:
+        """Send an empty message (rustdesk.md §4.17)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and close the connection."""
+        raise NotImplementedError
+
+    def _setup(self, service: RendezvousHandler, peer: tuple[str, int]) -> None:
         self.service = service
         self.peer = (addrmangle.unmapV4(peer[0]), peer[1])
         self.registeredId: str | None = None
@@ -238,7 +303,7 @@ class _LinkBase:
         self.service.connectionClosed(self, self._counted)
 
 
-class RendezvousStreamProtocol(_LinkBase, Protocol):
+class RendezvousStreamProtocol(MessageLink, TwistedProtocol):
     """TCP 21116 or 21115: BytesCodec frames, optionally encrypted after KeyExchange.
 
     On 21116, with a signing key, the server offers its signed box key (rustdesk.md §4.17) to a
@@ -250,7 +315,9 @@ class RendezvousStreamProtocol(_LinkBase, Protocol):
     destroy their message in flight.
     """
 
-    def __init__(self, service: Any, natPort: bool, boxKey: PrivateKey | None,
+    transport: StreamTransport  # type: ignore[assignment]
+
+    def __init__(self, service: RendezvousHandler, natPort: bool, boxKey: PrivateKey | None,
                  signedKey: bytes) -> None:
         self._service = service
         self.natPort = natPort
@@ -365,24 +432,25 @@ class RendezvousStreamFactory(Factory):
 
     noisy = False
 
-    def __init__(self, service: Any, natPort: bool) -> None:
+    def __init__(self, service: RendezvousHandler, natPort: bool) -> None:
         self.service = service
         self.natPort = natPort
         signing = service.key.signingKey
         self.boxKey = PrivateKey.generate() if signing is not None else None
-        self.signedKey = signedBoxKey(signing, self.boxKey) if self.boxKey else b""
+        self.signedKey = signedBoxKey(signing, self.boxKey) \
+            if signing is not None and self.boxKey is not None else b""
 
     def buildProtocol(self, addr: Any) -> RendezvousStreamProtocol:
         return RendezvousStreamProtocol(self.service, self.natPort, self.boxKey,
                                         self.signedKey)
 
 
-class RendezvousWebSocket(_LinkBase):
+class RendezvousWebSocket(MessageLink):
     """WS 21118: one Binary message per RendezvousMessage, no framing, no KeyExchange."""
 
     ws = True
 
-    def __init__(self, service: Any, peer: tuple[str, int]) -> None:
+    def __init__(self, service: RendezvousHandler, peer: tuple[str, int]) -> None:
         self._setup(service, peer)
         self.transport: WebSocketConnection | None = None
 
@@ -441,7 +509,7 @@ class RendezvousWebSocket(_LinkBase):
 
 
 class _WebSocketFactory:
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: RendezvousHandler) -> None:
         self.service = service
 
     def buildProtocol(self, request: Any) -> RendezvousWebSocket:
@@ -449,7 +517,7 @@ class _WebSocketFactory:
         return RendezvousWebSocket(self.service, (peer.host, peer.port))
 
 
-def webSocketSite(service: Any) -> WebSocketSite:
+def webSocketSite(service: RendezvousHandler) -> WebSocketSite:
     """The WS 21118 listener's factory: 30 s to complete the upgrade request, after
     which the WebSocket protocol's own timers apply."""
     return WebSocketSite(WebSocketUpgrade(_WebSocketFactory(service), MAX_MESSAGE),

@@ -57,6 +57,7 @@ from p2pnet.codecs.rustdesk_register import (
     TIMER,
     RegistrationState,
 )
+from p2pnet.protocols.transport import StreamTransport
 
 __all__ = [
     "CLIENT_VERSION",
@@ -90,7 +91,8 @@ class MessageDatagram(DatagramProtocol):
 
     def send(self, message: RendezvousMessage) -> None:
         """Send one message to the server."""
-        self.transport.write(message.SerializeToString(), self.server)
+        if self.transport is not None:
+            self.transport.write(message.SerializeToString(), self.server)
 
     def receive(self) -> Deferred[RendezvousMessage]:
         """The next message from the server."""
@@ -105,6 +107,8 @@ class MessageStream(Protocol):
     a first C{KeyExchange} is dropped, as the client's readers do. Zero-length frames are
     answered with zero-length frames (heartbeats, rustdesk.md §4.17) and counted in C{heartbeats}.
     """
+
+    transport: StreamTransport  # type: ignore[assignment]
 
     def __init__(self, serverPk: bytes | None = None) -> None:
         self.serverPk = serverPk
@@ -287,9 +291,7 @@ def connectReusingPort(reactor: Any, host: str, port: int,
             sock.close()  # the reactor holds its own duplicate
         return stream
 
-    d = deferToThreadPool(reactor, reactor.getThreadPool(), connect)
-    d.addCallback(adopt)
-    return d
+    return deferToThreadPool(reactor, reactor.getThreadPool(), connect).addCallback(adopt)
 
 
 class RelayLegClient(Protocol):
@@ -297,6 +299,8 @@ class RelayLegClient(Protocol):
 
     @ivar received: every byte received after pairing.
     """
+
+    transport: StreamTransport  # type: ignore[assignment]
 
     def __init__(self, uuid: str, licenceKey: str = "", peerId: str = "") -> None:
         self.request = RendezvousMessage(request_relay=RequestRelay(

@@ -31,6 +31,7 @@ from p2pnet.protocols.relay import (
     FIRST_MESSAGE_TIMEOUT,
     RelayLeg,
     RelayStreamFactory,
+    Splice,
     relayWebSocketSite,
 )
 from p2pnet.ratelimit import TokenBucket
@@ -376,7 +377,7 @@ class RelayService(ListeningService):
         else:
             self._pendingPerIp.pop(host, None)
 
-    def legLost(self, leg: RelayLeg, pair: Pair | None, pending: bool) -> None:
+    def legLost(self, leg: RelayLeg, pair: Splice | None, pending: bool) -> None:
         """A counted connection closed; forget it wherever it is."""
         self.connections -= 1
         if pending:

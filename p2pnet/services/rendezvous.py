@@ -261,7 +261,7 @@ class RendezvousService(ListeningService):
             self.registerUDP(6 if ":" in host else 4, protocol)
             return listenUDP(self.reactor, protocol, host, port, key)
 
-        def stream(factory: Callable[[], Factory], what: str
+        def stream(factory: Callable[[], Factory[Any]], what: str
                    ) -> Callable[[str, int], IListeningPort]:
             # A factory of its own for each listener, as each has its own box key.
             return lambda host, port: listenTCP(self.reactor, factory(), host, port, key, what)

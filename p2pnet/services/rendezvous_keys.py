@@ -148,16 +148,16 @@ def loadOrCreateKeyPair(dataDir: str, settingKey: str = "key") -> SigningKey:
     except OSError as e:
         raise ConfigError(settingKey, f"cannot read {path}: {e.strerror}") from None
     try:
-        key = parseSecretKey(text)
+        stored = parseSecretKey(text)
     except ValueError as e:
         raise ConfigError(settingKey, f"{path} is not a valid key: {e}") from None
-    if key is None:
+    if stored is None:
         raise ConfigError(
             settingKey, f"{path} is not base64 of a 64-byte Ed25519 secret key"
         )
     _tighten(path)
-    _checkPublicFile(pubPath, key, settingKey)
-    return key
+    _checkPublicFile(pubPath, stored, settingKey)
+    return stored
 
 
 def _tighten(path: str) -> None:

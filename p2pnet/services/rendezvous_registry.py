@@ -262,7 +262,12 @@ class PeerRegistry:
         if pending is None:
             pending = self._load(peerId)
         result: Deferred[OnlinePeer | None] = Deferred()
-        pending.addCallback(lambda p: (result.callback(p), p)[1])
+
+        def share(loaded: OnlinePeer | None) -> OnlinePeer | None:
+            result.callback(loaded)
+            return loaded
+
+        pending.addCallback(share)
         return result
 
     def _load(self, peerId: str) -> Deferred[OnlinePeer | None]:
@@ -371,9 +376,7 @@ class PeerRegistry:
         if not self._sourceAllows(source[0]):
             self.stats.add("register_pk_too_frequent_ip")
             return defer.succeed(Result.TOO_FREQUENT)
-        d = self.getPeer(peerId)
-        d.addCallback(self._found, peerId, uuid, pk, source, link)
-        return d
+        return self.getPeer(peerId).addCallback(self._found, peerId, uuid, pk, source, link)
 
     def _found(self, peer: OnlinePeer | None, peerId: str, uuid: bytes, pk: bytes,
                source: tuple[str, int], link: RegistrationLink | None) -> Any:
@@ -442,8 +445,7 @@ class PeerRegistry:
                 self._restore(peer, *previous)
             return Result.SERVER_ERROR
 
-        d.addCallbacks(stored, failed)
-        return d
+        return d.addCallbacks(stored, failed)
 
     def _restore(self, peer: OnlinePeer, uuid: bytes, pk: bytes, ip: str) -> None:
         inTable = self.peers.get(peer.id) is peer

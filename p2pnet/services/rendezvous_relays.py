@@ -43,7 +43,8 @@ def splitHostPort(entry: str, defaultPort: int) -> tuple[str, int]:
 
 class _Probe(TwistedProtocol):
     def connectionMade(self) -> None:
-        self.transport.loseConnection()
+        if self.transport is not None:
+            self.transport.loseConnection()
 
 
 class RelaySelector:
@@ -90,9 +91,8 @@ class RelaySelector:
         def probe(entry: str) -> Deferred[bool]:
             host, port = splitHostPort(entry, DEFAULT_RELAY_PORT)
             endpoint = HostnameEndpoint(self._reactor, host, port, timeout=CHECK_RELAY_INTERVAL)
-            d = endpoint.connect(Factory.forProtocol(_Probe))
-            d.addCallbacks(lambda _: True, lambda _: False)
-            return d
+            return endpoint.connect(Factory.forProtocol(_Probe)).addCallbacks(
+                lambda _: True, lambda _: False)
 
         def update(results: list[tuple[bool, bool]]) -> None:
             reachable = tuple(e for e, (_, ok) in zip(self.configured, results, strict=True) if ok)
@@ -100,6 +100,4 @@ class RelaySelector:
                 log.info("reachable relay servers: {servers}", servers=", ".join(reachable))
             self.active = reachable
 
-        d = defer.DeferredList([probe(e) for e in self.configured])
-        d.addCallback(update)
-        return d
+        return defer.DeferredList([probe(e) for e in self.configured]).addCallback(update)

@@ -156,9 +156,8 @@ class Router:
         signing = self.key.signingKey
         if not version or signing is None or not peerId:
             return defer.succeed(b"")
-        d = self.registry.getPeer(peerId)
-        d.addCallback(lambda p: signIdPk(signing, peerId, p.pk) if p and p.pk else b"")
-        return d
+        return self.registry.getPeer(peerId).addCallback(
+            lambda p: signIdPk(signing, peerId, p.pk) if p and p.pk else b"")
 
     def _failure(self, link: RouteLink, failure: int) -> None:
         link.send(RendezvousMessage(punch_hole_response=PunchHoleResponse(failure=failure)))
@@ -180,9 +179,7 @@ class Router:
             self.badInput.warn("lookups", "registry busy; closing {host}", host=link.peer[0])
             link.close()
             return defer.succeed(None)
-        d = self.registry.getPeer(ph.id)
-        d.addCallback(self._punchPeerFound, ph, link)
-        return d
+        return self.registry.getPeer(ph.id).addCallback(self._punchPeerFound, ph, link)
 
     def _punchPeerFound(self, peer: OnlinePeer | None, ph: PunchHoleRequest,
                         link: RouteLink) -> None:
