@@ -19,6 +19,7 @@ __all__ = [
     "isLoopback",
     "normalizeIp",
     "parseIp",
+    "routeSource",
     "socketFamily",
     "sourceKey",
     "unmapped",
@@ -94,17 +95,23 @@ def sourceKey(text: str, ipv6Prefix: int = 64) -> str:
     return str(ipaddress.IPv6Network((address, ipv6Prefix), strict=False))
 
 
-def defaultRouteAddress(addressFamily: int) -> str | None:
-    """This host's source address towards the Internet for family 4 or 6 (the address a
-    wildcard listener's clients see), or C{None} when there is no such route."""
-    target = _ROUTE_PROBES[6 if addressFamily == 6 else 4]
-    kind = socket.AF_INET6 if addressFamily == 6 else socket.AF_INET
+def routeSource(target: tuple[str, int]) -> str | None:
+    """The local address the routing table picks for sending to C{target} (an IP
+    address and port), or C{None} when there is no route. Nothing is sent: connecting a
+    UDP socket only asks the kernel."""
+    kind = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
     try:
         with socket.socket(kind, socket.SOCK_DGRAM) as sock:
             sock.connect(target)
             return str(sock.getsockname()[0])
     except OSError:
         return None
+
+
+def defaultRouteAddress(addressFamily: int) -> str | None:
+    """This host's source address towards the Internet for family 4 or 6 (the address a
+    wildcard listener's clients see), or C{None} when there is no such route."""
+    return routeSource(_ROUTE_PROBES[6 if addressFamily == 6 else 4])
 
 
 class ExternalAddresses:

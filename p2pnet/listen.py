@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -83,7 +84,14 @@ def _family(host: str) -> socket.AddressFamily:
 
 
 def ipv6Available() -> bool:
-    """Whether this kernel can open an IPv6 socket at all."""
+    """Whether this kernel can open an IPv6 socket at all.
+
+    On Linux that is whether the IPv6 stack is loaded, which C{/proc/net/if_inet6}
+    says without opening a socket (so building a service binds nothing); elsewhere a
+    socket is opened and closed.
+    """
+    if os.path.isdir("/proc/net"):
+        return os.path.exists("/proc/net/if_inet6")
     try:
         socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
     except OSError:

@@ -12,6 +12,7 @@ import argparse
 import ipaddress
 import socket
 import sys
+from collections.abc import Callable
 from typing import IO, Any, NoReturn
 
 from OpenSSL import SSL
@@ -20,6 +21,7 @@ from twisted.internet.defer import CancelledError, maybeDeferred
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
 from twisted.internet.threads import deferToThreadPool
 
+from p2pnet.addresses import routeSource
 from p2pnet.codecs.stun import Attr, StunDecodeError, decodeAddress
 from p2pnet.commands import reactMain, step
 from p2pnet.config import parseSeconds
@@ -149,12 +151,16 @@ def run(args: argparse.Namespace) -> NoReturn:
 
 
 async def stunMain(
-    reactor: Any, args: argparse.Namespace, out: IO[str] | None = None, err: IO[str] | None = None
+    reactor: Any, args: argparse.Namespace, out: IO[str] | None = None,
+    err: IO[str] | None = None,
+    sourceAddress: Callable[[tuple[str, int]], str | None] = routeSource,
 ) -> int:
     """The command's work on C{reactor}; returns the exit status.
 
     @param out: where results go (default standard output).
     @param err: where the one-line error goes (default standard error).
+    @param sourceAddress: the local address the route to a server starts from (the UDP
+        socket is bound to it, so the result can tell whether a NAT changed it).
     """
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
@@ -171,7 +177,7 @@ async def stunMain(
         if args.tcp or args.tls:
             result = await _stream(reactor, args, host, port, credentials)
         else:
-            result = await _udp(reactor, args, host, port, credentials)
+            result = await _udp(reactor, args, host, port, credentials, sourceAddress)
     except CancelledError:
         raise  # the deadline or Ctrl-C (p2pnet.commands.reactMain says which)
     except Exception as e:
@@ -236,28 +242,24 @@ async def _resolve(reactor: Any, host: str, port: int) -> tuple[str, int]:
     return str(infos[0][4][0]), port
 
 
-def _sourceAddress(server: tuple[str, int]) -> str:
-    """The local address the routing table picks for sending to C{server} (no packet sent)."""
-    family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        probe.connect(server)
-        return probe.getsockname()[0]
-
-
 async def _udp(
     reactor: Any,
     args: argparse.Namespace,
     host: str,
     port: int,
     credentials: LongTermCredentials | None,
+    sourceAddress: Callable[[tuple[str, int]], str | None],
 ) -> NatBehaviour:
     server = await _resolve(reactor, host, port)
+    source = sourceAddress(server)
+    if source is None:
+        raise OSError(f"no route to {formatAddress(server)}")
     client = StunClientProtocol(
         reactor=reactor, rto=args.timeout / _RTOS_PER_TRANSACTION, rc=DEFAULT_RC, rm=DEFAULT_RM
     )
     # Bound to the address the route to the server uses, the socket knows its own
     # address, so the tests can tell whether a NAT changed it.
-    listening = reactor.listenUDP(0, client, interface=_sourceAddress(server))
+    listening = reactor.listenUDP(0, client, interface=source)
     try:
         return await discover(client, server, credentials=credentials)
     finally:

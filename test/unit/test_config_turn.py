@@ -107,8 +107,8 @@ class WiringTests(TestCase):
         self.assertIsInstance(chain.sources[0], StaticUsers)
         self.assertIs(chain.sources[1], turn.userTable)
         self.assertIsInstance(chain.sources[2], RestCredentials)
-        root.startService()
-        self.addCleanup(root.stopService)
+        turn.startService()  # TURN alone: it binds nothing, STUN's listeners stay closed
+        self.addCleanup(turn.stopService)
         self.assertIs(stun.auth.credentials, chain)
 
     def test_generatedUser(self) -> None:
