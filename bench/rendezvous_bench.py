@@ -149,11 +149,16 @@ def benchPunch(ports: dict[str, int], seconds: float, concurrency: int = 16) -> 
     stop = time.perf_counter() + seconds
     lock = threading.Lock()
 
+    from nacl.signing import SigningKey
+
+    # A real Ed25519 key: the server ignores a RegisterPk whose pk is not one.
+    pk = bytes(SigningKey.generate().verify_key)
+
     def target(peerId: str, ready: threading.Event) -> None:
-        sock = socket.create_connection(("127.0.0.1", ports["tcp"]))
+        sock = socket.create_connection(("127.0.0.1", ports["tcp"]), timeout=10)
         decoder, pending = FrameDecoder(), []
         sock.sendall(encodeFrame(RendezvousMessage(register_pk=RegisterPk(
-            id=peerId, uuid=peerId.encode(), pk=b"p" * 32)).SerializeToString()))
+            id=peerId, uuid=peerId.encode(), pk=pk)).SerializeToString()))
         while True:
             m = _recvMessage(sock, decoder, pending)
             if m.WhichOneof("union") == "register_pk_response":
@@ -181,7 +186,8 @@ def benchPunch(ports: dict[str, int], seconds: float, concurrency: int = 16) -> 
         request = encodeFrame(RendezvousMessage(punch_hole_request=PunchHoleRequest(
             id=peerId, version="1")).SerializeToString())
         while time.perf_counter() < stop:
-            sock = socket.create_connection(("127.0.0.1", ports["tcp"]))
+            # Bounded: a server that stops answering ends the run with an error.
+            sock = socket.create_connection(("127.0.0.1", ports["tcp"]), timeout=10)
             decoder, pending = FrameDecoder(), []
             sock.sendall(request)
             while True:

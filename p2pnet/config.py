@@ -503,7 +503,8 @@ class _TurnSettings:
         (),
         "PUBLIC[/PRIVATE]: this host's public address behind 1:1 NAT (AWS, GCP, Azure); "
         "relayed sockets bind PRIVATE (or the address they would bind) and clients are "
-        "told PUBLIC; repeatable, one per private address and one without per family.",
+        "told PUBLIC (TURN relayed addresses, STUN RESPONSE-ORIGIN and OTHER-ADDRESS); "
+        "repeatable, one per private address and one without per family.",
         parseExternalIp,
         repeatable=True,
     )

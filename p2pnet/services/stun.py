@@ -26,8 +26,8 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.python.failure import Failure
 
+from p2pnet.addresses import ExternalAddresses, sourceKey, unmapped
 from p2pnet.addresses import family as addressFamily
-from p2pnet.addresses import sourceKey, unmapped
 from p2pnet.codecs.stun import (
     CHANNEL_MAX,
     KNOWN_ATTRIBUTES,
@@ -140,6 +140,10 @@ class StunService(ListeningService):
         Beyond it requests that can only get an error are dropped and counted
         (C{stun.dropped.error_rate}). 0: no limit.
     @param sockets: where sockets come from (default: the kernel, L{KernelSockets}).
+    @param external: this host's public addresses behind 1:1 NAT (C{external-ip}): the
+        RFC 5780 and RFC 3489 attributes that name one of the server's own addresses
+        (RESPONSE-ORIGIN, OTHER-ADDRESS, SOURCE-ADDRESS, CHANGED-ADDRESS) give the
+        public address of the private one bound.
     """
 
     listeningName = "STUN"
@@ -167,9 +171,11 @@ class StunService(ListeningService):
         requestRate: float = DEFAULT_REQUEST_RATE,
         errorRate: float = DEFAULT_ERROR_RATE,
         sockets: Sockets | None = None,
+        external: ExternalAddresses | None = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
+        self.external = external or ExternalAddresses()
         self.clock: IReactorTime = reactor
         self.sockets: Sockets = sockets if sockets is not None else KernelSockets(reactor)
         self.listenAddresses = bindAddresses(listen)
@@ -241,6 +247,7 @@ class StunService(ListeningService):
             idleTimeout=config.idle_timeout,
             requestRate=float(config.stun_request_rate),
             errorRate=float(config.stun_error_rate),
+            external=ExternalAddresses(config.external_ip),
         )
 
     # -- extension points for services sharing the sockets (TURN) --------------------------
@@ -507,11 +514,17 @@ class StunService(ListeningService):
         return self.matrix[family].get((a, p))
 
     def _other(self, family: int, link: StunLink) -> tuple[str, int]:
-        """The matrix address differing in both address and port from C{link}'s."""
+        """The matrix address differing in both address and port from C{link}'s, as
+        clients must be told it (L{_announced})."""
         addresses, ports = self.rfc5780[family]
         if link.kind == "tcp":
             ports = self.rfc5780Tcp[family]
-        return addresses[1 - link.addressIndex], ports[1 - link.portIndex]
+        return self._announced((addresses[1 - link.addressIndex], ports[1 - link.portIndex]))
+
+    def _announced(self, local: tuple[str, int]) -> tuple[str, int]:
+        """C{local}, one of our bound addresses, as a client must be told it: its public
+        address behind 1:1 NAT (C{external-ip}), the port kept."""
+        return self.external.public(local[0]), local[1]
 
     def binding(self, request: Message, link: StunLink, source: tuple[str, int]
                 ) -> Reply | None:
@@ -572,7 +585,7 @@ class StunService(ListeningService):
             # RFC 3489 §11.2: MAPPED-ADDRESS, SOURCE-ADDRESS and CHANGED-ADDRESS.
             reply.add(Attr.MAPPED_ADDRESS, encodeAddress(host, source[1]))
             if family in self.rfc5780 and link.kind == "udp":
-                reply.add(Attr.SOURCE_ADDRESS, encodeAddress(*out.local))
+                reply.add(Attr.SOURCE_ADDRESS, encodeAddress(*self._announced(out.local)))
                 reply.add(Attr.CHANGED_ADDRESS, encodeAddress(*self._other(family, link)))
         else:
             reply.add(Attr.XOR_MAPPED_ADDRESS, request.xorMapped(host, source[1]))
@@ -581,7 +594,7 @@ class StunService(ListeningService):
                 # an ALG; RFC 5780 §7.3, §7.4: where the response comes from, and the address and
                 # port that differ in both from where the request arrived.
                 reply.add(Attr.MAPPED_ADDRESS, encodeAddress(host, source[1]))
-                reply.add(Attr.RESPONSE_ORIGIN, encodeAddress(*out.local))
+                reply.add(Attr.RESPONSE_ORIGIN, encodeAddress(*self._announced(out.local)))
                 if link.kind != "tls":  # there is no second TLS port to name
                     reply.add(Attr.OTHER_ADDRESS, encodeAddress(*self._other(family, link)))
             if padding is not None:

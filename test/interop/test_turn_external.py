@@ -1,6 +1,7 @@
 # -*- test-case-name: test.interop.test_turn_external -*-
 """C{external-ip} and C{no-tcp-relay} end to end: the server built from its settings
-(L{p2pnet.app.buildService}) on real loopback sockets, driven by p2pnet's TURN clients.
+(L{p2pnet.app.buildService}) on real loopback sockets, driven by p2pnet's STUN and TURN
+clients.
 
 With C{external-ip 203.0.113.50/127.0.0.1} the client is told 203.0.113.50 (the
 "public" side) in XOR-RELAYED-ADDRESS while the relayed socket is bound to 127.0.0.1
@@ -18,8 +19,9 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.trial import unittest
 
 from p2pnet.app import buildService
+from p2pnet.codecs.stun import Attr, Message, Method, StunClass, decodeAddress
 from p2pnet.config import Config
-from p2pnet.protocols.stun_client import StunErrorResponse
+from p2pnet.protocols.stun_client import StunClientProtocol, StunErrorResponse
 from p2pnet.protocols.turn_client import TurnClientProtocol, connectTurnStream
 
 
@@ -61,6 +63,24 @@ class ExternalIpTests(unittest.TestCase):
         peer.write(b"through the NAT", ("127.0.0.1", relayedPort))
         data = yield got
         self.assertEqual(data, b"through the NAT")
+
+    @defer.inlineCallbacks
+    def test_rfc5780AttributesPublic(self) -> Any:
+        """With two mapped private addresses (listen, alt-listen), RESPONSE-ORIGIN and
+        OTHER-ADDRESS name the public ones, ports kept."""
+        port, _ = self.server(services=("stun",), alt_listen=("127.0.0.2",), alt_port=0,
+                              external_ip=("203.0.113.50/127.0.0.1", "203.0.113.51/127.0.0.2"))
+        client = StunClientProtocol(reactor=reactor)
+        listening = reactor.listenUDP(0, client, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        reply = yield client.request(Message(Method.BINDING, StunClass.REQUEST),
+                                     ("127.0.0.1", port))
+        self.assertEqual(decodeAddress(reply.get(Attr.RESPONSE_ORIGIN)), ("203.0.113.50", port))
+        otherHost, otherPort = decodeAddress(reply.get(Attr.OTHER_ADDRESS))
+        self.assertEqual(otherHost, "203.0.113.51")
+        self.assertNotEqual(otherPort, port)
+        mapped = decodeAddress(reply.get(Attr.MAPPED_ADDRESS))
+        self.assertEqual(mapped, ("127.0.0.1", listening.getHost().port))
 
     @defer.inlineCallbacks
     def test_noTcpRelay(self) -> Any:

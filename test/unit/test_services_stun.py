@@ -12,6 +12,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pnet.addresses import ExternalAddresses
 from p2pnet.codecs import stun
 from p2pnet.codecs.stun import Attr, Message, Method, StunClass, decode, userhash
 from p2pnet.services.auth import PASSWORD_ALGORITHMS, StaticUsers
@@ -473,6 +474,36 @@ class RFC5780Tests(ServiceMixin, SynchronousTestCase):
         self.assertEqual(stun.decodeAddress(reply.get(Attr.CHANGED_ADDRESS)), (self.a2, self.p2))
         self.assertIsNone(reply.get(Attr.FINGERPRINT))
         self.assertIsNone(reply.get(Attr.XOR_MAPPED_ADDRESS))
+
+
+class ExternalAddressTests(ServiceMixin, SynchronousTestCase):
+    """Behind 1:1 NAT (external-ip) the attributes naming the server's own addresses
+    give the public ones; ports and the client's mapped address are unchanged."""
+
+    def setUp(self) -> None:
+        self.startStun(altListen=("127.0.0.2",), external=ExternalAddresses(
+            ["203.0.113.1/127.0.0.1", "203.0.113.2/127.0.0.2"]))
+        (_, _), (self.p1, self.p2) = self.service.rfc5780[4]
+
+    def test_rfc5780(self) -> None:
+        for a, p in ((0, 0), (1, 1)):
+            self.sendUDP(binding().encode(), a, p)
+            reply, _ = self.onlyReply(a, p)
+            self.assertEqual(stun.decodeAddress(reply.get(Attr.RESPONSE_ORIGIN)),
+                             (("203.0.113.1", "203.0.113.2")[a], (self.p1, self.p2)[p]))
+            self.assertEqual(stun.decodeAddress(reply.get(Attr.OTHER_ADDRESS)),
+                             (("203.0.113.1", "203.0.113.2")[1 - a], (self.p1, self.p2)[1 - p]))
+            self.assertEqual(stun.decodeAddress(reply.get(Attr.MAPPED_ADDRESS)), CLIENT)
+
+    def test_classic(self) -> None:
+        request = struct.pack("!HHI", 0x0001, 8, 0x12345678) + b"classic-tid!" + struct.pack(
+            "!HHI", Attr.CHANGE_REQUEST, 4, 0)
+        self.sendUDP(request)
+        reply, _ = self.onlyReply()
+        self.assertEqual(stun.decodeAddress(reply.get(Attr.SOURCE_ADDRESS)),
+                         ("203.0.113.1", self.p1))
+        self.assertEqual(stun.decodeAddress(reply.get(Attr.CHANGED_ADDRESS)),
+                         ("203.0.113.2", self.p2))
 
 
 class AuthTests(ServiceMixin, SynchronousTestCase):
