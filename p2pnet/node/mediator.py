@@ -90,6 +90,8 @@ class Mediator:
     @param relay: C{host[:port]} overriding the relay the server names (C{node-relay}).
     @param licenceKey: sent on relay legs (the server's key, as a client's "Key").
     @param forceRelay: always answer with the relay (WebSocket mode, rustdesk.md §6.2 step 3).
+    @ivar natType: this node's NAT type (L{p2pnet.node.nat.NatTest} sets it); behind a
+        symmetric NAT every PunchHole is answered with the relay (rustdesk.md §6.2 step 3).
     """
 
     def __init__(self, reactor: Any, node: Any, server: tuple[str, int], *, relay: str = "",
@@ -100,6 +102,7 @@ class Mediator:
         self.relay = relay
         self.licenceKey = licenceKey
         self.forceRelay = forceRelay
+        self.natType: int = NatType.UNKNOWN_NAT
         self.duplicates = DuplicateFilter()
         self.badInput = RateLimitedLog(log, reactor)
         self.listening: list[_OneShot] = []
@@ -159,14 +162,15 @@ class Mediator:
     def punchHole(self, ph: Any) -> defer.Deferred[Any]:
         """rustdesk.md §6.2: relay, or PunchHoleSent and listen."""
         relay = self.relayFor(ph.relay_server)
-        if ph.nat_type == NatType.SYMMETRIC or ph.force_relay or self.forceRelay:
+        if NatType.SYMMETRIC in (ph.nat_type, self.natType) or ph.force_relay or \
+                self.forceRelay:
             return self.answerRelay(ph.socket_addr, relay, str(uuidlib.uuid4()),
                                     secure=True, initiate=True)
 
         def message(local: tuple[str, int]) -> RendezvousMessage:
             return RendezvousMessage(punch_hole_sent=PunchHoleSent(
                 socket_addr=ph.socket_addr, id=self.node.peerId, relay_server=relay,
-                nat_type=NatType.ASYMMETRIC, version=NODE_VERSION))
+                nat_type=self.natType, version=NODE_VERSION))
 
         return self._answerThenListen(message, "direct", ph.socket_addr, relay,
                                       openNat=True)

@@ -23,8 +23,10 @@ from p2pnet.codecs.rustdesk_register import RegistrationState
 from p2pnet.node.identity import NodeIdentity
 from p2pnet.node.login import LoginGuard, peerInfo
 from p2pnet.node.mediator import Mediator
+from p2pnet.node.nat import NatTest, natTypeName
 from p2pnet.node.registration import StreamRegistration, UdpRegistration
 from p2pnet.node.session import NodeSession
+from p2pnet.protocols.rustdesk_client import natTestPorts
 from p2pnet.protocols.rustdesk_peer import PeerStream
 from p2pnet.stats import Stats
 
@@ -61,6 +63,8 @@ class NodeService(MultiService):
     @param relay: overrides the relay the server names.
     @param directPort: direct IP access port, or C{None} (off).
     @param connectLink: opens a TCP/WS registration link (default: to C{server}).
+    @param natProbe: runs RustDesk's NAT test (default L{natTestPorts}; see
+        L{p2pnet.node.nat}).
     """
 
     name = "node"
@@ -71,7 +75,8 @@ class NodeService(MultiService):
                  maxViewers: int = DEFAULT_MAX_VIEWERS, source: str = "",
                  connectLink: Callable[[], Deferred[Any]] | None = None,
                  ownFeed: bool = True, tcpPort: int | None = None,
-                 wsPort: int | None = None) -> None:
+                 wsPort: int | None = None, natPort: int | None = None,
+                 natProbe: Callable[..., Deferred[Any]] = natTestPorts) -> None:
         super().__init__()
         self.reactor = reactor
         self.clock = reactor
@@ -98,6 +103,7 @@ class NodeService(MultiService):
         self.mediator = Mediator(reactor, self, (server[0], self.tcpPort), relay=relay,
                                  licenceKey=licenceKey,
                                  forceRelay=transport == "ws")
+        self.natTest = NatTest(reactor, (server[0], self.tcpPort), natPort, natProbe)
         state = RegistrationState(identity.peerId, identity.uuid, identity.pk)
         if transport == "udp":
             self.registration: Any = UdpRegistration(reactor, server, state,
@@ -201,11 +207,24 @@ class NodeService(MultiService):
         self.server = (host, port)
         self.tcpPort, self.wsPort = port, port + 2
         self.mediator.server = (host, port)
+        self.natTest.server, self.natTest.natPort = (host, port), None
+        self._testNat()
         self.stats.add("server_moved")
         if self.transport == "udp":
             self.reactor.callLater(0, self.registration.moveTo, self.server)
         else:
             self.reactor.callLater(0, self.registration.moveTo, self._connectLink)
+
+    def _testNat(self) -> None:
+        """Run the NAT test (not over WebSocket, which always relays) and hand the
+        answer to the mediator."""
+        if self.transport == "ws":
+            return
+
+        def measured(natType: int) -> None:
+            self.mediator.natType = natType
+
+        self.natTest.run().addCallback(measured)
 
     def _newId(self, peerId: str) -> None:
         self.identity.setId(peerId)
@@ -220,6 +239,7 @@ class NodeService(MultiService):
                 self.directPort, _DirectFactory(self), interface=self.directListen)
         super().startService()
         self.registration.start()
+        self._testNat()
         if self.gateway is not None:
             self.gateway.start()
         log.info("KVM node {id} registering with {host}:{port} over {transport}",
@@ -230,6 +250,7 @@ class NodeService(MultiService):
         waits: list[Deferred[Any]] = []
         if self.gateway is not None:
             self.gateway.stop()
+        self.natTest.cancel()
         stopped = self.registration.stop()
         if isinstance(stopped, Deferred):
             waits.append(stopped)
@@ -296,5 +317,6 @@ class NodeService(MultiService):
         return {"id": self.peerId, "registration": self.registration.status,
                 "transport": self.transport, "server": f"{self.server[0]}:{self.server[1]}",
                 "viewers": len(self.viewers), "source": self.source,
+                "nat": natTypeName(self.mediator.natType),
                 "codec": feed.codec, "width": feed.width, "height": feed.height,
                 "fps": feed.fps, "framesOut": feed.framesOut}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import uuid as uuidlib
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
@@ -72,6 +73,7 @@ __all__ = [
     "connectStream",
     "connectWebSocket",
     "decodeOnline",
+    "natTestPorts",
     "splitHostPort",
 ]
 
@@ -255,6 +257,36 @@ def connectWebSocket(reactor: Any, url: str, build: Any = MessageWebSocket) -> D
     """Open a WebSocket to C{url} with a protocol made by C{build()}."""
     endpoint = WebSocketClientEndpoint.new(reactor, url)
     return Deferred.fromCoroutine(endpoint.connect(_Factory(build)))
+
+
+@defer.inlineCallbacks
+def natTestPorts(reactor: Any, host: str, tcpPort: int, natPort: int,
+                 local: tuple[str, int] = ("", 0),
+                 connect: Callable[..., Deferred[Any]] | None = None) -> Any:
+    """RustDesk's NAT test (rustdesk.md §4.12): C{TestNatRequest} to the rendezvous port
+    and then, from the same local address, to the NAT-test port (port - 1).
+
+    Fires with C{(local address, port the first saw, port the second saw)}: the same
+    port twice means the NAT keeps a mapping across destinations (ASYMMETRIC, punchable);
+    two ports mean SYMMETRIC. Cancelling it closes the connection in progress.
+
+    @param connect: opens a L{MessageStream} from a local address (default
+        L{connectReusingPort}); tests pass a fake.
+    """
+    connect = connect or connectReusingPort
+    seen = []
+    for port in (tcpPort, natPort):
+        stream = yield connect(reactor, host, port, local)
+        try:
+            local = stream.localAddress
+            stream.send(RendezvousMessage(test_nat_request=TestNatRequest(serial=0)))
+            reply = yield stream.receive()
+        finally:
+            stream.transport.loseConnection()
+        # The server closes after answering; the next connect reuses the local port.
+        yield stream.closed
+        seen.append(reply.test_nat_response.port)
+    return local, seen[0], seen[1]
 
 
 def connectReusingPort(reactor: Any, host: str, port: int,
@@ -630,17 +662,7 @@ class Controller:
         yield stream.closed
         return decodeOnline(reply.online_response.states, len(peerIds))
 
-    @defer.inlineCallbacks
-    def testNat(self) -> Any:
-        """The NAT test (rustdesk.md §4.12): the source ports both ports saw, from one local port."""
-        first = yield connectReusingPort(self.reactor, self.server, self.tcpPort,
-                                         (self.bindAddress or "", 0))
-        local = first.localAddress
-        first.send(RendezvousMessage(test_nat_request=TestNatRequest(serial=0)))
-        a = yield first.receive()
-        yield first.closed
-        second = yield connectReusingPort(self.reactor, self.server, self.natPort, local)
-        second.send(RendezvousMessage(test_nat_request=TestNatRequest(serial=0)))
-        b = yield second.receive()
-        yield second.closed
-        return local[1], a.test_nat_response.port, b.test_nat_response.port
+    def testNat(self) -> Deferred[tuple[tuple[str, int], int, int]]:
+        """The NAT test (rustdesk.md §4.12): see L{natTestPorts}."""
+        return natTestPorts(self.reactor, self.server, self.tcpPort, self.natPort,
+                            (self.bindAddress or "", 0))

@@ -56,7 +56,7 @@ class NodeVideoTests(TestCase):
                               maxPendingBytes=maxPendingBytes)
         node = NodeService(reactor, loadIdentity(self.dir, "123456789", "pw"), self.feed,
                            FakeInputs(), server=("127.0.0.1", ports["udp"]),
-                           licenceKey=PUBLIC, tcpPort=ports["tcp"])
+                           licenceKey=PUBLIC, tcpPort=ports["tcp"], natPort=ports["nat"])
         node.startService()
         self.addCleanup(node.stopService)
         await until(lambda: node.registration.status == "registered")

@@ -195,7 +195,7 @@ class EndToEndTests(TestCase):
     @defer.inlineCallbacks
     def test_natTestBothPorts(self) -> Any:
         local, a, b = yield withTimeout(self.controller(bindAddress=None).testNat())
-        self.assertEqual((a, b), (local, local))
+        self.assertEqual((a, b), (local[1], local[1]))
 
     @defer.inlineCallbacks
     def test_keyMismatch(self) -> Any:

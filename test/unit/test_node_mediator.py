@@ -87,3 +87,13 @@ class MediatorTests(TestCase):
         mediator = Recording(self.clock, self.node, ("192.0.2.1", 21116), forceRelay=True)
         mediator.handle(punch(9))
         self.assertEqual(mediator.calls, [("relay", "192.0.2.1:21117")])
+
+    def test_ownSymmetricNatRelays(self) -> None:
+        """Behind a symmetric NAT (the NAT test's answer) the node relays even when the
+        controller could be punched (rustdesk.md §6.2 step 3)."""
+        self.mediator.natType = NatType.SYMMETRIC
+        self.mediator.handle(punch(11))
+        self.assertEqual(self.mediator.calls, [("relay", "192.0.2.1:21117")])
+        self.mediator.natType = NatType.ASYMMETRIC
+        self.mediator.handle(punch(12))
+        self.assertEqual(self.mediator.calls[1][0], "direct")
