@@ -24,6 +24,9 @@ from collections.abc import Callable
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pnet.codecs.proto.rendezvous_pb2 import RendezvousMessage, RequestRelay, TestNatRequest
+from p2pnet.codecs.rustdesk_frame import FrameDecoder, encodeFrame
+
 SERVER = "127.0.0.1"
 FLOODER = "127.0.0.1"
 SECOND = "127.0.0.2"
@@ -106,8 +109,9 @@ class Appliance:
 
         stun, rendezvous, relay, gateway = (tcp("STUN"), tcp("rendezvous server"),
                                             tcp("relay server"), tcp("gateway"))
-        return {"stun-tcp": stun[0], "stun-tls": stun[1], "rendezvous-ws": rendezvous[2],
-                "relay-ws": relay[1], "gateway": gateway[0]}
+        return {"stun-tcp": stun[0], "stun-tls": stun[1], "rendezvous-tcp": rendezvous[0],
+                "rendezvous-nat": rendezvous[1], "rendezvous-ws": rendezvous[2],
+                "relay-tcp": relay[0], "relay-ws": relay[1], "gateway": gateway[0]}
 
     def descriptors(self) -> int:
         return len(os.listdir(f"/proc/{self.process.pid}/fd"))
@@ -163,6 +167,40 @@ def webSocket(path: str) -> Callable[[int, str], socket.socket]:
         assert answer.startswith(b"HTTP/1.1 101 "), answer
         return sock
     return upgrade
+
+
+def natTest(port: int, source: str) -> socket.socket:
+    """A framed TestNatRequest answered with the port the server saw (rendezvous TCP
+    port or its NAT-test port)."""
+    sock = _connect(port, source)
+    sock.sendall(encodeFrame(RendezvousMessage(
+        test_nat_request=TestNatRequest(serial=0)).SerializeToString()))
+    decoder = FrameDecoder()
+    frames: list[bytes] = []
+    for _ in range(20):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        frames += decoder.feed(chunk)
+        if frames:
+            break
+    answer = RendezvousMessage.FromString(frames[0])
+    assert answer.test_nat_response.port == sock.getsockname()[1], answer
+    return sock
+
+
+def relayPair(port: int, source: str) -> socket.socket:
+    """Two legs from C{source} with one uuid are paired and pass bytes."""
+    uuid = os.urandom(8).hex()
+    request = encodeFrame(RendezvousMessage(
+        request_relay=RequestRelay(uuid=uuid)).SerializeToString())
+    first, second = _connect(port, source), _connect(port, source)
+    first.sendall(request)
+    second.sendall(request)
+    first.sendall(b"paired!")
+    assert _readUntil(second, b"paired!", 7) == b"paired!"
+    first.close()
+    return second
 
 
 def health(port: int, source: str) -> socket.socket:
@@ -247,6 +285,38 @@ class FloodTests(SynchronousTestCase):
         self.assertLessEqual(log.count("refused TCP connections"), 5 * len(clients), log)
         print("\n" + "\n".join(figures))
         self.assertEqual(self.server.stop(), 0, log)  # SIGTERM ends with status 0
+
+    def test_floodPlainPorts(self) -> None:
+        """The plain TCP ports: a flood of idle connections from one address keeps at
+        most that port's per-address cap (STUN max-connections-per-ip 64; relay legs
+        waiting for a partner, 64; rendezvous 1,000, which the flood stays under: idle
+        rendezvous connections end after 30 s), a second address's request is answered
+        at once, and the descriptors stay below the process's reserve."""
+        ports = self.server.ports
+        clients = {
+            "stun-tcp": (stunTcp, 64),
+            "rendezvous-tcp": (natTest, FLOOD),
+            "rendezvous-nat": (natTest, FLOOD),
+            "relay-tcp": (relayPair, 64),
+        }
+        figures = []
+        for name, (client, cap) in clients.items():
+            quiet = self.timed(client, ports[name])
+            opened = self.flood(ports[name], FLOODER, FLOOD)
+            alive = self.settle(opened, cap)
+            self.assertLessEqual(alive, cap, name)
+            during = self.timed(client, ports[name])
+            descriptors = self.server.descriptors()
+            self.assertLess(during, 2.0, name)
+            self.assertLess(descriptors, LIMIT - 32, name)
+            figures.append(f"{name}: {alive}/{FLOOD} flood connections kept, second client "
+                           f"{quiet * 1000:.1f} ms quiet / {during * 1000:.1f} ms flooded, "
+                           f"{descriptors} server descriptors")
+            self.closeAll()
+        log = self.server.text()
+        self.assertNotIn("EMFILE", log)
+        self.assertNotIn("Traceback", log)
+        print("\n" + "\n".join(figures))
 
     def test_established(self) -> None:
         """Connections that finished their TLS handshake or WebSocket upgrade no longer
