@@ -101,7 +101,25 @@ class MessageDatagram(DatagramProtocol):
         return self.queue.get()
 
 
-class MessageStream(Protocol):
+class _MessageLink:
+    """What the TCP and WebSocket links to the rendezvous server share: the queue of
+    messages received, the heartbeat count, the C{closed} Deferred.
+
+    @ivar heartbeats: empty messages received (rustdesk.md §4.17).
+    @ivar closed: fires when the connection is lost.
+    """
+
+    def __init__(self) -> None:
+        self.queue: DeferredQueue[RendezvousMessage] = DeferredQueue()
+        self.heartbeats = 0
+        self.closed: Deferred[None] = Deferred()
+
+    def receive(self) -> Deferred[RendezvousMessage]:
+        """The next message (heartbeats and a dropped first KeyExchange not counted)."""
+        return self.queue.get()
+
+
+class MessageStream(_MessageLink, Protocol):
     """A framed TCP connection to the rendezvous server.
 
     With C{serverPk} (the server's Ed25519 public key) it answers the server's first
@@ -113,15 +131,13 @@ class MessageStream(Protocol):
     transport: StreamTransport  # type: ignore[assignment]
 
     def __init__(self, serverPk: bytes | None = None) -> None:
+        super().__init__()
         self.serverPk = serverPk
-        self.queue: DeferredQueue[RendezvousMessage] = DeferredQueue()
         self._decoder = FrameDecoder()
         self._stream: SecretStream | None = None
         self._first = True
-        self.heartbeats = 0
         self.badInput = 0
         self.secured: Deferred[bool] = Deferred()
-        self.closed: Deferred[None] = Deferred()
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -171,10 +187,6 @@ class MessageStream(Protocol):
             payload = self._stream.seal(payload)
         self.transport.write(encodeFrame(payload))
 
-    def receive(self) -> Deferred[RendezvousMessage]:
-        """The next message (not counting a dropped first KeyExchange or heartbeats)."""
-        return self.queue.get()
-
     @property
     def localAddress(self) -> tuple[str, int]:
         """This end's C{(host, port)}."""
@@ -200,14 +212,12 @@ def _endpoint(reactor: Any, host: str, port: int, bindAddress: str | None = None
                 bindAddress=(bindAddress, 0) if bindAddress else None)
 
 
-class MessageWebSocket:
+class MessageWebSocket(_MessageLink):
     """A WebSocket connection to the rendezvous server: one Binary message per message."""
 
     def __init__(self) -> None:
-        self.queue: DeferredQueue[RendezvousMessage] = DeferredQueue()
+        super().__init__()
         self.transport: WebSocketTransport | None = None
-        self.heartbeats = 0
-        self.closed: Deferred[None] = Deferred()
 
     def negotiationStarted(self, transport: WebSocketTransport) -> None:
         self.transport = transport
@@ -239,10 +249,6 @@ class MessageWebSocket:
         """One Binary message of arbitrary bytes (relay legs)."""
         assert self.transport is not None
         self.transport.sendBytesMessage(data)
-
-    def receive(self) -> Deferred[RendezvousMessage]:
-        """The next message."""
-        return self.queue.get()
 
 
 class _Factory:
