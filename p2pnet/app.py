@@ -90,7 +90,7 @@ def _buildGateway(context: AppContext) -> IService:
     from p2pnet.services.gateway_operator import OperatorAction, OperatorListing
     from p2pnet.services.relay import RelayService
     from p2pnet.services.rendezvous import RendezvousService
-    from p2pnet.services.turn import TurnService, sessionRow
+    from p2pnet.services.turn import TurnService, killAllocations, sessionRow
 
     gateway = GatewayService.fromConfig(context)
     # The operator lists of the services built before the gateway (issue 14 item 5);
@@ -107,6 +107,7 @@ def _buildGateway(context: AppContext) -> IService:
             "relay.pairs.list",
             OperatorListing(relay, lambda offset, limit: pairs()[offset : offset + limit]),
         )
+        gateway.provideAction("relay.pairs.kill", OperatorAction(relay, relay.killFromParams))
     turn = context.built.get("turn")
     if isinstance(turn, TurnService):
         table = turn.table
@@ -120,6 +121,8 @@ def _buildGateway(context: AppContext) -> IService:
             turn, lambda params: turn.manage("users", "add", params)))
         gateway.provideAction("turn.users.remove", OperatorAction(
             turn, lambda params: turn.manage("users", "remove", params)))
+        gateway.provideAction("turn.allocations.kill", OperatorAction(
+            turn, lambda params: killAllocations(table, params)))
     return gateway
 
 

@@ -32,6 +32,7 @@ COMMANDS: tuple[str, ...] = (
     "p2pnet.commands.peers",
     "p2pnet.commands.gateway",
     "p2pnet.commands.connect",
+    "p2pnet.commands.operate",
 )
 
 
@@ -57,6 +58,11 @@ def buildParser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run C{p2pnet ARGS}; return the exit status."""
+    from p2pnet.commands.operate import OPERATOR_COMMANDS
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if tuple(argv[:2]) in OPERATOR_COMMANDS:  # p2pnet turn sessions: turn-sessions
+        argv[:2] = ["-".join(argv[:2])]
     args = buildParser().parse_args(argv)
     try:
         status = int(args.run(args) or 0)

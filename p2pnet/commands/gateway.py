@@ -41,28 +41,7 @@ def register(subparsers: Any) -> None:
     callParser.add_argument(
         "params", nargs="?", default=None, help="parameters as a JSON object (default: none)"
     )
-    callParser.add_argument("--url", default=DEFAULT_URL, help="default %(default)s")
-    callParser.add_argument("--token", help="gateway token (default: $P2PNET_GATEWAY_TOKEN)")
-    callParser.add_argument(
-        "--password", help="gateway password (default: $P2PNET_GATEWAY_PASSWORD)"
-    )
-    callParser.add_argument(
-        "--identity", metavar="FILE", help="sign with the device key in FILE (made if missing)"
-    )
-    callParser.add_argument(
-        "--scope",
-        action="append",
-        help="scope to ask for; repeat (default: operator.admin, read, write, pairing)",
-    )
-    callParser.add_argument(
-        "--timeout", type=parseSeconds, default=30.0, metavar="SECONDS", help="default 30"
-    )
-    callParser.add_argument(
-        "--ca-cert", metavar="PEM", help="wss://: trust this certificate (authority)"
-    )
-    callParser.add_argument(
-        "--insecure", action="store_true", help="wss://: do not verify the certificate"
-    )
+    addConnectionOptions(callParser)
     callParser.set_defaults(run=runCall)
     tokenParser = commands.add_parser(
         "token", help="print the gateway token generated in a data directory"
@@ -70,6 +49,97 @@ def register(subparsers: Any) -> None:
     tokenParser.set_defaults(run=runToken)
     # Before or after the action; call reads the generated token there when given none.
     addDataDir(parser, callParser, tokenParser)
+
+
+def addConnectionOptions(parser: argparse.ArgumentParser) -> None:
+    """The options of a command that calls the gateway as an operator (C{gateway call},
+    the session commands): where, which secret, which device, how long."""
+    parser.add_argument("--url", default=DEFAULT_URL, help="gateway URL (default %(default)s)")
+    parser.add_argument("--token", help="gateway token (default: $P2PNET_GATEWAY_TOKEN, "
+                                        "else the one generated in --data-dir)")
+    parser.add_argument(
+        "--password", help="gateway password (default: $P2PNET_GATEWAY_PASSWORD)"
+    )
+    parser.add_argument(
+        "--identity", metavar="FILE", help="sign with the device key in FILE (made if missing)"
+    )
+    parser.add_argument(
+        "--scope",
+        action="append",
+        help="scope to ask for; repeat (default: operator.admin, read, write, pairing)",
+    )
+    parser.add_argument(
+        "--timeout", type=parseSeconds, default=30.0, metavar="SECONDS", help="default 30"
+    )
+    parser.add_argument(
+        "--ca-cert", metavar="PEM", help="wss://: trust this certificate (authority)"
+    )
+    parser.add_argument(
+        "--insecure", action="store_true", help="wss://: do not verify the certificate"
+    )
+
+
+def connectionFrom(args: argparse.Namespace) -> tuple[Any, Any]:
+    """C{(ClientOptions, TrustPolicy or None)} from L{addConnectionOptions}' options.
+
+    @raise ValueError: the C{--ca-cert} file cannot be used (the message says why).
+    """
+    from p2pnet.protocols.gateway_client import (
+        OPERATOR_SCOPES,
+        ClientOptions,
+        DeviceIdentity,
+        TrustPolicy,
+    )
+
+    token = args.token or os.environ.get("P2PNET_GATEWAY_TOKEN")
+    if not token and getattr(args, "data_dir", None):
+        token = storedToken(args.data_dir)
+    options = ClientOptions(
+        role="operator",
+        scopes=tuple(args.scope or OPERATOR_SCOPES),
+        token=token,
+        password=args.password or os.environ.get("P2PNET_GATEWAY_PASSWORD"),
+        clientId="cli",
+        clientMode="cli",
+        identity=DeviceIdentity.load(args.identity) if args.identity else None,
+    )
+    tlsPolicy = None
+    if args.insecure:
+        tlsPolicy = TrustPolicy(verify=False)
+    elif args.ca_cert:
+        try:
+            with open(args.ca_cert, "rb") as f:
+                tlsPolicy = TrustPolicy(f.read())
+        except (OSError, ValueError, crypto.Error) as e:
+            raise ValueError(f"cannot use --ca-cert {args.ca_cert}: {e}") from None
+    return options, tlsPolicy
+
+
+async def callReporting(reactor: Any, args: argparse.Namespace, method: str, params: Any,
+                        options: Any, tlsPolicy: Any) -> tuple[int, Any]:
+    """L{call} for a command: C{(0, payload)}, or C{(1, None)} after one line on
+    standard error saying what went wrong (the gateway's error, or why it is
+    unreachable). The deadline and Ctrl-C propagate."""
+    from p2pnet.protocols.gateway_client import GatewayError
+
+    step(args, f"the gateway at {args.url}")
+    try:
+        payload = await call(reactor, args.url, method, params, options, args.timeout,
+                             tlsPolicy)
+    except (CancelledError, TimeoutError):
+        raise  # the deadline or Ctrl-C: p2pnet.commands.reactMain says which
+    except GatewayError as e:
+        detail = f" [{e.detailCode}]" if e.detailCode else ""
+        hint = ""
+        if not options.token and not options.password and options.identity is None:
+            hint = (" (no token given: pass --token, set P2PNET_GATEWAY_TOKEN, or give "
+                    "the server's --data-dir; 'p2pnet gateway token' prints it)")
+        sys.stderr.write(f"p2pnet: {e.code}: {e.message}{detail}{hint}\n")
+        return 1, None
+    except Exception as e:  # connection refused, timeout, TLS: one line, status 1
+        sys.stderr.write(f"p2pnet: cannot reach {args.url}: {e}\n")
+        return 1, None
+    return 0, payload
 
 
 def storedToken(dataDir: str) -> str | None:
@@ -128,62 +198,22 @@ def runCall(args: argparse.Namespace) -> int:
     Returns 2 for bad arguments; otherwise runs on the global reactor and exits the
     process with the call's status (L{p2pnet.commands.reactMain}).
     """
-    from p2pnet.protocols.gateway_client import (
-        OPERATOR_SCOPES,
-        ClientOptions,
-        DeviceIdentity,
-        GatewayError,
-        TrustPolicy,
-    )
-
     try:
         params = None if args.params is None else json.loads(args.params)
     except ValueError as e:
         sys.stderr.write(f"p2pnet: params are not JSON: {e}\n")
         return 2
-    token = args.token or os.environ.get("P2PNET_GATEWAY_TOKEN")
-    if not token and args.data_dir:
-        token = storedToken(args.data_dir)
-    options = ClientOptions(
-        role="operator",
-        scopes=tuple(args.scope or OPERATOR_SCOPES),
-        token=token,
-        password=args.password or os.environ.get("P2PNET_GATEWAY_PASSWORD"),
-        clientId="cli",
-        clientMode="cli",
-        identity=DeviceIdentity.load(args.identity) if args.identity else None,
-    )
-    tlsPolicy = None
-    if args.insecure:
-        tlsPolicy = TrustPolicy(verify=False)
-    elif args.ca_cert:
-        try:
-            with open(args.ca_cert, "rb") as f:
-                tlsPolicy = TrustPolicy(f.read())
-        except (OSError, ValueError, crypto.Error) as e:
-            sys.stderr.write(f"p2pnet: cannot use --ca-cert {args.ca_cert}: {e}\n")
-            return 2
+    try:
+        options, tlsPolicy = connectionFrom(args)
+    except ValueError as e:
+        sys.stderr.write(f"p2pnet: {e}\n")
+        return 2
 
     async def main(reactor: Any, args: argparse.Namespace) -> int:
-        step(args, f"the gateway at {args.url}")
-        try:
-            payload = await call(
-                reactor, args.url, args.method, params, options, args.timeout, tlsPolicy
-            )
-        except (CancelledError, TimeoutError):
-            raise  # the deadline or Ctrl-C: p2pnet.commands.reactMain says which
-        except GatewayError as e:
-            detail = f" [{e.detailCode}]" if e.detailCode else ""
-            hint = ""
-            if not options.token and not options.password and options.identity is None:
-                hint = (" (no token given: pass --token, set P2PNET_GATEWAY_TOKEN, or give "
-                        "the server's --data-dir; 'p2pnet gateway token' prints it)")
-            sys.stderr.write(f"p2pnet: {e.code}: {e.message}{detail}{hint}\n")
-            return 1
-        except Exception as e:  # connection refused, timeout, TLS: one line, status 1
-            sys.stderr.write(f"p2pnet: cannot reach {args.url}: {e}\n")
-            return 1
-        sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-        return 0
+        status, payload = await callReporting(reactor, args, args.method, params, options,
+                                              tlsPolicy)
+        if status == 0:
+            sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        return status
 
     reactMain(main, args, deadline=args.timeout)

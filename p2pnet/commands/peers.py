@@ -2,7 +2,8 @@
 """C{p2pnet peers}: the RustDesk peer registry, for the operator.
 
 C{list}, C{show ID} and C{import-hbbs FILE} work on C{DATA_DIR/peers.sqlite3} directly
-(SQLite WAL lets them run while the server is up).
+(SQLite WAL lets them run while the server is up); C{online} asks the running server
+through the gateway (L{p2pnet.commands.operate}).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sqlite3
 import sys
 
 from p2pnet.commands import addDataDir
+from p2pnet.commands.operate import registerPeersOnline
 from p2pnet.store.peers import (
     FILENAME,
     countPeers,
@@ -84,5 +86,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("id")
     imported = sub.add_parser("import-hbbs", help="import peers from hbbs's db_v2.sqlite3")
     imported.add_argument("file")
-    addDataDir(parser, listing, show, imported)  # before or after the action
+    online = registerPeersOnline(sub)
+    addDataDir(parser, listing, show, imported, online)  # before or after the action
     parser.set_defaults(run=run, out=None)

@@ -55,7 +55,9 @@ def _hostPort(text: str, default: int) -> tuple[str, int]:
 def register(subparsers: Any) -> None:
     """Add C{turn HOST}."""
     parser = subparsers.add_parser(
-        "turn", help="allocate on a TURN server and measure a relayed round trip")
+        "turn", help="allocate on a TURN server and measure a relayed round trip",
+        epilog="The running server's allocations: p2pnet turn sessions [--user U] and "
+               "p2pnet turn kill --user U | --client ADDR (see their --help).")
     parser.add_argument("host", help="TURN server address, ADDR or ADDR:PORT")
     parser.add_argument("--port", type=int, default=3478, help="server port (default 3478)")
     parser.add_argument("--user", required=True, help="long-term or REST user name")

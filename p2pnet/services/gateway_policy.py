@@ -564,6 +564,8 @@ METHOD_SCOPES: dict[str, str] = {
     "device.token.revoke": PAIRING,
     "turn.users.add": ADMIN,
     "turn.users.remove": ADMIN,
+    "turn.allocations.kill": ADMIN,
+    "relay.pairs.kill": ADMIN,
 }
 
 #: Prefixes that always need C{operator.admin}, whatever the table says.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -478,6 +478,14 @@ class RelayService(ListeningService):
         return [RelayPairInfo(p.uuid, p.a.host, p.b.host, now - p.started, p.bytes,
                               p.rate(now))
                 for p in sorted(self.activePairs, key=lambda p: (p.started, p.uuid))]
+
+    def killFromParams(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The operator's kill (C{relay.pairs.kill}): C{params["uuid"]} names the pair.
+        Answers C{{"uuid", "killed"}}; C{ValueError} without a uuid."""
+        uuid = params.get("uuid")
+        if not isinstance(uuid, str) or not uuid:
+            raise ValueError("uuid must be a non-empty string")
+        return {"uuid": uuid, "killed": self.kill(uuid)}
 
     def kill(self, uuid: str) -> bool:
         """End the pair of C{uuid} (both connections close); C{False} if there is none."""

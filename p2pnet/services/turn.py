@@ -34,7 +34,7 @@ from twisted.application.service import Service
 from twisted.internet import task
 from twisted.logger import Logger
 
-from p2pnet.addresses import ExternalAddresses, family
+from p2pnet.addresses import ExternalAddresses, family, parseIp
 from p2pnet.codecs.stun import (
     CHANNEL_MAX,
     CHANNEL_MAX_RFC5766,
@@ -126,6 +126,28 @@ def hostPort(address: tuple[str, int]) -> str:
     """C{host:port}, IPv6 in brackets."""
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def killAllocations(table: AllocationTable, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The operator's kill (C{turn.allocations.kill}): C{params} name a C{user}, or a
+    C{client} IP address with an optional C{port}; the matching allocations are deleted.
+    Answers C{{"killed": N}}; C{ValueError} for params that name nothing or are malformed.
+    """
+    user, client, port = params.get("user"), params.get("client"), params.get("port")
+    if (user is None) == (client is None):
+        raise ValueError("give user or client")
+    if user is not None:
+        if not isinstance(user, str) or not user:
+            raise ValueError("user must be a non-empty string")
+        return {"killed": table.kill(user=user)}
+    address = parseIp(client) if isinstance(client, str) else None
+    if address is None:
+        raise ValueError("client must be an IP address")
+    if port is None:
+        return {"killed": table.kill(client=str(address))}
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise ValueError("port must be an integer from 1 to 65535")
+    return {"killed": table.kill(client=(str(address), port))}
 
 
 class TurnService(Service):
