@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from functools import cached_property
+from typing import Any
 
 from twisted.application.service import IService, MultiService
 from twisted.internet import ssl
@@ -17,11 +18,13 @@ from twisted.internet.interfaces import IReactorCore
 
 from p2pnet.certs import generateSelfSigned, loadServerTLS
 from p2pnet.config import SERVICES, Config
+from p2pnet.drain import DrainService
 from p2pnet.errors import ConfigError
 from p2pnet.files import narrowFiles, privateDirectory
 from p2pnet.listen import ConnectionGuard, setProcessGuard
+from p2pnet.sdnotify import SystemdNotifier, notify
 
-__all__ = ["AppContext", "BUILDERS", "buildService"]
+__all__ = ["AppContext", "Appliance", "BUILDERS", "buildService"]
 
 
 class AppContext:
@@ -32,6 +35,9 @@ class AppContext:
         self.reactor = reactor
         #: Services built so far, by name (TURN finds the STUN service here).
         self.built: dict[str, IService] = {}
+        #: The drain over the built services (SIGUSR1, the gateway's C{server.drain}).
+        self.drain = DrainService(reactor, lambda: dict(self.built), reactor.stop,
+                                  lambda state: notify(state))
 
     @cached_property
     def dataDir(self) -> str:
@@ -57,6 +63,32 @@ class AppContext:
         if not (os.path.exists(cert) and os.path.exists(key)):
             generateSelfSigned(cert, key)
         return loadServerTLS(cert, key)
+
+
+class Appliance(MultiService):
+    """The appliance: a named child per service, and around them the drain (SIGUSR1,
+    C{server.drain}; L{p2pnet.drain}) and systemd's readiness notification
+    (L{p2pnet.sdnotify}), which start after every child and stop before them.
+
+    @ivar drain: the L{DrainService} over the children.
+    """
+
+    def __init__(self, drain: DrainService, notifier: SystemdNotifier) -> None:
+        super().__init__()
+        self.drain = drain
+        self.notifier = notifier
+
+    def startService(self) -> None:
+        """Start the services (binding their listeners), then the drain and notifier."""
+        super().startService()
+        self.drain.startService()
+        self.notifier.startService()
+
+    def stopService(self) -> Any:
+        """Tell systemd, end the drain, stop the services."""
+        self.notifier.stopService()
+        self.drain.stopService()
+        return super().stopService()
 
 
 def _buildStun(context: AppContext) -> IService:
@@ -123,6 +155,7 @@ def _buildGateway(context: AppContext) -> IService:
             turn, lambda params: turn.manage("users", "remove", params)))
         gateway.provideAction("turn.allocations.kill", OperatorAction(
             turn, lambda params: killAllocations(table, params)))
+    gateway.provideAction("server.drain", OperatorAction(context.drain, context.drain.drain))
     return gateway
 
 
@@ -144,7 +177,7 @@ BUILDERS: dict[str, Callable[[AppContext], IService]] = {
 assert set(BUILDERS) == set(SERVICES)
 
 
-def buildService(config: Config, reactor: IReactorCore | None = None) -> MultiService:
+def buildService(config: Config, reactor: IReactorCore | None = None) -> Appliance:
     """The appliance as one C{MultiService}: a named child per service in C{config.services}.
 
     Nothing listens until the service is started; a port in use then raises
@@ -163,7 +196,7 @@ def buildService(config: Config, reactor: IReactorCore | None = None) -> MultiSe
         reactor,  # type: ignore[arg-type]
     ))
     context = AppContext(config, reactor)
-    root = MultiService()
+    root = Appliance(context.drain, SystemdNotifier(reactor))
     wanted = set(config.services)
     if "turn" in wanted:
         wanted.add("stun")  # TURN answers on the STUN service's sockets

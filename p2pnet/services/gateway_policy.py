@@ -566,6 +566,7 @@ METHOD_SCOPES: dict[str, str] = {
     "turn.users.remove": ADMIN,
     "turn.allocations.kill": ADMIN,
     "relay.pairs.kill": ADMIN,
+    "server.drain": ADMIN,
 }
 
 #: Prefixes that always need C{operator.admin}, whatever the table says.

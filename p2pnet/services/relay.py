@@ -251,6 +251,8 @@ class RelayService(ListeningService):
         self.maxConnections = maxConnections
         self.maxPendingPerIp = maxPendingPerIp
         self.waiting: dict[str, tuple[RelayLeg, IDelayedCall]] = {}
+        #: Set by L{startDrain}: no new pairs, the running ones continue.
+        self.draining = False
         self.activePairs: set[Pair] = set()
         self.connections = 0
         self._pendingPerIp: dict[str, int] = {}
@@ -407,6 +409,11 @@ class RelayService(ListeningService):
             self.stats.add("refused_no_uuid")
             return False
         waiting = self.waiting.pop(uuid, None)
+        if waiting is None and self.draining:
+            # Draining: the second leg of a pair already waiting is still paired, a new
+            # uuid is refused, so the client's retry goes to another relay.
+            self.stats.add("refused_draining")
+            return False
         if waiting is None:
             call = self.clock.callLater(PAIR_TIMEOUT, self._unpaired, uuid, leg)
             self.waiting[uuid] = (leg, call)
@@ -478,6 +485,14 @@ class RelayService(ListeningService):
         return [RelayPairInfo(p.uuid, p.a.host, p.b.host, now - p.started, p.bytes,
                               p.rate(now))
                 for p in sorted(self.activePairs, key=lambda p: (p.started, p.uuid))]
+
+    def startDrain(self) -> None:
+        """Stop pairing new uuids; pairs and legs already waiting continue."""
+        self.draining = True
+
+    def remaining(self) -> int:
+        """Pairs and waiting legs a drain waits for."""
+        return len(self.activePairs) + len(self.waiting)
 
     def killFromParams(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The operator's kill (C{relay.pairs.kill}): C{params["uuid"]} names the pair.

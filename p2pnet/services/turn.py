@@ -331,6 +331,14 @@ class TurnService(Service):
                 for name, realm, created in rows])
         raise KeyError(kind)
 
+    def startDrain(self) -> None:
+        """Refuse new allocations (508); existing ones are refreshed until they end."""
+        self.allocate.draining = True
+
+    def remaining(self) -> int:
+        """Allocations a drain waits for."""
+        return len(self.table.allocations)
+
     def manage(self, kind: str, action: str, params: Mapping[str, Any]) -> Any:
         """C{users}/C{add} (C{name}, C{password}; the server's realm) or C{users}/
         C{remove} (C{name}) in the durable table, in force on this server at once; a

@@ -49,7 +49,11 @@ class AllocateHandler:
 
     @param data: the data path, which relayed UDP sockets report to.
     @param tcp: the RFC 6062 relays, which relayed TCP listeners report to.
+    @ivar draining: new allocations are refused with 508 (the server is being drained);
+        Refresh, permissions and channels of existing ones are served.
     """
+
+    draining = False
 
     def __init__(self, clock: IReactorTime, table: AllocationTable, relays: RelayAllocator,
                  respond: TurnResponder, limits: AllocationLimits, budget: TableBudget,
@@ -92,6 +96,12 @@ class AllocateHandler:
                 link.send(existing.response, request.source)
                 return
             respond.error(request, 437)
+            return
+        if self.draining:
+            # Draining: refused with 508 (Insufficient Capacity), the code RFC 8656 §7.2
+            # gives for an allocation the server cannot take; the client tries another.
+            self.table.stats.add("turn.allocations.refused_draining")
+            respond.error(request, 508)
             return
         # RFC 8656 §7.2 step 3: "The server checks if the request contains a
         # REQUESTED-TRANSPORT attribute. If the REQUESTED-TRANSPORT attribute is not

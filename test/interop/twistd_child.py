@@ -1,4 +1,4 @@
-# -*- test-case-name: test.interop.test_logformat,test.interop.test_metrics_process,test.interop.test_stun_clients -*-
+# -*- test-case-name: test.interop.test_logformat,test.interop.test_metrics_process,test.interop.test_stun_clients,test.interop.test_drain -*-
 """A real C{twistd -n p2pnet} child for tests: start it, wait for a log line, stop it."""
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ def twistdArgv() -> list[str]:
 class TwistdChild(protocol.ProcessProtocol):
     """C{twistd -n --pidfile= --logfile=- p2pnet ARGS}; L{output} is its stdout+stderr."""
 
-    def __init__(self, args: list[str], ready: bytes = b"listening on") -> None:
+    def __init__(self, args: list[str], ready: bytes = b"listening on",
+                 env: dict[str, str] | None = None) -> None:
         self.argv = [*twistdArgv(), "-n", "--pidfile=", "--logfile=-", "p2pnet", *args]
+        self.env = dict(os.environ, **(env or {}))
         self.readyMark = ready
         self.output = b""
         self.ready: defer.Deferred[None] = defer.Deferred()
@@ -78,7 +80,7 @@ class TwistdChild(protocol.ProcessProtocol):
     def start(self, testCase: Any) -> Any:
         """Spawn; fire once the ready mark is logged (SIGKILL after L{TIMEOUT})."""
         self.process = reactor.spawnProcess(  # type: ignore[attr-defined]
-            self, self.argv[0], self.argv, env=dict(os.environ))
+            self, self.argv[0], self.argv, env=self.env)
         testCase.addCleanup(self._reap)
         timer = reactor.callLater(TIMEOUT, self.kill)  # type: ignore[attr-defined]
         try:

@@ -129,6 +129,21 @@ class LegTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertTrue(transport.disconnecting)
 
+    def test_draining(self) -> None:
+        """Draining: a leg whose partner waits is paired, a new uuid is refused."""
+        a, ta = self.leg()
+        a.dataReceived(request("u1", "k"))
+        self.service.startDrain()
+        self.assertEqual(self.service.remaining(), 1)
+        b, tb = self.leg("192.0.2.2")
+        b.dataReceived(request("u1", "k"))
+        self.assertEqual(len(self.service.activePairs), 1)
+        c, tc = self.leg("192.0.2.3")
+        c.dataReceived(request("u2", "k"))
+        self.assertTrue(tc.disconnecting)
+        self.assertEqual(self.service.stats.counters["refused_draining"], 1)
+        self.assertEqual(self.service.remaining(), 1)
+
     def test_unpairedTimeout(self) -> None:
         proto, transport = self.leg()
         proto.dataReceived(request("u1", "k"))

@@ -353,6 +353,19 @@ class AllocateTests(TurnMixin, SynchronousTestCase):
         self.allocate(source=("127.0.0.1", 2))
         self.assertEqual(errorCode(self.allocate(source=("127.0.0.1", 3))), 486)
 
+    def test_draining(self) -> None:
+        """Draining: a new allocation gets 508, the existing one is still refreshed, a
+        retransmitted Allocate of it still gets its success; remaining() counts it."""
+        self.startTurn()
+        first = self.allocate()
+        self.turn.startDrain()
+        self.assertEqual(self.turn.remaining(), 1)
+        self.assertEqual(errorCode(self.allocate(source=("127.0.0.1", 2))), 508)
+        self.assertEqual(self.request(Method.REFRESH).cls, StunClass.SUCCESS)
+        self.assertEqual(first.cls, StunClass.SUCCESS)
+        self.request(Method.REFRESH, (Attr.LIFETIME, encodeUInt32(0)))
+        self.assertEqual(self.turn.remaining(), 0)
+
     def test_capacity(self) -> None:
         """More allocations than the total: 508; freeing one makes room."""
         self.startTurn(maxAllocations=1)
