@@ -7,6 +7,7 @@ the three run the same tree. Each entry of L{BUILDERS} makes one named child ser
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from functools import cached_property
@@ -16,23 +17,38 @@ from twisted.application.service import IService, MultiService
 from twisted.internet import ssl
 from twisted.internet.interfaces import IReactorCore
 
-from p2pnet.certs import generateSelfSigned, loadServerTLS
-from p2pnet.config import SERVICES, Config
+from p2pnet.certs import ReloadableTLS, generateSelfSigned, loadServerTLS
+from p2pnet.config import SERVICES, Config, settings
 from p2pnet.drain import DrainService
 from p2pnet.errors import ConfigError
 from p2pnet.files import narrowFiles, privateDirectory
 from p2pnet.listen import ConnectionGuard, setProcessGuard
+from p2pnet.reload import ReloadService
 from p2pnet.sdnotify import SystemdNotifier, notify
 
-__all__ = ["AppContext", "Appliance", "BUILDERS", "buildService"]
+__all__ = ["AppContext", "Appliance", "BUILDERS", "RELOADABLE", "buildService"]
+
+#: Settings a reload (SIGHUP, C{config.reload}) applies while running; any other that
+#: changed keeps its old value until a restart, and the reload says which.
+RELOADABLE = frozenset({
+    "tls-cert", "tls-key", "user", "auth-secret", "gateway-auth", "gateway-token",
+    "gateway-password",
+})
 
 
 class AppContext:
     """What the services of one appliance share: settings, reactor, data directory, TLS."""
 
-    def __init__(self, config: Config, reactor: IReactorCore) -> None:
+    def __init__(self, config: Config, reactor: IReactorCore,
+                 load: Callable[[], Config] | None = None) -> None:
         self.config = config
         self.reactor = reactor
+        #: Reads the settings again (from the file, environment and flags they came
+        #: from); C{None} for an embedder's fixed L{Config}: a reload then re-reads files.
+        self.load = load
+        #: SIGHUP and the gateway's C{config.reload} (L{p2pnet.reload}).
+        self.reloader = ReloadService(reactor, lambda: self.reload(
+            self.load() if self.load is not None else self.config))
         #: Services built so far, by name (TURN finds the STUN service here).
         self.built: dict[str, IService] = {}
         #: The drain over the built services (SIGUSR1, the gateway's C{server.drain}).
@@ -54,15 +70,42 @@ class AppContext:
         return path
 
     @cached_property
-    def tlsOptions(self) -> ssl.CertificateOptions:
-        """Server TLS options: C{tls-cert}/C{tls-key}, else a certificate made in data-dir."""
-        if self.config.tls_cert:
-            return loadServerTLS(self.config.tls_cert, self.config.tls_key)
+    def tlsOptions(self) -> ReloadableTLS:
+        """Server TLS options: C{tls-cert}/C{tls-key}, else a certificate made in data-dir;
+        L{reload} replaces the certificate for new connections."""
+        return ReloadableTLS(self._loadTLS(self.config))
+
+    def _loadTLS(self, config: Config) -> ssl.CertificateOptions:
+        if config.tls_cert:
+            return loadServerTLS(config.tls_cert, config.tls_key)
         cert = os.path.join(self.dataDir, "tls-cert.pem")
         key = os.path.join(self.dataDir, "tls-key.pem")
         if not (os.path.exists(cert) and os.path.exists(key)):
             generateSelfSigned(cert, key)
         return loadServerTLS(cert, key)
+
+    def reload(self, config: Config) -> list[str]:
+        """Apply C{config}'s reloadable settings (L{RELOADABLE}) and re-read the files
+        the services keep (certificate, user table, relay lists); return the keys of the
+        settings that changed but cannot change while running (they keep their old
+        values).
+
+        @raise ConfigError: the new certificate or key cannot be used; nothing changed.
+        """
+        old = self.config
+        tls = self._loadTLS(config) if "tlsOptions" in self.__dict__ else None
+        fixed = sorted(s.key for s in settings()
+                       if getattr(old, s.attr) != getattr(config, s.attr)
+                       and s.key not in RELOADABLE)
+        kept = {s.attr: getattr(old, s.attr) for s in settings() if s.key not in RELOADABLE}
+        self.config = dataclasses.replace(config, **kept)
+        if tls is not None:
+            self.tlsOptions.replace(tls)
+        for service in self.built.values():
+            reconfigure = getattr(service, "reconfigure", None)
+            if callable(reconfigure):
+                reconfigure(self)
+        return fixed
 
 
 class Appliance(MultiService):
@@ -73,20 +116,25 @@ class Appliance(MultiService):
     @ivar drain: the L{DrainService} over the children.
     """
 
-    def __init__(self, drain: DrainService, notifier: SystemdNotifier) -> None:
+    def __init__(self, drain: DrainService, reloader: ReloadService,
+                 notifier: SystemdNotifier) -> None:
         super().__init__()
         self.drain = drain
+        self.reloader = reloader
         self.notifier = notifier
 
     def startService(self) -> None:
-        """Start the services (binding their listeners), then the drain and notifier."""
+        """Start the services (binding their listeners), then the drain, the reload
+        trigger and the notifier."""
         super().startService()
         self.drain.startService()
+        self.reloader.startService()
         self.notifier.startService()
 
     def stopService(self) -> Any:
-        """Tell systemd, end the drain, stop the services."""
+        """Tell systemd, end the drain and the reload trigger, stop the services."""
         self.notifier.stopService()
+        self.reloader.stopService()
         self.drain.stopService()
         return super().stopService()
 
@@ -156,6 +204,8 @@ def _buildGateway(context: AppContext) -> IService:
         gateway.provideAction("turn.allocations.kill", OperatorAction(
             turn, lambda params: killAllocations(table, params)))
     gateway.provideAction("server.drain", OperatorAction(context.drain, context.drain.drain))
+    gateway.provideAction("config.reload",
+                          OperatorAction(context.reloader, context.reloader.reload))
     return gateway
 
 
@@ -177,7 +227,8 @@ BUILDERS: dict[str, Callable[[AppContext], IService]] = {
 assert set(BUILDERS) == set(SERVICES)
 
 
-def buildService(config: Config, reactor: IReactorCore | None = None) -> Appliance:
+def buildService(config: Config, reactor: IReactorCore | None = None,
+                 load: Callable[[], Config] | None = None) -> Appliance:
     """The appliance as one C{MultiService}: a named child per service in C{config.services}.
 
     Nothing listens until the service is started; a port in use then raises
@@ -185,6 +236,9 @@ def buildService(config: Config, reactor: IReactorCore | None = None) -> Applian
     (L{p2pnet.listen.processGuard}) is set from C{config}'s connection limits.
 
     @param reactor: the reactor to run on (default: the global one).
+    @param load: reads the settings again for a reload (SIGHUP, C{config.reload});
+        without it a reload keeps C{config} and re-reads the files (certificate, user
+        table, relay lists).
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
@@ -195,8 +249,8 @@ def buildService(config: Config, reactor: IReactorCore | None = None) -> Applian
         config.max_open_connections, config.max_pending_per_ip, config.pending_timeout,
         reactor,  # type: ignore[arg-type]
     ))
-    context = AppContext(config, reactor)
-    root = Appliance(context.drain, SystemdNotifier(reactor))
+    context = AppContext(config, reactor, load)
+    root = Appliance(context.drain, context.reloader, SystemdNotifier(reactor))
     wanted = set(config.services)
     if "turn" in wanted:
         wanted.add("stun")  # TURN answers on the STUN service's sockets

@@ -17,7 +17,7 @@ from twisted.internet import ssl
 from p2pnet.errors import ConfigError
 from p2pnet.files import writePrivate
 
-__all__ = ["generateSelfSigned", "loadServerTLS"]
+__all__ = ["ReloadableTLS", "generateSelfSigned", "loadServerTLS"]
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
@@ -97,3 +97,25 @@ def loadServerTLS(certPath: str, keyPath: str) -> ssl.CertificateOptions:
         return options
     except Exception:
         raise ConfigError("tls-key", f"{keyPath} does not match {certPath}") from None
+
+
+class ReloadableTLS:
+    """Server TLS options whose certificate can be replaced while listeners run.
+
+    Twisted's TLS factory asks its (old-style) context factory for a context at every
+    new connection, so handing listeners this object instead of the options themselves
+    lets a reload (L{replace}) serve the next handshake with the new certificate, while
+    connections already up keep theirs.
+    """
+
+    def __init__(self, options: ssl.CertificateOptions) -> None:
+        self.options = options
+
+    def getContext(self) -> object:
+        """The current certificate's context (made once per certificate)."""
+        return self.options.getContext()
+
+    def replace(self, options: ssl.CertificateOptions) -> None:
+        """Serve C{options}' certificate to new connections from now on."""
+        self.options = options
+

@@ -160,7 +160,8 @@ def makeService(options: Options) -> MultiService:
         log.info("descriptor limit raised from {before} to {after}", before=before, after=after)
     root = CommandLineService()
     try:
-        appliance = buildService(options.config)
+        appliance = buildService(options.config,
+                                 load=lambda: loadConfig(options.given, options["config"]))
     except ConfigError as e:
         _fail(e)
     appliance.setServiceParent(root)

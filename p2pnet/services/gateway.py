@@ -212,10 +212,10 @@ class GatewayService(ListeningService):
         self._maintenance.clock = clock
 
     @classmethod
-    def fromConfig(cls, context: Any) -> GatewayService:
-        """The service described by an L{p2pnet.app.AppContext}'s settings."""
+    def _authConfig(cls, context: Any, store: GatewayStoreInterface) -> AuthConfig:
+        """The auth settings of C{context.config}; a token generated into C{store} (and
+        logged) in token mode without a configured one."""
         config = context.config
-        store = GatewayStore(os.path.join(context.dataDir, "gateway.sqlite"))
         mode = config.gateway_auth or ("password" if config.gateway_password else "token")
         token = config.gateway_token
         if mode == "token" and not token:
@@ -224,12 +224,11 @@ class GatewayService(ListeningService):
                 token = b64urlEncode(secrets.token_bytes(32))
                 store.createSecret("gateway-token", token)
                 cls.log.info(
-                    "Generated a gateway token (stored in {path}); print it with "
-                    "'p2pnet gateway token --data-dir {dataDir}'",
-                    path=store.db.path,
+                    "Generated a gateway token (stored in {dataDir}/gateway.sqlite); print "
+                    "it with 'p2pnet gateway token --data-dir {dataDir}'",
                     dataDir=context.dataDir,
                 )
-        auth = AuthConfig(
+        return AuthConfig(
             mode=mode,
             token=token if mode == "token" else "",
             password=config.gateway_password if mode == "password" else "",
@@ -238,6 +237,18 @@ class GatewayService(ListeningService):
             requiredHeaders=config.gateway_proxy_required_header,
             allowUsers=config.gateway_proxy_allow_user,
         )
+
+    def reconfigure(self, context: Any) -> None:
+        """A reload: the shared secret (token or password) and auth mode from
+        C{context.config}, for handshakes from now on; connected clients stay."""
+        self.auth = self._authConfig(context, self.store)
+
+    @classmethod
+    def fromConfig(cls, context: Any) -> GatewayService:
+        """The service described by an L{p2pnet.app.AppContext}'s settings."""
+        config = context.config
+        store = GatewayStore(os.path.join(context.dataDir, "gateway.sqlite"))
+        auth = cls._authConfig(context, store)
         tls = context.tlsOptions if config.gateway_tls else None
         return cls(
             clock=context.reactor,

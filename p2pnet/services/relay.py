@@ -486,6 +486,10 @@ class RelayService(ListeningService):
                               p.rate(now))
                 for p in sorted(self.activePairs, key=lambda p: (p.started, p.uuid))]
 
+    def reconfigure(self, context: Any) -> None:
+        """A reload: read the black and block lists now (the sweep re-reads them too)."""
+        self.reloadLists()
+
     def startDrain(self) -> None:
         """Stop pairing new uuids; pairs and legs already waiting continue."""
         self.draining = True

@@ -128,6 +128,24 @@ def hostPort(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def credentialSources(context: Any, table: StoredUsers) -> list[Credentials]:
+    """The credential chain the settings of C{context.config} describe: the C{user}
+    entries, the durable C{table}, the REST secret; with neither users nor a secret, a
+    user generated into the data directory first."""
+    config = context.config
+    sources: list[Credentials] = []
+    if config.user:
+        sources.append(StaticUsers(dict(config.user)))
+    sources.append(table)
+    if config.auth_secret:
+        sources.append(RestCredentials(config.auth_secret, context.reactor))
+    if not config.user and not config.auth_secret:
+        generated = ensureGeneratedUser(context.dataDir)
+        if generated is not None:
+            sources.insert(0, StaticUsers(dict([generated])))
+    return sources
+
+
 def killAllocations(table: AllocationTable, params: Mapping[str, Any]) -> dict[str, Any]:
     """The operator's kill (C{turn.allocations.kill}): C{params} name a C{user}, or a
     C{client} IP address with an optional C{port}; the matching allocations are deleted.
@@ -284,16 +302,7 @@ class TurnService(Service):
         stun = context.built["stun"]
         table = StoredUsers(UserStore(os.path.join(context.dataDir, USERS_FILENAME)),
                             context.reactor)
-        sources: list[Credentials] = []
-        if config.user:
-            sources.append(StaticUsers(dict(config.user)))
-        sources.append(table)
-        if config.auth_secret:
-            sources.append(RestCredentials(config.auth_secret, context.reactor))
-        if not config.user and not config.auth_secret:
-            generated = ensureGeneratedUser(context.dataDir)
-            if generated is not None:
-                sources.insert(0, StaticUsers(dict([generated])))
+        sources = credentialSources(context, table)
         return cls(
             context.reactor,
             stun,
@@ -314,6 +323,15 @@ class TurnService(Service):
             tcpRelays=not config.no_tcp_relay,
             userTable=table,
         )
+
+    def reconfigure(self, context: Any) -> None:
+        """A reload: the configured users and REST secret from C{context.config}, and the
+        durable user table read again. The credential chain is changed in place, so the
+        STUN service (which holds the same chain) checks with it at once."""
+        if self.userTable is None or not isinstance(self.credentials, ChainedCredentials):
+            return
+        self.credentials.sources[:] = credentialSources(context, self.userTable)
+        self.userTable.reload()
 
     # -- operators (the gateway's turn.allocations.list, turn.users.*) ----------------------
 

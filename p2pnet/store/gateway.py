@@ -165,6 +165,9 @@ class GatewayStoreInterface(Protocol):
     def secret(self, name: str) -> str | None:
         """A stored gateway secret."""
 
+    def createSecret(self, name: str, value: str) -> None:
+        """Store a secret synchronously (start-up or a reload, before it is used)."""
+
     def savePairedDevice(self, device: PairedDevice) -> Deferred[None]:
         """Add or replace a paired device."""
 
