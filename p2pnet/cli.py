@@ -33,6 +33,7 @@ COMMANDS: tuple[str, ...] = (
     "p2pnet.commands.gateway",
     "p2pnet.commands.connect",
     "p2pnet.commands.operate",
+    "p2pnet.commands.migrate",
 )
 
 

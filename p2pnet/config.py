@@ -583,12 +583,14 @@ class _RustDeskSettings:
         "nothing; base64 of a 64-byte secret key = use it; any other text = required "
         "verbatim, nothing signed.",
         secret=True,
+        env="KEY",
     )
     relay_key: str = _setting(
         "",
         "Key relay legs must send, as hbbr -k: '' = no check; '-' or '_' = the rendezvous "
         "public key; base64 secret key = its public half; other text = verbatim.",
         secret=True,
+        env="KEY",
     )
     relay_servers: tuple[str, ...] = _setting(
         (),
@@ -597,9 +599,11 @@ class _RustDeskSettings:
         "host's relay.",
         parseRelayServers,
         sep=",",
+        env="RELAY_SERVERS",
     )
     always_use_relay: bool = _setting(
-        False, "Make every RustDesk connection go through the relay.", switch=True
+        False, "Make every RustDesk connection go through the relay.", switch=True,
+        env="ALWAYS_USE_RELAY",
     )
     mask: ipaddress.IPv4Network | None = _setting(
         None,
@@ -668,24 +672,29 @@ class _RustDeskSettings:
         parseCount,
     )
     relay_bandwidth: float = _setting(
-        128.0, "Relay limit per pair, both directions, in Mb/s (0: none).", parseBandwidth
+        128.0, "Relay limit per pair, both directions, in Mb/s (0: none).", parseBandwidth,
+        env="SINGLE_BANDWIDTH",
     )
     relay_total_bandwidth: float = _setting(
-        1024.0, "Relay limit for all pairs together, in Mb/s (0: none).", parseBandwidth
+        1024.0, "Relay limit for all pairs together, in Mb/s (0: none).", parseBandwidth,
+        env="TOTAL_BANDWIDTH",
     )
     relay_limit_speed: float = _setting(
         32.0,
         "Relay limit per pair with an address in data-dir/blacklist.txt, in Mb/s (0: none).",
         parseBandwidth,
+        env="LIMIT_SPEED",
     )
     relay_downgrade_threshold: float = _setting(
         0.66,
         "A pair averaging more than this fraction of relay-bandwidth after "
         "relay-downgrade-start seconds is limited to relay-limit-speed (0: never).",
         float,
+        env="DOWNGRADE_THRESHOLD",
     )
     relay_downgrade_start: float = _setting(
-        1800.0, "Seconds a relay pair runs before the downgrade check applies.", parseSeconds
+        1800.0, "Seconds a relay pair runs before the downgrade check applies.", parseSeconds,
+        env="DOWNGRADE_START_CHECK",
     )
     relay_idle_timeout: float = _setting(
         30.0, "Seconds without data in either direction before a relay pair is closed.",
@@ -1013,6 +1022,19 @@ def _fromText(s: Setting, text: str) -> Any:
         raise ConfigError(s.key, f"bad value {shown}: {e}") from None
 
 
+def _fromEnv(s: Setting, text: str) -> Any:
+    """A setting's value from its environment variable; a switch takes C{Y}/C{N} as
+    hbbs reads C{ALWAYS_USE_RELAY}, and C{yes}/C{no}, C{true}/C{false}, C{1}/C{0}."""
+    if not s.switch:
+        return _fromText(s, text)
+    word = text.strip().lower()
+    if word in ("y", "yes", "true", "1", "on"):
+        return True
+    if word in ("n", "no", "false", "0", "off"):
+        return False
+    raise ConfigError(s.key, f"bad value {text!r} in ${s.env}: expected Y or N")
+
+
 def _fromToml(s: Setting, value: Any) -> Any:
     if s.switch:
         if not isinstance(value, bool):
@@ -1085,7 +1107,7 @@ def loadConfig(
     for s in table.values():
         if (s.env and s.attr not in values and s.key not in flags and s.key not in given
                 and environ.get(s.env)):
-            values[s.attr] = _fromText(s, environ[s.env])
+            values[s.attr] = _fromEnv(s, environ[s.env])
     for key, raw in flags.items():
         if key not in table:
             raise ConfigError(key, "unknown setting")

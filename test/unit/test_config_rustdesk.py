@@ -40,6 +40,26 @@ class SettingsTests(SynchronousTestCase):
     def test_localIpFromEnvironment(self) -> None:
         self.assertEqual(loadConfig({}, environ={"LOCAL_IP": "10.0.0.5"}).local_ip, "10.0.0.5")
 
+    def test_rustdeskServerEnvironment(self) -> None:
+        """rustdesk-server's variables, read where hbbs and hbbr read them."""
+        config = loadConfig({}, environ={
+            "KEY": "_", "RELAY_SERVERS": "r1.example,r2.example:21117",
+            "ALWAYS_USE_RELAY": "Y", "SINGLE_BANDWIDTH": "64", "TOTAL_BANDWIDTH": "512",
+            "LIMIT_SPEED": "8", "DOWNGRADE_THRESHOLD": "0.5", "DOWNGRADE_START_CHECK": "600"})
+        self.assertEqual((config.key, config.relay_key), ("_", "_"))
+        self.assertEqual(config.relay_servers, ("r1.example", "r2.example:21117"))
+        self.assertTrue(config.always_use_relay)
+        self.assertEqual((config.relay_bandwidth, config.relay_total_bandwidth,
+                          config.relay_limit_speed, config.relay_downgrade_threshold,
+                          config.relay_downgrade_start), (64, 512, 8, 0.5, 600))
+        self.assertFalse(loadConfig({}, environ={"ALWAYS_USE_RELAY": "N"}).always_use_relay)
+        error = self.assertRaises(ConfigError, loadConfig, {},
+                                  environ={"ALWAYS_USE_RELAY": "maybe"})
+        self.assertEqual(error.key, "always-use-relay")
+        # The command line wins over the environment.
+        self.assertFalse(loadConfig({"always-use-relay": False},
+                                    environ={"ALWAYS_USE_RELAY": "Y"}).always_use_relay)
+
     def test_errorsNameTheKey(self) -> None:
         for flags, key in [
             ({"relay-servers": "bad host"}, "relay-servers"),
