@@ -203,6 +203,8 @@ def _buildGateway(context: AppContext) -> IService:
             turn, lambda params: turn.manage("users", "remove", params)))
         gateway.provideAction("turn.allocations.kill", OperatorAction(
             turn, lambda params: killAllocations(table, params)))
+        gateway.provideAction("turn.credentials.mint", OperatorAction(
+            turn, turn.mintCredentials))
     gateway.provideAction("server.drain", OperatorAction(context.drain, context.drain.drain))
     gateway.provideAction("config.reload",
                           OperatorAction(context.reloader, context.reloader.reload))

@@ -1,7 +1,8 @@
 # -*- test-case-name: test.unit.test_gateway_server,test.unit.test_gateway_preauth,test.interop.test_gateway_server -*-
 """The gateway's HTTP+WebSocket listener on C{twisted.web} and C{twisted.web.websocket}.
 
-C{GET /} upgrades to the WebSocket control plane, C{GET /healthz} answers liveness and
+C{GET /} upgrades to the WebSocket control plane (a request without an upgrade gets the
+status page, L{p2pnet.protocols.gateway_console}), C{GET /healthz} answers liveness and
 C{GET /metrics} every service's metrics (L{p2pnet.metrics}). The WebSocket
 protocol is thin: it applies the frame size caps and the slow-consumer rule, decodes JSON
 text into frames and hands them to a session. Framing, size limits and send-buffer
@@ -44,6 +45,7 @@ from p2pnet.codecs.gateway_frames import (
 from p2pnet.codecs.websocket_frame import MessageTooBig, WebSocketFrameError
 from p2pnet.listen import bindAddresses, listenTCP
 from p2pnet.metrics import metricsResource
+from p2pnet.protocols.gateway_console import MAX_FORM, ConsoleBackend, ConsolePages
 from p2pnet.protocols.websocket import WebSocketConnection, WebSocketSite, WebSocketUpgrade
 from p2pnet.ratelog import RateLimitedLog
 from p2pnet.stats import Stats
@@ -147,6 +149,10 @@ class GatewayBackend(Protocol):
 
     def siblings(self) -> Mapping[str, Any]:
         """Every service of the appliance by name, for C{/metrics}."""
+
+    @property
+    def console(self) -> ConsoleBackend:
+        """What the status page and the TURN tester read and change."""
 
 
 def _headers(request: Request, wanted: frozenset[str]) -> dict[str, str]:
@@ -278,11 +284,15 @@ class GatewayWebSocket:
 class _WebSocketEntry(WebSocketUpgrade):
     """C{GET /}: the upgrade, after the pre-auth socket budget."""
 
-    def __init__(self, service: GatewayBackend) -> None:
+    def __init__(self, service: GatewayBackend, pages: ConsolePages) -> None:
         super().__init__(self, MAX_PREAUTH_PAYLOAD)
         self.service = service
+        self.pages = pages
 
     def render_GET(self, request: Request) -> bytes | int:
+        upgrade = (request.getHeader(b"upgrade") or b"").lower()
+        if b"websocket" not in upgrade:  # a browser: the status page
+            return self.pages.status(request)
         if not self.service.canOpen(self._info(request).clientIp):
             self.service.stats.add("preauth_rejected")
             request.setResponseCode(503)
@@ -318,7 +328,10 @@ class _Text(Resource):
 class _Root(Resource):
     def __init__(self, service: GatewayBackend) -> None:
         super().__init__()
-        self.entry = _WebSocketEntry(service)
+        pages = ConsolePages(service.console)
+        self.entry = _WebSocketEntry(service, pages)
+        for name, child in pages.children().items():
+            self.putChild(name, child)
         self.putChild(
             b"healthz",
             _Text(lambda: json.dumps(service.health()).encode() + b"\n", b"application/json"),
@@ -332,8 +345,11 @@ class _Root(Resource):
 
 
 def gatewaySite(service: GatewayBackend) -> WebSocketSite:
-    """The factory serving the gateway (before any TLS wrapping)."""
-    return WebSocketSite(_Root(service))
+    """The factory serving the gateway (before any TLS wrapping); request bodies up to
+    the console's form size are read (the login and kill forms), none larger."""
+    site = WebSocketSite(_Root(service))
+    site.maxBody = MAX_FORM
+    return site
 
 
 def listenGateway(

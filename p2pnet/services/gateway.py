@@ -52,6 +52,7 @@ from p2pnet.protocols.gateway_server import (
     listenGateway,
 )
 from p2pnet.ratelog import RateLimitedLog
+from p2pnet.services.gateway_console import Console
 from p2pnet.services.gateway_handshake import Connect, GatewaySession, Handshake, Reject
 from p2pnet.services.gateway_methods import GatewayMethods, nodeIdOf
 from p2pnet.services.gateway_node_pairing import NodePairing
@@ -169,6 +170,13 @@ class GatewayService(ListeningService):
         self.clock = clock
         self.store = store
         self.auth = auth
+        #: The sibling services' lists and changes the wiring handed in, by method name
+        #: (the console pages read them too).
+        self.listings: dict[str, OperatorListing] = {}
+        self.actions: dict[str, OperatorAction] = {}
+        #: The status page's and the TURN tester's view of the appliance.
+        self.console = Console(self.siblings, self.listings, self.actions,
+                               lambda: self.auth, clock)
         self._listen = listen
         self.allowedOrigins = allowedOrigins
         self.handshakeTimeout = handshakeTimeout
@@ -487,11 +495,13 @@ class GatewayService(ListeningService):
         """Serve C{method} (e.g. C{rendezvous.peers.list}) from a sibling's paged list;
         called by the application wiring, which knows the sibling services."""
         self.methods.register(method, listingHandler(listing))
+        self.listings[method] = listing
 
     def provideAction(self, method: str, action: OperatorAction) -> None:
         """Serve C{method} (e.g. C{turn.users.add}) with a sibling's change; called by
         the application wiring."""
         self.methods.register(method, actionHandler(action))
+        self.actions[method] = action
 
     def _presenceEntry(self, session: GatewaySession) -> dict[str, Any]:
         assert session.params is not None

@@ -567,6 +567,7 @@ METHOD_SCOPES: dict[str, str] = {
     "turn.allocations.kill": ADMIN,
     "relay.pairs.kill": ADMIN,
     "server.drain": ADMIN,
+    "turn.credentials.mint": ADMIN,
 }
 
 #: Prefixes that always need C{operator.admin}, whatever the table says.

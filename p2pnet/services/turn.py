@@ -349,6 +349,23 @@ class TurnService(Service):
                 for name, realm, created in rows])
         raise KeyError(kind)
 
+    def mintCredentials(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The operator's C{turn.credentials.mint}: REST credentials (C{auth-secret}) for
+        C{params["user"]} (default C{operator}), valid C{params["ttl"]} seconds (default
+        600, at most a day). C{ValueError} without a REST secret or with bad params."""
+        rest = [s for s in getattr(self.credentials, "sources", ())
+                if isinstance(s, RestCredentials)]
+        if not rest:
+            raise ValueError("no auth-secret is configured: REST credentials are off")
+        user, ttl = params.get("user", "operator"), params.get("ttl", 600)
+        if not isinstance(user, str) or not user or ":" in user:
+            raise ValueError("user must be a non-empty string without ':'")
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 0 < ttl <= 86400:
+            raise ValueError("ttl must be an integer from 1 to 86400")
+        username, password = rest[0].mint(user, ttl)
+        return {"username": username, "credential": password, "ttl": ttl,
+                "realm": self.stun.auth.realm}
+
     def startDrain(self) -> None:
         """Refuse new allocations (508); existing ones are refreshed until they end."""
         self.allocate.draining = True

@@ -57,6 +57,11 @@ class RestCredentials:
         """Never: a REST username cannot be recovered from its hash."""
         return None
 
+    def mint(self, user: str, ttl: float) -> tuple[str, str]:
+        """C{(username, password)} valid for C{ttl} seconds from now, for C{user}."""
+        username = f"{int(self._clock.seconds() + ttl)}:{user}"
+        return username, restPassword(self._secret, username)
+
 
 class ChainedCredentials:
     """The first answer among several L{Credentials}, asked in order."""
