@@ -10,8 +10,9 @@ STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the interop tests drive: coturn's turnutils_*, the classic stun client,
 # ffmpeg (encoder output for the Annex-B parser and the KVM node's video sources),
-# chromium (the status page and the browser TURN tester, driven by Playwright).
-SYSTEM_PACKAGES := coturn stun-client ffmpeg chromium
+# chromium (the status page and the browser TURN tester, driven by Playwright),
+# redis-server (the shared store of several nodes; the tests start their own).
+SYSTEM_PACKAGES := coturn stun-client ffmpeg chromium redis-server
 
 .PHONY: run test test-unit lint mypy bench system-deps venv clean
 

@@ -247,6 +247,10 @@ def buildService(config: Config, reactor: IReactorCore | None = None,
 
         reactor = globalReactor
     config.check()
+    if config.store:
+        from p2pnet.store.redis import checkReachable
+
+        checkReachable(config.store)
     setProcessGuard(ConnectionGuard(
         config.max_open_connections, config.max_pending_per_ip, config.pending_timeout,
         reactor,  # type: ignore[arg-type]

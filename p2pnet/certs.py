@@ -11,8 +11,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from OpenSSL import crypto
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLContextFactory
+from zope.interface import implementer
 
 from p2pnet.errors import ConfigError
 from p2pnet.files import writePrivate
@@ -99,6 +101,7 @@ def loadServerTLS(certPath: str, keyPath: str) -> ssl.CertificateOptions:
         raise ConfigError("tls-key", f"{keyPath} does not match {certPath}") from None
 
 
+@implementer(IOpenSSLContextFactory)
 class ReloadableTLS:
     """Server TLS options whose certificate can be replaced while listeners run.
 
@@ -111,7 +114,7 @@ class ReloadableTLS:
     def __init__(self, options: ssl.CertificateOptions) -> None:
         self.options = options
 
-    def getContext(self) -> object:
+    def getContext(self) -> SSL.Context:
         """The current certificate's context (made once per certificate)."""
         return self.options.getContext()
 

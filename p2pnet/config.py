@@ -23,7 +23,8 @@ import os
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import unquote, urlsplit
 
 from p2pnet.addresses import ExternalAddresses
 from p2pnet.errors import ConfigError
@@ -110,6 +111,43 @@ def parseServices(text: str) -> tuple[str, ...]:
     if not names:
         raise ValueError("name at least one service")
     return names
+
+
+class RedisUrl(NamedTuple):
+    """A C{redis://} or C{rediss://} store address (L{parseStoreUrl})."""
+
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+
+def redisUrl(text: str) -> RedisUrl:
+    """C{redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]} (port 6379, database 0).
+
+    @raise ValueError: another scheme, a bad port or database number, no host.
+    """
+    parts = urlsplit(text)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError("expected redis://HOST[:PORT][/DB] or rediss://...")
+    if not parts.hostname:
+        raise ValueError("no host")
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"the database must be a number, not {path!r}")
+    return RedisUrl(parts.hostname, parts.port or 6379, int(path or 0),
+                    unquote(parts.username) if parts.username else None,
+                    unquote(parts.password) if parts.password else None,
+                    parts.scheme == "rediss")
+
+
+def parseStoreUrl(text: str) -> str:
+    """C{""} (SQLite in the data directory) or a Redis URL (L{redisUrl})."""
+    if text:
+        redisUrl(text)
+    return text
 
 
 def parseUser(text: str) -> tuple[str, str]:
@@ -355,6 +393,14 @@ class _GeneralSettings:
     # general
     data_dir: str = _setting(
         "./p2pnet-data", "Directory for state: TLS certificate, keys, database."
+    )
+    store: str = _setting(
+        "",
+        "Where the TURN user table and the RustDesk peer registry live: empty = SQLite in "
+        "data-dir; redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS) = "
+        "Redis, shared by every node that names it.",
+        parseStoreUrl,
+        secret=True,
     )
     services: tuple[str, ...] = _setting(
         DEFAULT_SERVICES,

@@ -16,9 +16,12 @@ import os
 import sqlite3
 import sys
 import time
+from typing import Any
 
-from p2pnet.commands import addDataDir, fail
-from p2pnet.config import readSecretFile
+from twisted.internet.defer import CancelledError
+
+from p2pnet.commands import addDataDir, fail, reactMain, step
+from p2pnet.config import parseStoreUrl, readSecretFile
 from p2pnet.errors import ConfigError
 from p2pnet.files import privateDirectory
 from p2pnet.store.users import FILENAME, addUser, deleteUser, listUsers, openSync
@@ -30,7 +33,12 @@ def run(args: argparse.Namespace) -> int:
     """Run the chosen C{users} sub-command."""
     out = args.out or sys.stdout
     path = os.path.join(args.data_dir, FILENAME)
-    if args.users_command != "add" and not os.path.exists(path):
+    if args.store:
+        try:
+            parseStoreUrl(args.store)
+        except ValueError as e:
+            return fail(args, f"--store: {e}", 2)
+    elif args.users_command != "add" and not os.path.exists(path):
         where = "no data directory" if not os.path.isdir(args.data_dir) else "no user table"
         return fail(args, f"{where} at {path}: give the server's directory with --data-dir "
                     "(users are added with 'p2pnet users add NAME')")
@@ -51,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
             password = (args.stdin or sys.stdin).readline().rstrip("\r\n")
         if not password:
             return fail(args, "empty password", 2)
+    if args.store:
+        reactMain(_inRedis, _withPassword(args, password), deadline=30.0)
+    if args.users_command == "add":
         try:
             privateDirectory(args.data_dir)
         except OSError as e:
@@ -87,6 +98,46 @@ def run(args: argparse.Namespace) -> int:
         conn.close()
 
 
+def _withPassword(args: argparse.Namespace, password: str) -> argparse.Namespace:
+    args.password = password
+    return args
+
+
+async def _inRedis(reactor: Any, args: argparse.Namespace) -> int:
+    """The action on the Redis user table of C{--store} (every node naming it sees the
+    change within ten seconds, or at once after a reload)."""
+    from p2pnet.store.redis import RedisUserStore
+
+    out = args.out or sys.stdout
+    store = RedisUserStore(args.store)
+    step(args, "Redis at --store")
+    try:
+        if args.users_command == "add":
+            try:
+                new = await store.add(args.name, args.password, args.realm, reactor.seconds())
+            except ValueError as e:
+                return fail(args, str(e), 2)
+            out.write(f"{'added' if new else 'changed password of'} {args.name}\n")
+            return 0
+        if args.users_command == "del":
+            if not await store.remove(args.name):
+                return fail(args, f"no user {args.name!r} in the store")
+            out.write(f"deleted {args.name}\n")
+            return 0
+        users = await store.list()
+        out.write(f"{len(users)} users\n")
+        for name, realm, created in users:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(created))
+            out.write(f"{name}\t{realm}\t{stamp}\n")
+        return 0
+    except Exception as e:  # the connection: one line, status 1
+        if isinstance(e, CancelledError):
+            raise
+        return fail(args, f"cannot use the store: {e}")
+    finally:
+        store.close()
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add C{users add|del|list}."""
     parser = subparsers.add_parser("users", help="add, delete or list TURN users")
@@ -105,4 +156,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     remove.add_argument("name")
     listing = sub.add_parser("list", help="user names, their realm and when they were added")
     addDataDir(parser, add, remove, listing)
+    text = ("the servers' store, redis://... (default: the data directory's SQLite "
+            "table); the same URL as the store setting")
+    parser.add_argument("--store", default="", metavar="URL", help=text)
+    for action in (add, remove, listing):
+        action.add_argument("--store", default=argparse.SUPPRESS, metavar="URL", help=text)
     parser.set_defaults(run=run, out=None, stdin=None)

@@ -26,7 +26,6 @@ reading pauses until the budget refills, so the flood slows itself down.
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -67,8 +66,8 @@ from p2pnet.services.rendezvous_registry import (
 from p2pnet.services.rendezvous_relays import RelaySelector
 from p2pnet.services.rendezvous_routing import Router
 from p2pnet.stats import Stats
-from p2pnet.store.peers import FILENAME as PEERS_FILE
-from p2pnet.store.peers import IPeerStore, PeerStore
+from p2pnet.store.choice import peerStore
+from p2pnet.store.peers import IPeerStore
 
 __all__ = [
     "Link",
@@ -221,7 +220,7 @@ class RendezvousService(ListeningService):
     def fromConfig(cls, context: Any) -> RendezvousService:
         """The service configured by an L{p2pnet.app.AppContext}."""
         config = context.config
-        store = PeerStore(os.path.join(context.dataDir, PEERS_FILE))
+        store = peerStore(config.store, context.dataDir)
         key = loadServerKey(config.key, context.dataDir)
         localIp = config.local_ip
         if config.mask is not None and not localIp:

@@ -59,8 +59,7 @@ from p2pnet.services.turn_relays import RelayAllocator
 from p2pnet.services.turn_table import SWEEP_INTERVAL, AllocationTable, TurnSession, autoQuotas
 from p2pnet.services.turn_tcp import TcpRelays
 from p2pnet.stats import Stats
-from p2pnet.store.users import FILENAME as USERS_FILENAME
-from p2pnet.store.users import UserStore
+from p2pnet.store.choice import userStore
 
 __all__ = ["TurnService", "autoQuotas", "ensureGeneratedUser", "sessionRow"]
 
@@ -300,8 +299,7 @@ class TurnService(Service):
         already built in C{context}."""
         config = context.config
         stun = context.built["stun"]
-        table = StoredUsers(UserStore(os.path.join(context.dataDir, USERS_FILENAME)),
-                            context.reactor)
+        table = StoredUsers(userStore(config.store, context.dataDir), context.reactor)
         sources = credentialSources(context, table)
         return cls(
             context.reactor,

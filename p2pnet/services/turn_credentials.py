@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from p2pnet.codecs.stun import longTermKey
 from p2pnet.services.auth import Credentials
-from p2pnet.store.users import RELOAD_INTERVAL, StoredUser, UserStore
+from p2pnet.store.users import RELOAD_INTERVAL, IUserStore, StoredUser
 
 __all__ = ["ChainedCredentials", "RestCredentials", "StoredUsers", "restPassword"]
 
@@ -85,7 +85,7 @@ class ChainedCredentials:
 
 
 class StoredUsers:
-    """The durable user table (L{UserStore}) kept in memory, reloaded every
+    """The durable user table (L{IUserStore}) kept in memory, reloaded every
     C{interval} seconds off the reactor thread, so C{p2pnet users add|del} takes effect
     on a running server.
 
@@ -95,7 +95,7 @@ class StoredUsers:
 
     log = Logger()
 
-    def __init__(self, store: UserStore, clock: IReactorTime,
+    def __init__(self, store: IUserStore, clock: IReactorTime,
                  interval: float = RELOAD_INTERVAL) -> None:
         self.store = store
         self._users: dict[str, StoredUser] = {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from twisted.internet.defer import Deferred
 
@@ -29,8 +29,8 @@ from p2pnet.codecs.stun import (
 )
 from p2pnet.store.sqlite import Database, connect
 
-__all__ = ["FILENAME", "RELOAD_INTERVAL", "SCHEMA", "StoredUser", "UserStore", "addUser",
-           "allUsers", "deleteUser", "listUsers", "openSync"]
+__all__ = ["FILENAME", "IUserStore", "RELOAD_INTERVAL", "SCHEMA", "StoredUser", "UserStore",
+           "addUser", "allUsers", "deleteUser", "listUsers", "openSync", "userRow"]
 
 #: The table's file name inside the data directory.
 FILENAME = "users.sqlite3"
@@ -73,18 +73,27 @@ def openSync(path: str) -> sqlite3.Connection:
     return connect(path, SCHEMA)
 
 
+def userRow(name: str, password: str, realm: str) -> StoredUser:
+    """What is stored of C{name}: its realm, long-term keys and USERHASH, never the
+    password.
+
+    @raise ValueError: the name, password or realm is not a valid prepared string.
+    """
+    return StoredUser(
+        realm,
+        longTermKey(name, realm, password, PASSWORD_ALGORITHM_MD5),
+        longTermKey(name, realm, password, PASSWORD_ALGORITHM_SHA256),
+        userhash(name, realm),
+    )
+
+
 def addUser(cursor: Any, name: str, password: str, realm: str, now: float) -> bool:
     """Add C{name} for C{realm} or change its password; C{True} when the user is new.
     C{now} (UNIX time, from the caller's clock) is its creation time.
 
     @raise ValueError: the name, password or realm is not a valid prepared string.
     """
-    row = (
-        realm,
-        longTermKey(name, realm, password, PASSWORD_ALGORITHM_MD5),
-        longTermKey(name, realm, password, PASSWORD_ALGORITHM_SHA256),
-        userhash(name, realm),
-    )
+    row = tuple(userRow(name, password, realm))
     cursor.execute("SELECT 1 FROM turn_user WHERE name = ?", (name,))
     new = cursor.fetchone() is None
     cursor.execute(
@@ -116,6 +125,26 @@ def allUsers(cursor: Any) -> dict[str, StoredUser]:
         str(name): StoredUser(str(realm), bytes(md5), bytes(sha256), bytes(hashed))
         for name, realm, md5, sha256, hashed in cursor.fetchall()
     }
+
+
+class IUserStore(Protocol):
+    """What the TURN service needs of a durable user table. L{UserStore} (SQLite) and
+    L{p2pnet.store.redis.RedisUserStore} implement it."""
+
+    def all(self) -> Deferred[dict[str, StoredUser]]:
+        """Every user, by name."""
+
+    def list(self) -> Deferred[list[tuple[str, str, int]]]:
+        """C{(name, realm, created UNIX time)} of every user, by name."""
+
+    def add(self, name: str, password: str, realm: str, now: float) -> Deferred[bool]:
+        """Add or change C{name}; fires C{True} when the user is new."""
+
+    def remove(self, name: str) -> Deferred[bool]:
+        """Delete C{name}; fires C{True} when there was such a user."""
+
+    def close(self) -> None:
+        """Release the store's resources."""
 
 
 class UserStore:

@@ -1,0 +1,153 @@
+# -*- test-case-name: test.unit.test_store_redis,test.interop.test_cluster_redis -*-
+"""The TURN user table and the RustDesk peer registry in Redis (C{store = redis://...}),
+so several p2pnet nodes share them (docs/cluster.md).
+
+The client is txredisapi, a Twisted-native Redis client with reconnects (no thread per
+request); each store holds one lazy connection. The data:
+
+- C{p2pnet:turn:users}, a hash: user name -> JSON C{{realm, md5, sha256, userhash,
+  createdAt}} (hex keys, as the SQLite table holds them: never a password);
+- C{p2pnet:rendezvous:peers}, a hash: RustDesk id -> JSON C{{uuid, pk, ip, createdAt}}
+  (base64 bytes).
+
+A write's Deferred fires once Redis has answered it, so what a client is told was
+stored is in Redis (its durability is Redis's: C{appendonly yes} with C{appendfsync
+always} for nothing lost on a crash of Redis itself). While Redis is unreachable a call
+fails with the client's connection error, which the services turn into the protocol's
+error answer; txredisapi reconnects on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from p2pnet.config import RedisUrl, redisUrl
+from p2pnet.errors import ConfigError
+from p2pnet.store.peers import PeerRecord
+from p2pnet.store.users import StoredUser, userRow
+
+__all__ = ["PEERS_KEY", "USERS_KEY", "RedisPeerStore", "RedisUserStore", "checkReachable",
+           "connect"]
+
+USERS_KEY = "p2pnet:turn:users"
+PEERS_KEY = "p2pnet:rendezvous:peers"
+#: Seconds to connect, and to wait for an answer.
+TIMEOUT = 5.0
+
+
+def checkReachable(url: str, timeout: float = 3.0, key: str = "store") -> None:
+    """Connect to the Redis of C{url} once, before the services start, so an unreachable
+    store stops start-up with one line naming the setting.
+
+    @raise ConfigError: the address does not answer TCP within C{timeout}.
+    """
+    address = redisUrl(url)
+    try:
+        with socket.create_connection((address.host, address.port), timeout=timeout):
+            pass
+    except OSError as e:
+        raise ConfigError(key, f"cannot reach Redis at {address.host}:{address.port}: "
+                               f"{e.strerror or e}") from None
+
+
+def connect(url: str) -> Any:
+    """A lazy txredisapi connection to C{url} (it connects, and reconnects, by itself)."""
+    import txredisapi
+    from twisted.internet import ssl
+
+    address: RedisUrl = redisUrl(url)
+    return txredisapi.lazyConnection(
+        address.host, address.port, dbid=address.db, reconnect=True,
+        password=address.password, username=address.username,
+        ssl_context_factory=ssl.ClientContextFactory() if address.tls else False,
+        connectTimeout=TIMEOUT, replyTimeout=TIMEOUT, convertNumbers=False)
+
+
+class RedisUserStore:
+    """The TURN user table in Redis; the same calls as L{p2pnet.store.users.UserStore}."""
+
+    def __init__(self, url: str) -> None:
+        self._redis = connect(url)
+
+    def all(self) -> Deferred[dict[str, StoredUser]]:
+        """Every user, by name."""
+
+        def decode(found: dict[str, str]) -> dict[str, StoredUser]:
+            users = {}
+            for name, text in (found or {}).items():
+                row = json.loads(text)
+                users[name] = StoredUser(row["realm"], bytes.fromhex(row["md5"]),
+                                         bytes.fromhex(row["sha256"]),
+                                         bytes.fromhex(row["userhash"]))
+            return users
+
+        d: Deferred[Any] = self._redis.hgetall(USERS_KEY)
+        return d.addCallback(decode)
+
+    def list(self) -> Deferred[list[tuple[str, str, int]]]:
+        """C{(name, realm, created UNIX time)} of every user, by name (never the keys)."""
+
+        def rows(found: dict[str, str]) -> list[tuple[str, str, int]]:
+            out = []
+            for name, text in sorted((found or {}).items()):
+                row = json.loads(text)
+                out.append((name, row["realm"], int(row["createdAt"])))
+            return out
+
+        d: Deferred[Any] = self._redis.hgetall(USERS_KEY)
+        return d.addCallback(rows)
+
+    def add(self, name: str, password: str, realm: str, now: float) -> Deferred[bool]:
+        """Add C{name} or change its password; fires C{True} when the user is new."""
+        row = userRow(name, password, realm)
+        text = json.dumps({"realm": row.realm, "md5": row.keyMd5.hex(),
+                           "sha256": row.keySha256.hex(), "userhash": row.userhash.hex(),
+                           "createdAt": int(now)})
+        d: Deferred[Any] = self._redis.hset(USERS_KEY, name, text)
+        return d.addCallback(lambda added: int(added) == 1)
+
+    def remove(self, name: str) -> Deferred[bool]:
+        """Delete C{name}; fires C{True} when there was such a user."""
+        d: Deferred[Any] = self._redis.hdel(USERS_KEY, name)
+        return d.addCallback(lambda removed: int(removed) == 1)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._redis.disconnect()
+
+
+class RedisPeerStore:
+    """The RustDesk peer registry in Redis; implements L{p2pnet.store.peers.IPeerStore}."""
+
+    def __init__(self, url: str) -> None:
+        self._redis = connect(url)
+
+    def get(self, peerId: str) -> Deferred[PeerRecord | None]:
+        """The stored peer with id C{peerId}, or C{None}."""
+
+        def decode(text: str | None) -> PeerRecord | None:
+            if text is None:
+                return None
+            row = json.loads(text)
+            return PeerRecord(peerId, base64.b64decode(row["uuid"]),
+                              base64.b64decode(row["pk"]), row["ip"], row["createdAt"])
+
+        d: Deferred[Any] = self._redis.hget(PEERS_KEY, peerId)
+        return d.addCallback(decode)
+
+    def put(self, record: PeerRecord) -> Deferred[None]:
+        """Insert or update C{record}; fires once Redis has it."""
+        text = json.dumps({"uuid": base64.b64encode(record.uuid).decode(),
+                           "pk": base64.b64encode(record.pk).decode(), "ip": record.ip,
+                           "createdAt": record.createdAt})
+        d: Deferred[Any] = self._redis.hset(PEERS_KEY, record.id, text)
+        return d.addCallback(lambda _: None)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._redis.disconnect()

@@ -1,0 +1,118 @@
+"""Two p2pnet nodes sharing one Redis (issue 11, the shared store): real
+C{twistd -n p2pnet} children on 127.0.0.2 and 127.0.0.3 and a private redis-server."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from p2pnet.codecs.proto.rendezvous_pb2 import RegisterPkResponse
+from p2pnet.protocols.rustdesk_client import ControlledPeer
+from p2pnet.protocols.stun_client import StunErrorResponse
+from p2pnet.protocols.turn_client import TurnClientProtocol
+from test.interop.redis_server import startRedis
+from test.interop.twistd_child import TwistdChild, twistdArgv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLI = [sys.executable, "-c", "import sys; from p2pnet.cli import main; sys.exit(main())"]
+Result = RegisterPkResponse.Result
+
+
+class ClusterTests(TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def node(self, host: str, store: str) -> Any:
+        child = TwistdChild(
+            ["--services", "stun,turn,rendezvous", "--listen", host, "--stun-port", "0",
+             "--tls-port", "0", "--alt-port", "0", "--rendezvous-port", "0", "--store", store,
+             "--allow-loopback-peers", "--data-dir", os.path.abspath(self.mktemp())],
+            ready=b"rendezvous server listening on", env={"PYTHONPATH": ROOT})
+        yield child.start(self)
+        self.addCleanup(child.stop)
+        text = child.text()
+        stun = re.search(r"STUN listening on udp [0-9.]+:([0-9]+)", text)
+        rendezvous = re.search(
+            r"rendezvous server listening on udp [0-9.]+:([0-9]+), tcp [0-9.]+:([0-9]+)", text)
+        assert stun and rendezvous, text
+        return child, int(stun.group(1)), int(rendezvous.group(1)), int(rendezvous.group(2))
+
+    def users(self, store: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, "users", "--store", store, *argv], capture_output=True,
+                              text=True, timeout=60, env=dict(os.environ, PYTHONPATH=ROOT))
+
+    @defer.inlineCallbacks
+    def allocate(self, host: str, port: int, user: str, password: str) -> Any:
+        client = TurnClientProtocol((host, port), user, password, reactor=reactor)
+        listening = reactor.listenUDP(0, client, interface="127.0.0.1")
+        try:
+            allocation = yield client.allocate()
+            yield client.close()
+            return allocation
+        finally:
+            yield listening.stopListening()
+
+    @defer.inlineCallbacks
+    def test_usersAndPeersShared(self) -> Any:
+        store = startRedis(self)
+        a, stunA, udpA, tcpA = yield self.node("127.0.0.2", store)
+        b, stunB, udpB, tcpB = yield self.node("127.0.0.3", store)
+
+        # A user added once, for the cluster, logs in at both nodes.
+        added = self.users(store, "add", "bob", "--password", "pw-2")
+        self.assertEqual(added.stdout, "added bob\n", added.stderr)
+        listed = self.users(store, "list")
+        self.assertTrue(listed.stdout.startswith("1 users\nbob\tp2pnet\t"), listed.stdout)
+        for child in (a, b):  # a reload reads the table at once (else within 10 s)
+            child.process.signalProcess(signal.SIGHUP)
+        for _ in range(100):
+            if "reloaded" in a.text() and "reloaded" in b.text():
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        yield self.allocate("127.0.0.2", stunA, "bob", "pw-2")
+        yield self.allocate("127.0.0.3", stunB, "bob", "pw-2")
+        deleted = self.users(store, "del", "bob")
+        self.assertEqual(deleted.stdout, "deleted bob\n", deleted.stderr)
+        b.process.signalProcess(signal.SIGHUP)
+        for _ in range(100):
+            if b.text().count("reloaded") >= 2:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        with self.assertRaises(StunErrorResponse):
+            yield self.allocate("127.0.0.3", stunB, "bob", "pw-2")
+
+        # A RustDesk id registered at A is taken at B: another device gets UUID_MISMATCH.
+        first = ControlledPeer(reactor, "127.0.0.2", udpA, tcpA, "123456789")
+        pkReply, _ = yield first.registerUDP()
+        self.addCleanup(first.udp.transport.stopListening)
+        self.assertEqual(pkReply.register_pk_response.result, Result.OK)
+        other = ControlledPeer(reactor, "127.0.0.3", udpB, tcpB, "123456789")
+        other.openUDP()
+        self.addCleanup(other.udp.transport.stopListening)
+        other.udp.send(other.registerPkMessage())
+        reply = yield other.udp.receive()
+        self.assertEqual(reply.register_pk_response.result, Result.UUID_MISMATCH)
+        # The same device (same uuid and key) is welcome at B.
+        same = ControlledPeer(reactor, "127.0.0.3", udpB, tcpB, "123456789",
+                              signingKey=first.signingKey, uuid=first.uuid)
+        pkReply, _ = yield same.registerUDP()
+        self.addCleanup(same.udp.transport.stopListening)
+        self.assertEqual(pkReply.register_pk_response.result, Result.OK)
+
+    def test_unreachableAtStart(self) -> None:
+        """Redis not there at start: one line naming the setting, status 1."""
+        done = subprocess.run(
+            [*twistdArgv(), "-n", "--pidfile=", "--logfile=-", "p2pnet", "--services", "turn",
+             "--listen", "127.0.0.1", "--store", "redis://127.0.0.1:1/0", "--data-dir",
+             os.path.abspath(self.mktemp())],
+            capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=ROOT))
+        self.assertEqual(done.returncode, 1)
+        self.assertIn("p2pnet: store: cannot reach Redis at 127.0.0.1:1", done.stderr)
