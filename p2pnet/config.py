@@ -518,7 +518,7 @@ class _StunSettings:
     stun_error_rate: int = _setting(
         200,
         "Error answers (401, 400, 420...) per second to one address's unauthenticated "
-        "STUN/TURN requests; more are dropped; 0 for no limit.",
+        "STUN/TURN requests over UDP; more are dropped; 0 for no limit.",
         parseRate,
     )
 

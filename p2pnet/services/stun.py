@@ -387,8 +387,9 @@ class StunService(ListeningService):
         """Dispatch a decoded message by method and send the L{Reply} its handler returns.
 
         A request without MESSAGE-INTEGRITY first spends from its source's request
-        budget; one of a method that cannot be answered without authentication (every
-        TURN method) also from the error budget, since its answer can only be an error.
+        budget; over UDP, one of a method that cannot be answered without authentication
+        (every TURN method) also from the error budget, since its answer can only be an
+        error.
         Over budget it is dropped, unanswered, and counted. Then L{checkRequest} judges
         every request's attributes (420, 400) in one place; requests of unknown methods
         get 400.
@@ -398,7 +399,11 @@ class StunService(ListeningService):
         if message.cls == StunClass.REQUEST:
             attributes = message.attributes
             if not attributes or not message.hasIntegrity():
-                charged = message.method != Method.BINDING and handler is not None
+                # The error budget bounds reflection, which needs a forged source: only
+                # UDP's. A TCP/TLS client's source is its connection, and an answer it
+                # does not get would leave it waiting with no retransmission to help.
+                charged = message.method != Method.BINDING and handler is not None and (
+                    link.kind == "udp")
                 if not self._withinBudget(charged, source):
                     return
             if attributes:
@@ -428,7 +433,7 @@ class StunService(ListeningService):
         message = reply.message
         if message.cls == StunClass.ERROR:
             code = message.errorCode
-            if reply.key is None and code != 300 and not charged:
+            if reply.key is None and code != 300 and not charged and link.kind == "udp":
                 # 300 Try Alternate is a redirecting server's normal answer, not what
                 # the error budget is for.
                 if not self._errorWithinBudget(_sourceKey(source[0]), self.clock.seconds()):

@@ -643,6 +643,16 @@ class StreamTests(ServiceMixin, SynchronousTestCase):
         self.assertEqual(stun.decodeXorAddress(reply.get(Attr.XOR_MAPPED_ADDRESS),
                                                reply.transactionId), ("127.0.0.1", 50000))
 
+    def test_noErrorBudgetOverTcp(self) -> None:
+        """The error budget bounds reflection to forged UDP sources; a TCP client (its
+        source is its connection) gets every answer, or it would wait with nothing to
+        retransmit."""
+        self.startStun(errorRate=2)
+        protocol, transport = self.connect()
+        protocol.dataReceived(binding((0x0031, b"x")).encode() * 20)
+        self.assertEqual(len(self.frames(transport)), 20)
+        self.assertNotIn("stun.dropped.error_rate", self.service.stats.counters)
+
     def test_responseOriginIsTheConnection(self) -> None:
         """Over TCP, RESPONSE-ORIGIN is the connection's own local address."""
         self.startStun(altListen=("127.0.0.2",))
