@@ -13,15 +13,21 @@ import base64
 import os
 import sqlite3
 import sys
+from typing import Any
 
-from p2pnet.commands import addDataDir
+from twisted.internet.defer import CancelledError
+
+from p2pnet.commands import addDataDir, fail, reactMain, step
 from p2pnet.commands.operate import registerPeersOnline
+from p2pnet.config import parseStoreUrl
 from p2pnet.store.peers import (
     FILENAME,
+    PeerRecord,
     countPeers,
     importHbbs,
     listPeers,
     openSync,
+    readHbbs,
     selectPeer,
 )
 
@@ -38,8 +44,59 @@ def _open(args: argparse.Namespace) -> sqlite3.Connection | None:
     return openSync(path)
 
 
+def _writeList(out: Any, count: int, records: list[PeerRecord]) -> None:
+    out.write(f"{count} peers\n")
+    for r in records:
+        out.write(f"{r.id}\t{r.ip or '-'}\t{r.createdAt}\n")
+
+
+def _writeShow(out: Any, record: PeerRecord) -> None:
+    out.write(f"id:         {record.id}\n")
+    out.write(f"ip:         {record.ip or '-'}\n")
+    out.write(f"registered: {record.createdAt}\n")
+    out.write(f"pk:         {base64.b64encode(record.pk).decode()}\n")
+    out.write(f"uuid:       {base64.b64encode(record.uuid).decode()}\n")
+
+
+async def _inRedis(reactor: Any, args: argparse.Namespace) -> int:
+    """The action on the Redis registry of C{--store}."""
+    from p2pnet.store.redis import RedisPeerStore
+
+    out = args.out or sys.stdout
+    store = RedisPeerStore(args.store)
+    step(args, "Redis at --store")
+    try:
+        if args.peers_command == "list":
+            _writeList(out, await store.count(), await store.list(args.limit, args.offset))
+            return 0
+        if args.peers_command == "show":
+            record = await store.get(args.id)
+            if record is None:
+                return fail(args, f"no peer {args.id!r}")
+            _writeShow(out, record)
+            return 0
+        try:
+            records = readHbbs(args.file)
+        except sqlite3.Error as e:
+            return fail(args, f"cannot import {args.file}: {e}")
+        out.write(f"imported {await store.importRecords(records)} peers from {args.file}\n")
+        return 0
+    except Exception as e:  # the connection: one line, status 1
+        if isinstance(e, CancelledError):
+            raise
+        return fail(args, f"cannot use the store: {e}")
+    finally:
+        store.close()
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the chosen C{peers} sub-command."""
+    if args.store:
+        try:
+            parseStoreUrl(args.store)
+        except ValueError as e:
+            return fail(args, f"--store: {e}", 2)
+        reactMain(_inRedis, args, deadline=60.0)
     conn = _open(args)
     if conn is None:
         return 1
@@ -47,21 +104,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         cursor = conn.cursor()
         if args.peers_command == "list":
-            records = listPeers(cursor, args.limit, args.offset)
-            out.write(f"{countPeers(cursor)} peers\n")
-            for r in records:
-                out.write(f"{r.id}\t{r.ip or '-'}\t{r.createdAt}\n")
+            _writeList(out, countPeers(cursor), listPeers(cursor, args.limit, args.offset))
             return 0
         if args.peers_command == "show":
             record = selectPeer(cursor, args.id)
             if record is None:
                 sys.stderr.write(f"p2pnet: no peer {args.id!r}\n")
                 return 1
-            out.write(f"id:         {record.id}\n")
-            out.write(f"ip:         {record.ip or '-'}\n")
-            out.write(f"registered: {record.createdAt}\n")
-            out.write(f"pk:         {base64.b64encode(record.pk).decode()}\n")
-            out.write(f"uuid:       {base64.b64encode(record.uuid).decode()}\n")
+            _writeShow(out, record)
             return 0
         try:
             with conn:
@@ -88,4 +138,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imported.add_argument("file")
     online = registerPeersOnline(sub)
     addDataDir(parser, listing, show, imported, online)  # before or after the action
+    text = ("the servers' store, redis://... (default: the data directory's SQLite "
+            "registry); the same URL as the store setting")
+    parser.add_argument("--store", default="", metavar="URL", help=text)
+    for action in (listing, show, imported):
+        action.add_argument("--store", default=argparse.SUPPRESS, metavar="URL", help=text)
     parser.set_defaults(run=run, out=None)

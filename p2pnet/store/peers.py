@@ -21,6 +21,7 @@ from p2pnet.codecs.addrmangle import unmapV4
 from p2pnet.store.sqlite import Database, connect
 
 __all__ = ["FILENAME", "IPeerStore", "PeerRecord", "PeerStore", "SCHEMA", "importHbbs", "listPeers",
+           "readHbbs",
            "selectPeer", "upsertPeer", "countPeers"]
 
 #: The registry's file name inside the data directory.
@@ -115,6 +116,20 @@ def countPeers(cursor: Any) -> int:
     """How many peers are stored."""
     cursor.execute("SELECT COUNT(*) FROM peer")
     return int(cursor.fetchone()[0])
+
+
+def readHbbs(hbbsPath: str) -> list[PeerRecord]:
+    """The peers of an hbbs C{db_v2.sqlite3}, opened read-only.
+
+    @raise sqlite3.Error: the file is not an hbbs database.
+    """
+    source = sqlite3.connect(f"file:{hbbsPath}?mode=ro", uri=True)
+    try:
+        rows = source.execute("SELECT id, uuid, pk, created_at, info FROM peer").fetchall()
+    finally:
+        source.close()
+    return [PeerRecord(str(peerId), bytes(uuid or b""), bytes(pk or b""), _ipFromInfo(info),
+                       str(created or "")) for peerId, uuid, pk, created, info in rows]
 
 
 def importHbbs(cursor: Any, hbbsPath: str) -> int:

@@ -22,9 +22,10 @@ from __future__ import annotations
 import base64
 import json
 import socket
+from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 
 from p2pnet.config import RedisUrl, redisUrl
 from p2pnet.errors import ConfigError
@@ -120,7 +121,6 @@ class RedisUserStore:
         """Close the connection."""
         self._redis.disconnect()
 
-
 class RedisPeerStore:
     """The RustDesk peer registry in Redis; implements L{p2pnet.store.peers.IPeerStore}."""
 
@@ -131,23 +131,49 @@ class RedisPeerStore:
         """The stored peer with id C{peerId}, or C{None}."""
 
         def decode(text: str | None) -> PeerRecord | None:
-            if text is None:
-                return None
-            row = json.loads(text)
-            return PeerRecord(peerId, base64.b64decode(row["uuid"]),
-                              base64.b64decode(row["pk"]), row["ip"], row["createdAt"])
+            return None if text is None else self._record(peerId, text)
 
         d: Deferred[Any] = self._redis.hget(PEERS_KEY, peerId)
         return d.addCallback(decode)
 
     def put(self, record: PeerRecord) -> Deferred[None]:
         """Insert or update C{record}; fires once Redis has it."""
-        text = json.dumps({"uuid": base64.b64encode(record.uuid).decode(),
-                           "pk": base64.b64encode(record.pk).decode(), "ip": record.ip,
-                           "createdAt": record.createdAt})
-        d: Deferred[Any] = self._redis.hset(PEERS_KEY, record.id, text)
+        d: Deferred[Any] = self._redis.hset(PEERS_KEY, record.id, self._text(record))
         return d.addCallback(lambda _: None)
 
     def close(self) -> None:
         """Close the connection."""
         self._redis.disconnect()
+
+    def list(self, limit: int = 100, offset: int = 0) -> Deferred[list[PeerRecord]]:
+        """Peers ordered by id (read whole: for the command line, not the server)."""
+
+        def page(found: dict[str, str]) -> list[PeerRecord]:
+            ids = sorted(found or {})[offset:offset + limit]
+            return [self._record(peerId, found[peerId]) for peerId in ids]
+
+        d: Deferred[Any] = self._redis.hgetall(PEERS_KEY)
+        return d.addCallback(page)
+
+    def count(self) -> Deferred[int]:
+        """How many peers are stored."""
+        d: Deferred[Any] = self._redis.hlen(PEERS_KEY)
+        return d.addCallback(int)
+
+    def importRecords(self, records: Sequence[PeerRecord]) -> Deferred[int]:
+        """Add the C{records} whose id is not stored yet; fires with how many."""
+        d: Deferred[Any] = gatherResults([
+            self._redis.hsetnx(PEERS_KEY, r.id, self._text(r)) for r in records])
+        return d.addCallback(lambda results: sum(int(x) for x in results))
+
+    @staticmethod
+    def _text(record: PeerRecord) -> str:
+        return json.dumps({"uuid": base64.b64encode(record.uuid).decode(),
+                           "pk": base64.b64encode(record.pk).decode(), "ip": record.ip,
+                           "createdAt": record.createdAt})
+
+    @staticmethod
+    def _record(peerId: str, text: str) -> PeerRecord:
+        row = json.loads(text)
+        return PeerRecord(peerId, base64.b64decode(row["uuid"]), base64.b64decode(row["pk"]),
+                          row["ip"], row["createdAt"])

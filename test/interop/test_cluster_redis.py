@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from typing import Any
@@ -106,6 +107,30 @@ class ClusterTests(TestCase):
         pkReply, _ = yield same.registerUDP()
         self.addCleanup(same.udp.transport.stopListening)
         self.assertEqual(pkReply.register_pk_response.result, Result.OK)
+
+        # The registry from the command line, and hbbs's peers imported into it.
+        listed = self.cli("peers", "--store", store, "list")
+        self.assertEqual(listed.stdout.splitlines()[:2][0], "1 peers", listed.stderr)
+        self.assertTrue(listed.stdout.splitlines()[1].startswith("123456789\t"))
+        hbbs = os.path.abspath(self.mktemp())
+        conn = sqlite3.connect(hbbs)
+        conn.execute("create table peer (guid blob primary key not null, id varchar(100) not "
+                     "null, uuid blob not null, pk blob not null, created_at datetime not null "
+                     "default(current_timestamp), user blob, status tinyint, note "
+                     "varchar(300), info text not null) without rowid")
+        conn.execute("insert into peer (guid, id, uuid, pk, info) values (x'01', '555555555', "
+                     "x'02', x'03', '{\"ip\": \"192.0.2.9\"}'), (x'04', '123456789', x'05', "
+                     "x'06', '{}')")
+        conn.commit()
+        conn.close()
+        imported = self.cli("peers", "--store", store, "import-hbbs", hbbs)
+        self.assertEqual(imported.stdout, f"imported 1 peers from {hbbs}\n", imported.stderr)
+        shown = self.cli("peers", "--store", store, "show", "555555555")
+        self.assertIn("ip:         192.0.2.9", shown.stdout)
+
+    def cli(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, PYTHONPATH=ROOT))
 
     def test_unreachableAtStart(self) -> None:
         """Redis not there at start: one line naming the setting, status 1."""
