@@ -177,3 +177,19 @@ def _gaveUp(args: argparse.Namespace, seconds: float | None, err: IO[str] | None
     what = f" while waiting for {waiting}" if waiting else ""
     after = f" after {seconds:g} s" if seconds is not None else ""
     return fail(args, f"gave up{after}{what} (raise --timeout to wait longer)", 1, err)
+
+
+async def usingStore(args: argparse.Namespace, store: Any,
+                     work: Callable[[], Awaitable[int]]) -> int:
+    """Run C{work} on a networked C{store} (C{--store}), closing it after; a failure of
+    the store is one line and status 1 (the deadline and Ctrl-C propagate)."""
+    step(args, "the store at --store")
+    try:
+        return await work()
+    except Exception as e:
+        if isinstance(e, CancelledError):
+            raise
+        return fail(args, f"cannot use the store: {e}")
+    finally:
+        store.close()
+

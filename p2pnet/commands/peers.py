@@ -15,9 +15,7 @@ import sqlite3
 import sys
 from typing import Any
 
-from twisted.internet.defer import CancelledError
-
-from p2pnet.commands import addDataDir, fail, reactMain, step
+from p2pnet.commands import addDataDir, fail, reactMain, usingStore
 from p2pnet.commands.operate import registerPeersOnline
 from p2pnet.config import parseStoreUrl
 from p2pnet.store.peers import (
@@ -64,8 +62,8 @@ async def _inRedis(reactor: Any, args: argparse.Namespace) -> int:
 
     out = args.out or sys.stdout
     store = RedisPeerStore(args.store)
-    step(args, "Redis at --store")
-    try:
+
+    async def work() -> int:
         if args.peers_command == "list":
             _writeList(out, await store.count(), await store.list(args.limit, args.offset))
             return 0
@@ -81,12 +79,8 @@ async def _inRedis(reactor: Any, args: argparse.Namespace) -> int:
             return fail(args, f"cannot import {args.file}: {e}")
         out.write(f"imported {await store.importRecords(records)} peers from {args.file}\n")
         return 0
-    except Exception as e:  # the connection: one line, status 1
-        if isinstance(e, CancelledError):
-            raise
-        return fail(args, f"cannot use the store: {e}")
-    finally:
-        store.close()
+
+    return await usingStore(args, store, work)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,9 +18,7 @@ import sys
 import time
 from typing import Any
 
-from twisted.internet.defer import CancelledError
-
-from p2pnet.commands import addDataDir, fail, reactMain, step
+from p2pnet.commands import addDataDir, fail, reactMain, usingStore
 from p2pnet.config import parseStoreUrl, readSecretFile
 from p2pnet.errors import ConfigError
 from p2pnet.files import privateDirectory
@@ -110,8 +108,8 @@ async def _inRedis(reactor: Any, args: argparse.Namespace) -> int:
 
     out = args.out or sys.stdout
     store = RedisUserStore(args.store)
-    step(args, "Redis at --store")
-    try:
+
+    async def work() -> int:
         if args.users_command == "add":
             try:
                 new = await store.add(args.name, args.password, args.realm, reactor.seconds())
@@ -130,12 +128,8 @@ async def _inRedis(reactor: Any, args: argparse.Namespace) -> int:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(created))
             out.write(f"{name}\t{realm}\t{stamp}\n")
         return 0
-    except Exception as e:  # the connection: one line, status 1
-        if isinstance(e, CancelledError):
-            raise
-        return fail(args, f"cannot use the store: {e}")
-    finally:
-        store.close()
+
+    return await usingStore(args, store, work)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
