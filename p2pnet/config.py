@@ -402,6 +402,11 @@ class _GeneralSettings:
         parseStoreUrl,
         secret=True,
     )
+    node_name: str = _setting(
+        "",
+        "This appliance's name among the nodes sharing a store (default: the host name); "
+        "it marks the RustDesk peers registered here. Unique per node.",
+    )
     services: tuple[str, ...] = _setting(
         DEFAULT_SERVICES,
         "Comma-separated services to run (default: every server; 'node' is the KVM "

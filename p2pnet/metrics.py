@@ -91,6 +91,8 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], str]] = {
                                         "RFC 6062 peer connections bound to a client data "
                                         "connection."),
     "turn_internal_errors": ("counter", (), "TURN data paths that raised."),
+    "rendezvous_presence_errors": ("counter", (), "Reads or writes of the cluster's presence "
+                                   "table (the shared store) that failed."),
     # relay (hbbr)
     "relay_pairs": ("gauge", (), "RustDesk relay pairs relaying now."),
     "relay_waiting": ("gauge", (), "RustDesk relay connections waiting for their peer."),

@@ -26,7 +26,8 @@ reading pauses until the budget refills, so the flood slows itself down.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping, Sequence
+import socket
+from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -68,6 +69,7 @@ from p2pnet.services.rendezvous_routing import Router
 from p2pnet.stats import Stats
 from p2pnet.store.choice import peerStore
 from p2pnet.store.peers import IPeerStore
+from p2pnet.store.redis import RedisPeerStore
 
 __all__ = [
     "Link",
@@ -85,6 +87,8 @@ log = Logger()
 
 #: Seconds between sweeps of the peer table (peers out of contact leave memory).
 PRUNE_INTERVAL = 60.0
+#: Most ids of one OnlineRequest looked up in a cluster's presence table.
+MAX_ONLINE_IDS = 1024
 
 Result = RegisterPkResponse.Result
 
@@ -225,7 +229,7 @@ class RendezvousService(ListeningService):
         localIp = config.local_ip
         if config.mask is not None and not localIp:
             localIp = detectLocalIp()
-        return cls(
+        service = cls(
             context.reactor,
             store,
             key,
@@ -247,6 +251,10 @@ class RendezvousService(ListeningService):
             newIdsPerSource=config.rendezvous_ids_per_ip,
             softwareUrl=config.software_url,
         )
+        if isinstance(store, RedisPeerStore):  # shared: tell the other nodes who is here
+            service.registry.presence = store
+            service.registry.nodeName = config.node_name or socket.gethostname()
+        return service
 
     def listen(self) -> None:
         """UDP and TCP (C{udp}, C{tcp}) on the rendezvous port, TCP on port - 1 (C{nat},
@@ -523,7 +531,8 @@ class RendezvousService(ListeningService):
                 link.send(RendezvousMessage(test_nat_response=TestNatResponse(
                     port=link.peer[1])))
             elif kind == "online_request":
-                link.send(self.onlineResponse(message.online_request.peers))
+                self._answerOnline(message.online_request.peers, link, close=True)
+                return True  # closed once answered
             else:
                 self._unexpected(kind, link)
             return False
@@ -550,8 +559,8 @@ class RendezvousService(ListeningService):
                 port=link.peer[1], cu=cu)))
             return registered
         if kind == "online_request":
-            link.send(self.onlineResponse(message.online_request.peers))
-            return registered
+            self._answerOnline(message.online_request.peers, link, close=not registered)
+            return True
         if kind == "register_pk":
             self.stats.add("register_pk")
             d = self.registry.registerPk(message.register_pk, link.peer, link)
@@ -576,15 +585,42 @@ class RendezvousService(ListeningService):
         if result != Result.OK and link.registeredId is None:
             link.close()
 
-    def onlineResponse(self, ids: Sequence[str]) -> RendezvousMessage:
-        """The online bitmap (rustdesk.md §4.11): bit 7 - i%8 of byte i/8 for peer i."""
+    def onlineResponse(self, ids: Sequence[str],
+                       elsewhere: Set[str] = frozenset()) -> RendezvousMessage:
+        """The online bitmap (rustdesk.md §4.11): bit 7 - i%8 of byte i/8 for peer i;
+        online here, or (in a cluster) held by another node (C{elsewhere})."""
         now = self.now()
         states = bytearray((len(ids) + 7) // 8)
         for i, peerId in enumerate(ids):
             peer = self.registry.get(peerId)
-            if peer is not None and peer.online(now):
+            if (peer is not None and peer.online(now)) or peerId in elsewhere:
                 states[i // 8] |= 0x80 >> (i % 8)
         return RendezvousMessage(online_response=OnlineResponse(states=bytes(states)))
+
+    def _answerOnline(self, ids: Sequence[str], link: Link, close: bool) -> None:
+        """Answer an OnlineRequest on C{link}; in a cluster, peers not online here are
+        looked up in the shared presence table first (a store that does not answer: the
+        local answer). Then close C{link} when C{close}."""
+        now = self.now()
+        presence = self.registry.presence
+        missing = [i for i in ids[:MAX_ONLINE_IDS]
+                   if not ((p := self.registry.get(i)) is not None and p.online(now))]
+
+        def answer(elsewhere: Set[str]) -> None:
+            link.send(self.onlineResponse(ids, elsewhere))
+            if close:
+                link.close()
+
+        if presence is None or not missing:
+            answer(frozenset())
+            return
+        def unknown(failure: Any) -> Set[str]:
+            self.stats.add("presence_errors")
+            self.badInput.warn("presence", "cannot read presence from the store: {error}",
+                               error=failure.getErrorMessage())
+            return frozenset()
+
+        presence.online(missing).addErrback(unknown).addCallback(answer)
 
 
 def versionFromUrl(url: str) -> str:

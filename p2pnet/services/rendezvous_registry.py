@@ -15,6 +15,7 @@ bucket of RegisterPk and a daily budget of ids it may create (rustdesk.md §4.7.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,6 +51,19 @@ log = Logger()
 
 #: A peer is online iff its last registration is younger than this (seconds, rustdesk.md §4.4).
 REG_TIMEOUT = 30.0
+#: Seconds between presence writes for a peer that stays where it is.
+PRESENCE_INTERVAL = 10.0
+
+
+class Presence(Protocol):
+    """Which node holds which peer's registration, shared by a cluster's nodes."""
+
+    def markOnline(self, peerId: str, node: str, addr: tuple[str, int],
+                   ttl: float) -> Deferred[None]:
+        """Record that C{node} holds C{peerId} (at C{addr}) for the next C{ttl} seconds."""
+
+    def online(self, peerIds: Sequence[str]) -> Deferred[set[str]]:
+        """Which of C{peerIds} some node holds now."""
 #: Per-id RegisterPk rate limit: at most 3 per burst with gaps of this many seconds (rustdesk.md §4.3).
 REG_PK_GAP = 6.0
 REG_PK_BURST = 2
@@ -104,7 +118,7 @@ class OnlinePeer:
     """
 
     __slots__ = ("id", "uuid", "pk", "addr", "ip", "lastRegTime", "regPkCount", "regPkTime",
-                 "link", "seen", "transport")
+                 "link", "seen", "transport", "presentAt")
 
     def __init__(self, peerId: str, uuid: bytes = b"", pk: bytes = b"", ip: str = "") -> None:
         self.id = peerId
@@ -118,6 +132,7 @@ class OnlinePeer:
         self.link: RegistrationLink | None = None
         self.seen = float("-inf")
         self.transport = "udp"
+        self.presentAt = float("-inf")
 
     def online(self, now: float) -> bool:
         """Registered within L{REG_TIMEOUT}, or holding an open registration link."""
@@ -193,6 +208,10 @@ class PeerRegistry:
         self._lastFullPrune = float("-inf")
         self.badInput = RateLimitedLog(log, clock)
         self.events = RateLimitedLog(log, clock, burst=20)
+        #: The cluster's presence table (a shared store), or C{None} on one node.
+        self.presence: Presence | None = None
+        #: This node's name in it.
+        self.nodeName = ""
         stats.gauge("peers_in_memory", lambda: len(self.peers))
         stats.gauge("peers_bytes", lambda: self.bytes)
         stats.gauge("peers_online", self.countOnline)
@@ -326,11 +345,27 @@ class PeerRegistry:
         requestPk = not peer.pk or ipChange
         if not requestPk:
             now = self.now()
+            moved = peer.addr != source
             peer.addr = source
             peer.lastRegTime = peer.seen = now
             if peer.link is None:
                 peer.transport = "udp"
+            self._present(peer, now, moved)
         return requestPk
+
+    def _present(self, peer: OnlinePeer, now: float, moved: bool) -> None:
+        """Tell the cluster this node holds C{peer}'s registration: on a move, else at
+        most every L{PRESENCE_INTERVAL} (an entry lives L{REG_TIMEOUT})."""
+        if self.presence is None or (not moved and now - peer.presentAt < PRESENCE_INTERVAL):
+            return
+        peer.presentAt = now
+        self.presence.markOnline(peer.id, self.nodeName, peer.addr, REG_TIMEOUT).addErrback(
+            self._presenceFailed)
+
+    def _presenceFailed(self, failure: Any) -> None:
+        self.stats.add("presence_errors")
+        self.badInput.warn("presence", "cannot write presence to the store: {error}",
+                           error=failure.getErrorMessage())
 
     # -- RegisterPk -----------------------------------------------------------------------------
 
@@ -413,6 +448,7 @@ class PeerRegistry:
                              id=peerId, old=peer.ip, new=ip)
         peer.addr = source
         peer.lastRegTime = peer.seen = now
+        self._present(peer, now, True)
         if link is not None:
             if peer.link is not None and peer.link is not link:
                 peer.link.registeredId = None

@@ -25,7 +25,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 
 from p2pnet.config import RedisUrl, redisUrl
 from p2pnet.errors import ConfigError
@@ -37,6 +37,8 @@ __all__ = ["PEERS_KEY", "USERS_KEY", "RedisPeerStore", "RedisUserStore", "checkR
 
 USERS_KEY = "p2pnet:turn:users"
 PEERS_KEY = "p2pnet:rendezvous:peers"
+#: Prefix of the presence keys (one per online peer, expiring).
+ONLINE_PREFIX = "p2pnet:rendezvous:online:"
 #: Seconds to connect, and to wait for an answer.
 TIMEOUT = 5.0
 
@@ -177,3 +179,20 @@ class RedisPeerStore:
         row = json.loads(text)
         return PeerRecord(peerId, base64.b64decode(row["uuid"]), base64.b64decode(row["pk"]),
                           row["ip"], row["createdAt"])
+
+    # -- presence (p2pnet.services.rendezvous_registry.Presence) ---------------------------
+
+    def markOnline(self, peerId: str, node: str, addr: tuple[str, int],
+                   ttl: float) -> Deferred[None]:
+        """C{p2pnet:rendezvous:online:ID} = C{{node, host, port}} for C{ttl} seconds."""
+        text = json.dumps({"node": node, "host": addr[0], "port": addr[1]})
+        d: Deferred[Any] = self._redis.set(ONLINE_PREFIX + peerId, text, expire=int(ttl))
+        return d.addCallback(lambda _: None)
+
+    def online(self, peerIds: Sequence[str]) -> Deferred[set[str]]:
+        """Which of C{peerIds} some node holds now (their entries have not expired)."""
+        if not peerIds:
+            return succeed(set())
+        d: Deferred[Any] = self._redis.mget([ONLINE_PREFIX + i for i in peerIds])
+        return d.addCallback(
+            lambda values: {i for i, v in zip(peerIds, values, strict=True) if v is not None})

@@ -16,7 +16,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from p2pnet.codecs.proto.rendezvous_pb2 import RegisterPkResponse
-from p2pnet.protocols.rustdesk_client import ControlledPeer
+from p2pnet.protocols.rustdesk_client import ControlledPeer, Controller
 from p2pnet.protocols.stun_client import StunErrorResponse
 from p2pnet.protocols.turn_client import TurnClientProtocol
 from test.interop.redis_server import startRedis
@@ -101,6 +101,15 @@ class ClusterTests(TestCase):
         other.udp.send(other.registerPkMessage())
         reply = yield other.udp.receive()
         self.assertEqual(reply.register_pk_response.result, Result.UUID_MISMATCH)
+        # OnlineRequest at B: the peer registered at A, not at B, is online
+        # (B's answer comes from the presence table A writes).
+        nat = re.search(r"rendezvous server listening on udp [0-9.]+:[0-9]+, tcp [0-9.]+:"
+                        r"[0-9]+, tcp [0-9.]+:([0-9]+)", b.text())
+        assert nat, b.text()
+        controller = Controller(reactor, "127.0.0.3", tcpB, natPort=int(nat.group(1)))
+        flags = yield controller.online(["123456789", "987654321"])
+        self.assertEqual(flags, [True, False])
+
         # The same device (same uuid and key) is welcome at B.
         same = ControlledPeer(reactor, "127.0.0.3", udpB, tcpB, "123456789",
                               signingKey=first.signingKey, uuid=first.uuid)

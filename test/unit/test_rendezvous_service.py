@@ -7,6 +7,7 @@ from typing import Any
 
 from nacl.signing import SigningKey
 from twisted.internet import defer
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -34,6 +35,7 @@ from p2pnet.services.rendezvous import (
     RendezvousService,
 )
 from p2pnet.services.rendezvous_keys import ServerKey
+from p2pnet.services.rendezvous_registry import PRESENCE_INTERVAL
 from p2pnet.store.peers import PeerRecord
 
 R = RegisterPkResponse
@@ -500,6 +502,67 @@ class StreamTests(ServiceTestCase):
         link = FakeLink(natPort=True)
         self.service.streamMessage(msg(online_request=OnlineRequest(peers=ids)), link)
         self.assertEqual(link.sent[0].online_response.states, b"\x80\x80")
+        self.assertTrue(link.closed)  # the NAT port answers once
+
+
+class FakePresence:
+    """The cluster's presence table in memory (what the Redis store does)."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[str, str, tuple[str, int]]] = []
+        self.elsewhere: set[str] = set()
+        self.answer: Deferred[set[str]] | None = None
+
+    def markOnline(self, peerId: str, node: str, addr: tuple[str, int],
+                   ttl: float) -> Deferred[None]:
+        self.marks.append((peerId, node, addr))
+        return succeed(None)
+
+    def online(self, peerIds: Any) -> Deferred[set[str]]:
+        if self.answer is not None:
+            return self.answer
+        return succeed({i for i in peerIds if i in self.elsewhere})
+
+
+class PresenceTests(ServiceTestCase):
+    """In a cluster (a shared store), registrations are announced and OnlineRequest also
+    counts peers other nodes hold."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.presence = FakePresence()
+        self.service.registry.presence = self.presence
+        self.service.registry.nodeName = "node-a"
+
+    def test_marksAtMostEveryInterval(self) -> None:
+        self.registerPk()
+        self.registerPeer()
+        self.assertEqual(self.presence.marks,
+                         [("123456789", "node-a", ("203.0.113.5", 5000))])
+        self.clock.advance(PRESENCE_INTERVAL)
+        self.registerPeer()
+        self.assertEqual(len(self.presence.marks), 2)
+        self.registerPeer(addr=("203.0.113.5", 5001))  # moved: at once
+        self.assertEqual(self.presence.marks[-1][2], ("203.0.113.5", 5001))
+
+    def test_onlineElsewhere(self) -> None:
+        self.registerPk("111111111")
+        self.presence.elsewhere = {"222222222"}
+        link = FakeLink(natPort=True)
+        self.assertTrue(self.service.streamMessage(
+            msg(online_request=OnlineRequest(peers=["111111111", "222222222", "x"])), link))
+        self.assertEqual((link.sent[0].online_response.states, link.closed), (b"\xc0", True))
+
+    def test_storeDownAnswersLocally(self) -> None:
+        self.registerPk("111111111")
+        self.presence.answer = Deferred()
+        link = FakeLink(natPort=True)
+        self.service.streamMessage(
+            msg(online_request=OnlineRequest(peers=["111111111", "222222222"])), link)
+        self.assertEqual(link.sent, [])  # waiting for the store
+        self.presence.answer.errback(ConnectionError("down"))
+        self.assertEqual(link.sent[0].online_response.states, b"\x80")
+        self.assertEqual(self.service.stats.counters["presence_errors"], 1)
 
     def test_unknownMessageCloses(self) -> None:
         link = FakeLink()
