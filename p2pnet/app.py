@@ -266,6 +266,14 @@ def buildService(config: Config, reactor: IReactorCore | None = None,
             child.setName(name)
             child.setServiceParent(root)
             context.built[name] = child
+    if config.store:
+        from p2pnet.cluster import ClusterMember
+        from p2pnet.config import nodeName
+        from p2pnet.store.redis import RedisNodes
+
+        member = ClusterMember(reactor, RedisNodes(config.store), nodeName(config),
+                               lambda: dict(context.built))
+        member.setServiceParent(root)
     if config.metrics_listen:
         from p2pnet.metrics import MetricsService
 

@@ -34,6 +34,7 @@ COMMANDS: tuple[str, ...] = (
     "p2pnet.commands.connect",
     "p2pnet.commands.operate",
     "p2pnet.commands.migrate",
+    "p2pnet.commands.cluster",
 )
 
 

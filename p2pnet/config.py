@@ -1171,3 +1171,12 @@ def loadConfig(
         else:
             values[s.attr] = _fromText(s, raw)
     return Config(**values).check()
+
+
+def nodeName(config: Config) -> str:
+    """This appliance's name among the nodes of a shared store: C{node-name}, else the
+    host name."""
+    import socket
+
+    return config.node_name or socket.gethostname()
+

@@ -26,7 +26,6 @@ reading pauses until the budget refills, so the flood slows itself down.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any, Protocol
 
@@ -46,6 +45,7 @@ from p2pnet.codecs.proto.rendezvous_pb2 import (
     SoftwareUpdate,
     TestNatResponse,
 )
+from p2pnet.config import nodeName
 from p2pnet.errors import ConfigError
 from p2pnet.listen import bindAddresses, listenTCP, listenUDP
 from p2pnet.protocols.rendezvous import (
@@ -253,7 +253,7 @@ class RendezvousService(ListeningService):
         )
         if isinstance(store, RedisPeerStore):  # shared: tell the other nodes who is here
             service.registry.presence = store
-            service.registry.nodeName = config.node_name or socket.gethostname()
+            service.registry.nodeName = nodeName(config)
         return service
 
     def listen(self) -> None:

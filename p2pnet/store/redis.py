@@ -32,11 +32,13 @@ from p2pnet.errors import ConfigError
 from p2pnet.store.peers import PeerRecord
 from p2pnet.store.users import StoredUser, userRow
 
-__all__ = ["PEERS_KEY", "USERS_KEY", "RedisPeerStore", "RedisUserStore", "checkReachable",
-           "connect"]
+__all__ = ["PEERS_KEY", "USERS_KEY", "RedisNodes", "RedisPeerStore", "RedisUserStore",
+           "checkReachable", "connect"]
 
 USERS_KEY = "p2pnet:turn:users"
 PEERS_KEY = "p2pnet:rendezvous:peers"
+#: Prefix of the node table's keys (one per node, expiring).
+NODE_PREFIX = "p2pnet:node:"
 #: Prefix of the presence keys (one per online peer, expiring).
 ONLINE_PREFIX = "p2pnet:rendezvous:online:"
 #: Seconds to connect, and to wait for an answer.
@@ -196,3 +198,40 @@ class RedisPeerStore:
         d: Deferred[Any] = self._redis.mget([ONLINE_PREFIX + i for i in peerIds])
         return d.addCallback(
             lambda values: {i for i, v in zip(peerIds, values, strict=True) if v is not None})
+
+
+class RedisNodes:
+    """The cluster's node table: each node's load, written by the node every few seconds
+    and expiring when it stops writing (C{p2pnet:node:NAME}; L{p2pnet.cluster})."""
+
+    def __init__(self, url: str) -> None:
+        self._redis = connect(url)
+
+    def beat(self, name: str, state: dict[str, Any], ttl: float) -> Deferred[None]:
+        """Record C{name}'s C{state} for the next C{ttl} seconds."""
+        d: Deferred[Any] = self._redis.set(NODE_PREFIX + name, json.dumps(state),
+                                           expire=int(ttl))
+        return d.addCallback(lambda _: None)
+
+    def leave(self, name: str) -> Deferred[None]:
+        """Forget C{name} (a clean stop)."""
+        d: Deferred[Any] = self._redis.delete(NODE_PREFIX + name)
+        return d.addCallback(lambda _: None)
+
+    def nodes(self) -> Deferred[dict[str, dict[str, Any]]]:
+        """Every node that wrote lately, by name."""
+
+        def fetch(keys: Sequence[str]) -> Deferred[dict[str, dict[str, Any]]]:
+            names = sorted(k[len(NODE_PREFIX):] for k in keys or ())
+            if not names:
+                return succeed({})
+            got: Deferred[Any] = self._redis.mget([NODE_PREFIX + n for n in names])
+            return got.addCallback(lambda values: {
+                n: json.loads(v) for n, v in zip(names, values, strict=True) if v is not None})
+
+        d: Deferred[Any] = self._redis.keys(NODE_PREFIX + "*")
+        return d.addCallback(fetch)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._redis.disconnect()

@@ -3,6 +3,7 @@ C{twistd -n p2pnet} children on 127.0.0.2 and 127.0.0.3 and a private redis-serv
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -31,9 +32,10 @@ class ClusterTests(TestCase):
     timeout = 120
 
     @defer.inlineCallbacks
-    def node(self, host: str, store: str) -> Any:
+    def node(self, host: str, store: str, name: str = "") -> Any:
         child = TwistdChild(
-            ["--services", "stun,turn,rendezvous", "--listen", host, "--stun-port", "0",
+            ["--node-name", name or host, "--services", "stun,turn,rendezvous", "--listen",
+             host, "--stun-port", "0",
              "--tls-port", "0", "--alt-port", "0", "--rendezvous-port", "0", "--store", store,
              "--allow-loopback-peers", "--data-dir", os.path.abspath(self.mktemp())],
             ready=b"rendezvous server listening on", env={"PYTHONPATH": ROOT})
@@ -64,8 +66,16 @@ class ClusterTests(TestCase):
     @defer.inlineCallbacks
     def test_usersAndPeersShared(self) -> Any:
         store = startRedis(self)
-        a, stunA, udpA, tcpA = yield self.node("127.0.0.2", store)
-        b, stunB, udpB, tcpB = yield self.node("127.0.0.3", store)
+        a, stunA, udpA, tcpA = yield self.node("127.0.0.2", store, "alpha")
+        b, stunB, udpB, tcpB = yield self.node("127.0.0.3", store, "beta")
+
+        # Both nodes are in the node table.
+        table = self.cli("cluster", "--store", store, "--json")
+        nodes = json.loads(table.stdout or "{}")
+        self.assertEqual(sorted(nodes), ["alpha", "beta"], table.stderr)
+        self.assertEqual(nodes["alpha"]["services"], ["rendezvous", "stun", "turn"])
+        text = self.cli("cluster", "--store", store).stdout
+        self.assertEqual(text.splitlines()[0].split()[:2], ["NODE", "SERVICES"])
 
         # A user added once, for the cluster, logs in at both nodes.
         added = self.users(store, "add", "bob", "--password", "pw-2")

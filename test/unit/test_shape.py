@@ -36,6 +36,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "p2pnet.drain": (2, "support"),
     "p2pnet.sdnotify": (2, "support"),
     "p2pnet.reload": (2, "support"),
+    "p2pnet.cluster": (2, "support"),
     "p2pnet.stats": (2, "support"),
     "p2pnet.config": (2, "support"),
     "p2pnet.certs": (2, "support"),
