@@ -91,6 +91,9 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], str]] = {
                                         "RFC 6062 peer connections bound to a client data "
                                         "connection."),
     "turn_internal_errors": ("counter", (), "TURN data paths that raised."),
+    "rendezvous_cluster_events": ("counter", ("event",), "Routing across the nodes of a "
+                                  "cluster: requests and answers forwarded, undeliverable "
+                                  "requests, bad messages, store errors."),
     "rendezvous_presence_errors": ("counter", (), "Reads or writes of the cluster's presence "
                                    "table (the shared store) that failed."),
     # relay (hbbr)
@@ -181,6 +184,7 @@ _RULES: list[tuple[str, re.Pattern[str], str, tuple[str, ...] | None]] = [
         ("relay", r"(first_message_timeout|bad_first_message|bad_frame|bad_message)",
          "relay_bad_input", None),
         ("rendezvous", r"register_pk_(\w+)", "rendezvous_register_pk_refused", None),
+        ("rendezvous", r"cluster_(\w+)", "rendezvous_cluster_events", None),
         ("rendezvous", r"stream_(throttled|timeout|overflow)", "rendezvous_dropped", None),
         ("rendezvous", r"stream_(\w+)", "rendezvous_messages", None),
         ("rendezvous", r"(reply_without_requester|licence_mismatch|lookups_refused|"

@@ -56,6 +56,7 @@ from p2pnet.protocols.rendezvous import (
 from p2pnet.ratelimit import SourceBudgets
 from p2pnet.ratelog import RateLimitedLog
 from p2pnet.services.listening import ListeningService
+from p2pnet.services.rendezvous_cluster import ClusterRoutes
 from p2pnet.services.rendezvous_keys import ServerKey, loadServerKey
 from p2pnet.services.rendezvous_registry import (
     MAX_SOURCES,
@@ -69,7 +70,7 @@ from p2pnet.services.rendezvous_routing import Router
 from p2pnet.stats import Stats
 from p2pnet.store.choice import peerStore
 from p2pnet.store.peers import IPeerStore
-from p2pnet.store.redis import RedisPeerStore
+from p2pnet.store.redis import RedisInbox, RedisPeerStore
 
 __all__ = [
     "Link",
@@ -254,6 +255,10 @@ class RendezvousService(ListeningService):
         if isinstance(store, RedisPeerStore):  # shared: tell the other nodes who is here
             service.registry.presence = store
             service.registry.nodeName = nodeName(config)
+            router = service.router
+            router.cluster = ClusterRoutes(
+                context.reactor, RedisInbox(config.store, nodeName(config)), store,
+                service.stats, router.deliverHere, router.remoteAnswer)
         return service
 
     def listen(self) -> None:
@@ -284,6 +289,8 @@ class RendezvousService(ListeningService):
     def startService(self) -> None:
         super().startService()
         self.relays.start()
+        if self.router.cluster is not None:
+            self.router.cluster.start()
         self._prune.start(PRUNE_INTERVAL, now=False)
 
     def listeningNote(self) -> str:
@@ -305,6 +312,8 @@ class RendezvousService(ListeningService):
         for link in list(self._links):
             link.abort()
         self.relays.stop()
+        if self.router.cluster is not None:
+            self.router.cluster.stop()
         if self._prune.running:
             self._prune.stop()
         return closed.addBoth(lambda _: self.store.close())

@@ -4,8 +4,9 @@
 A controller's C{PunchHoleRequest} or C{RequestRelay} (rustdesk.md §4.5) is forwarded
 to the target peer over its registration link or by UDP; the target's answer
 (C{PunchHoleSent}, C{LocalAddr}, C{RelayResponse}) finds the controller's connection
-again by the address mangled into it. This module is where routing across several
-rendezvous nodes will go: C{deliver} is the one place a message leaves for a peer.
+again by the address mangled into it. With a shared store, a target held by another
+node is reached through it (L{p2pnet.services.rendezvous_cluster}): the request goes to
+that node, the answer comes back here.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from p2pnet.codecs.proto.rendezvous_pb2 import (
 )
 from p2pnet.codecs.rustdesk_crypto import signIdPk
 from p2pnet.ratelog import RateLimitedLog
+from p2pnet.services.rendezvous_cluster import ClusterRoutes
 from p2pnet.services.rendezvous_keys import ServerKey
 from p2pnet.services.rendezvous_registry import OnlinePeer, PeerRegistry
 from p2pnet.services.rendezvous_relays import RelaySelector
@@ -100,6 +102,8 @@ class Router:
         #: Controllers waiting for their target's answer, by their address (rustdesk.md §4.5 step 1).
         self.tcpPunch: dict[tuple[str, int], RouteLink] = {}
         self._stored: set[int] = set()
+        #: Routing through the other nodes of a cluster, or C{None} alone.
+        self.cluster: ClusterRoutes | None = None
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -144,6 +148,11 @@ class Router:
         if self.tcpPunch.get(link.peer) is link:
             del self.tcpPunch[link.peer]
 
+    def _forwarded(self, mangled: bytes, answer: RendezvousMessage, link: RouteLink) -> bool:
+        """Send a target's answer back to the node whose controller asked, if another."""
+        return self.cluster is not None and self.cluster.forwardAnswer(
+            bytes(mangled), answer, link.peer)
+
     def _takeRequester(self, mangled: bytes) -> RouteLink | None:
         addr = addrmangle.decode(mangled)
         link = self.tcpPunch.pop(addr, None)
@@ -187,45 +196,96 @@ class Router:
             self._failure(link, Failure.ID_NOT_EXIST)
             return
         if not peer.online(self.clock.seconds()):
+            if self.cluster is None:
+                self._failure(link, Failure.OFFLINE)
+                return
+            self.cluster.holder(ph.id).addCallback(self._punchRemote, ph, link)
+            return
+        self.deliver(peer, self._punchMessage(ph, link, peer.addr))
+
+    def _punchRemote(self, found: tuple[str, tuple[str, int]] | None, ph: PunchHoleRequest,
+                     link: RouteLink) -> None:
+        if found is None or self.cluster is None:
             self._failure(link, Failure.OFFLINE)
             return
+        node, addr = found
+        self.cluster.forwardRequest(node, ph.id, self._punchMessage(ph, link, addr))
+
+    def _punchMessage(self, ph: PunchHoleRequest, link: RouteLink,
+                      peerAddr: tuple[str, int]) -> RendezvousMessage:
+        """What the target at C{peerAddr} gets for C{ph} from the controller on C{link}."""
         relay = self.relays.choose()
         natType = ph.nat_type
-        aLan, bLan = self.isLan(link.peer[0]), self.isLan(peer.addr[0])
+        aLan, bLan = self.isLan(link.peer[0]), self.isLan(peerAddr[0])
         if self.alwaysUseRelay or aLan != bLan:
             natType = NatType.SYMMETRIC
             if bLan:
                 relay = self.localRelay()
         # hbbs skips always-use-relay on the LAN path (rustdesk-server#677); we honour it.
         sameIntranet = not link.ws and not self.alwaysUseRelay and (
-            (aLan and bLan) or link.peer[0] == peer.addr[0])
+            (aLan and bLan) or link.peer[0] == peerAddr[0])
         mangled = self.mangle(link.peer)
         if sameIntranet:
             self.stats.add("fetch_local_addr")
-            msg = RendezvousMessage(fetch_local_addr=FetchLocalAddr(
+            return RendezvousMessage(fetch_local_addr=FetchLocalAddr(
                 socket_addr=mangled, relay_server=relay))
-        else:
-            self.stats.add("punch_hole")
-            msg = RendezvousMessage(punch_hole=PunchHole(
-                socket_addr=mangled, nat_type=natType, relay_server=relay))
-        self.deliver(peer, msg)
+        self.stats.add("punch_hole")
+        return RendezvousMessage(punch_hole=PunchHole(
+            socket_addr=mangled, nat_type=natType, relay_server=relay))
 
     def requestRelay(self, rr: RequestRelay, link: RouteLink) -> None:
         """Forward a controller's RequestRelay to the target peer (rustdesk.md §4.5 step 5)."""
         self.keepForReply(link)
         peer = self.registry.get(rr.id)
-        if peer is None:
-            self.stats.add("relay_unknown_peer")
-            return
         forward = RendezvousMessage()
         forward.request_relay.CopyFrom(rr)
         forward.request_relay.socket_addr = self.mangle(link.peer)
+        if self.cluster is not None and (
+                peer is None or not peer.online(self.clock.seconds())):
+            cluster = self.cluster
+
+            def remote(found: tuple[str, tuple[str, int]] | None) -> None:
+                if found is not None:
+                    cluster.forwardRequest(found[0], rr.id, forward)
+                elif peer is not None:
+                    self.deliver(peer, forward)
+                else:
+                    self.stats.add("relay_unknown_peer")
+
+            cluster.holder(rr.id).addCallback(remote)
+            return
+        if peer is None:
+            self.stats.add("relay_unknown_peer")
+            return
         self.deliver(peer, forward)
+
+    # -- across nodes -------------------------------------------------------------------------
+
+    def deliverHere(self, peerId: str, message: RendezvousMessage) -> bool:
+        """Deliver a request another node routed here; C{False} if the peer is not
+        online here (any more)."""
+        peer = self.registry.get(peerId)
+        if peer is None or not peer.online(self.clock.seconds()):
+            return False
+        self.deliver(peer, message)
+        return True
+
+    def remoteAnswer(self, message: RendezvousMessage, link: RouteLink) -> None:
+        """A target's answer another node forwarded back to this, the controller's node."""
+        kind = message.WhichOneof("union")
+        if kind == "punch_hole_sent":
+            self.punchHoleSent(message.punch_hole_sent, link)
+        elif kind == "local_addr":
+            self.localAddr(message.local_addr, link)
+        elif kind == "relay_response":
+            self.relayResponse(message.relay_response, link)
 
     # -- the target's answers -----------------------------------------------------------------
 
     def punchHoleSent(self, phs: PunchHoleSent, link: RouteLink) -> None:
         """The target punched: tell the controller where it is (rustdesk.md §4.5 step 3)."""
+        if self._forwarded(phs.socket_addr, RendezvousMessage(punch_hole_sent=phs), link):
+            return
         requester = self._takeRequester(phs.socket_addr)
         if requester is None:
             return
@@ -240,6 +300,8 @@ class Router:
 
     def localAddr(self, la: LocalAddr, link: RouteLink) -> None:
         """The target is on the controller's LAN: pass its local address (rustdesk.md §4.5 step 3)."""
+        if self._forwarded(la.socket_addr, RendezvousMessage(local_addr=la), link):
+            return
         requester = self._takeRequester(la.socket_addr)
         if requester is None:
             return
@@ -253,6 +315,8 @@ class Router:
 
     def relayResponse(self, rr: RelayResponse, link: RouteLink) -> None:
         """The target goes to the relay: forward its RelayResponse (rustdesk.md §4.5 step 3)."""
+        if self._forwarded(rr.socket_addr, RendezvousMessage(relay_response=rr), link):
+            return
         requester = self._takeRequester(rr.socket_addr)
         if requester is None:
             return

@@ -32,13 +32,17 @@ from p2pnet.errors import ConfigError
 from p2pnet.store.peers import PeerRecord
 from p2pnet.store.users import StoredUser, userRow
 
-__all__ = ["PEERS_KEY", "USERS_KEY", "RedisNodes", "RedisPeerStore", "RedisUserStore",
+__all__ = ["PEERS_KEY", "USERS_KEY", "RedisInbox", "RedisNodes", "RedisPeerStore", "RedisUserStore",
            "checkReachable", "connect"]
 
 USERS_KEY = "p2pnet:turn:users"
 PEERS_KEY = "p2pnet:rendezvous:peers"
 #: Prefix of the node table's keys (one per node, expiring).
 NODE_PREFIX = "p2pnet:node:"
+#: Prefix of the rendezvous nodes' inboxes (L{RedisInbox}).
+INBOX_PREFIX = "p2pnet:rendezvous:inbox:"
+#: Seconds an inbox nobody reads is kept after its last message.
+INBOX_TTL = 60
 #: Prefix of the presence keys (one per online peer, expiring).
 ONLINE_PREFIX = "p2pnet:rendezvous:online:"
 #: Seconds to connect, and to wait for an answer.
@@ -199,6 +203,18 @@ class RedisPeerStore:
         return d.addCallback(
             lambda values: {i for i, v in zip(peerIds, values, strict=True) if v is not None})
 
+    def where(self, peerId: str) -> Deferred[tuple[str, tuple[str, int]] | None]:
+        """The node holding C{peerId} and the peer's address there, or C{None}."""
+
+        def decode(text: str | None) -> tuple[str, tuple[str, int]] | None:
+            if text is None:
+                return None
+            row = json.loads(text)
+            return row["node"], (row["host"], int(row["port"]))
+
+        d: Deferred[Any] = self._redis.get(ONLINE_PREFIX + peerId)
+        return d.addCallback(decode)
+
 
 class RedisNodes:
     """The cluster's node table: each node's load, written by the node every few seconds
@@ -235,3 +251,31 @@ class RedisNodes:
     def close(self) -> None:
         """Close the connection."""
         self._redis.disconnect()
+
+class RedisInbox:
+    """Messages between the rendezvous nodes of a cluster: each node takes from its own
+    list (C{p2pnet:rendezvous:inbox:NAME}, blocking pop) and pushes onto another's. A
+    message waits in Redis until its node takes it; an inbox nobody reads expires
+    L{INBOX_TTL} seconds after its last message (a node that died)."""
+
+    def __init__(self, url: str, node: str) -> None:
+        self.node = node
+        self._in = connect(url)  # only blocking pops: they would hold other commands up
+        self._out = connect(url)
+
+    def send(self, node: str, payload: dict[str, Any]) -> Deferred[None]:
+        """Push C{payload} onto C{node}'s inbox; fires once Redis has it."""
+        key = INBOX_PREFIX + node
+        d: Deferred[Any] = self._out.lpush(key, json.dumps(payload))
+        d.addCallback(lambda _: self._out.expire(key, INBOX_TTL))
+        return d.addCallback(lambda _: None)
+
+    def receive(self, timeout: int = 1) -> Deferred[dict[str, Any] | None]:
+        """The next message for this node, or C{None} after C{timeout} seconds."""
+        d: Deferred[Any] = self._in.brpop(INBOX_PREFIX + self.node, timeout=timeout)
+        return d.addCallback(lambda found: json.loads(found[1]) if found else None)
+
+    def close(self) -> None:
+        """Close both connections."""
+        self._in.disconnect()
+        self._out.disconnect()

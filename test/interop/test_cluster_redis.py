@@ -3,6 +3,7 @@ C{twistd -n p2pnet} children on 127.0.0.2 and 127.0.0.3 and a private redis-serv
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -12,11 +13,13 @@ import subprocess
 import sys
 from typing import Any
 
+from nacl.signing import SigningKey
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from p2pnet.codecs.proto.rendezvous_pb2 import RegisterPkResponse
+from p2pnet.codecs import addrmangle
+from p2pnet.codecs.proto.rendezvous_pb2 import RegisterPkResponse, RelayResponse, RendezvousMessage
 from p2pnet.protocols.rustdesk_client import ControlledPeer, Controller
 from p2pnet.protocols.stun_client import StunErrorResponse
 from p2pnet.protocols.turn_client import TurnClientProtocol
@@ -26,6 +29,10 @@ from test.interop.twistd_child import TwistdChild, twistdArgv
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLI = [sys.executable, "-c", "import sys; from p2pnet.cli import main; sys.exit(main())"]
 Result = RegisterPkResponse.Result
+#: One RustDesk key pair for every node, as docs/cluster.md asks.
+SIGNING = SigningKey.generate()
+SECRET = base64.b64encode(bytes(SIGNING) + bytes(SIGNING.verify_key)).decode()
+PUBLIC = base64.b64encode(bytes(SIGNING.verify_key)).decode()
 
 
 class ClusterTests(TestCase):
@@ -34,7 +41,8 @@ class ClusterTests(TestCase):
     @defer.inlineCallbacks
     def node(self, host: str, store: str, name: str = "") -> Any:
         child = TwistdChild(
-            ["--node-name", name or host, "--services", "stun,turn,rendezvous", "--listen",
+            ["--node-name", name or host, "--key", SECRET, "--services", "stun,turn,rendezvous",
+             "--listen",
              host, "--stun-port", "0",
              "--tls-port", "0", "--alt-port", "0", "--rendezvous-port", "0", "--store", store,
              "--allow-loopback-peers", "--data-dir", os.path.abspath(self.mktemp())],
@@ -119,6 +127,31 @@ class ClusterTests(TestCase):
         controller = Controller(reactor, "127.0.0.3", tcpB, natPort=int(nat.group(1)))
         flags = yield controller.online(["123456789", "987654321"])
         self.assertEqual(flags, [True, False])
+
+        # A controller at B reaches the peer held by A: the punch request goes through A,
+        # the peer's answer comes back to B, which answers the controller.
+        controller = Controller(reactor, "127.0.0.3", tcpB, bindAddress="127.0.0.5",
+                                licenceKey=PUBLIC, serverPk=bytes(SIGNING.verify_key))
+        served = first.serveOnce(first.udp)
+        stream, reply = yield controller.punchHole("123456789")
+        self.addCleanup(stream.transport.loseConnection)
+        kind, message = yield served
+        self.assertEqual(kind, "punch_hole")
+        self.assertEqual(addrmangle.decode(message.punch_hole.socket_addr)[0], "127.0.0.5")
+        phr = reply.punch_hole_response
+        self.assertEqual(addrmangle.decode(phr.socket_addr), first.answeredFrom)
+        # B signed the peer's key, read from the shared registry.
+        self.assertEqual(controller.verifyPk("123456789", phr.pk), first.pk)
+        # RequestRelay the same way; the peer's RelayResponse reaches the controller.
+        asked = controller.requestRelay("123456789", "relay.example:21117")
+        relayAsk = yield first.udp.receive()
+        self.assertEqual(relayAsk.request_relay.relay_server, "relay.example:21117")
+        yield first._answer(RendezvousMessage(relay_response=RelayResponse(
+            socket_addr=relayAsk.request_relay.socket_addr, uuid=relayAsk.request_relay.uuid,
+            relay_server="relay.example:21117", version="1.4.5")))
+        uuid, relayReply = yield asked
+        self.assertEqual((relayReply.relay_response.uuid, relayReply.relay_response.relay_server),
+                         (uuid, "relay.example:21117"))
 
         # The same device (same uuid and key) is welcome at B.
         same = ControlledPeer(reactor, "127.0.0.3", udpB, tcpB, "123456789",
