@@ -63,6 +63,7 @@ bench: $(STAMP) system-deps
 	$(PY) bench/ice_bench.py
 	$(PY) bench/node_bench.py
 	$(PY) bench/node_e2e_bench.py
+	$(PY) bench/cluster_bench.py
 
 clean:
 	rm -rf $(VENV) _trial_temp* build *.egg-info

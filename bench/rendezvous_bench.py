@@ -59,10 +59,12 @@ SERVER_CPUS, LOAD_CPUS = splitCpus()
 # -- the server process ----------------------------------------------------------------------
 
 
-def serve(dataDir: str, limits: bool = False) -> None:
+def serve(dataDir: str, limits: bool = False, store: str = "", node: str = "") -> None:
     """Run rendezvous + relay on 127.0.0.1 (ephemeral ports), print them, serve forever.
 
     With C{limits}, the per-source limits are the defaults of the settings; else off.
+    With C{store} (a redis:// URL) the registry is shared and the node joins the cluster
+    as C{node} (bench/cluster_bench.py).
     """
     pinSelf(SERVER_CPUS)
     from twisted.internet import reactor
@@ -81,9 +83,17 @@ def serve(dataDir: str, limits: bool = False) -> None:
                      maxConnectionsPerIp=defaults.rendezvous_connections_per_ip)
     else:
         rates = dict(maxConnectionsPerIp=100000, registerRate=1e9, registerBurst=1e9)
-    rendezvous = RendezvousService(reactor, PeerStore(os.path.join(dataDir, "peers.sqlite3")),
-                                   loadServerKey("", dataDir), listen=("127.0.0.1",), port=0,
-                                   maxConnections=100000, **rates)
+    if store:
+        from p2pnet.store.redis import RedisInbox, RedisPeerStore
+
+        peers: Any = RedisPeerStore(store)
+    else:
+        peers = PeerStore(os.path.join(dataDir, "peers.sqlite3"))
+    rendezvous = RendezvousService(reactor, peers, loadServerKey("", dataDir),
+                                   listen=("127.0.0.1",), port=0, maxConnections=100000,
+                                   **rates)
+    if store:
+        rendezvous.joinCluster(peers, RedisInbox(store, node))
     relay = RelayService(reactor, listen=("127.0.0.1",), port=0, maxPendingPerIp=100000,
                          maxConnections=100000)
     now = reactor.seconds()
@@ -142,8 +152,12 @@ def _recvMessage(sock: socket.socket, decoder: FrameDecoder, pending: list[bytes
     return RendezvousMessage.FromString(pending.pop(0))
 
 
-def benchPunch(ports: dict[str, int], seconds: float, concurrency: int = 16) -> float:
-    """Punch-hole round trips per second with C{concurrency} controllers in parallel."""
+def benchPunch(ports: dict[str, int], seconds: float, concurrency: int = 16,
+               controllerPorts: dict[str, int] | None = None) -> float:
+    """Punch-hole round trips per second with C{concurrency} controllers in parallel; the
+    targets register at C{ports}, the controllers ask C{controllerPorts} (default the
+    same server: another node of a cluster otherwise)."""
+    asked = (controllerPorts or ports)["tcp"]
     pinSelf(LOAD_CPUS)
     count = [0]
     stop = time.perf_counter() + seconds
@@ -187,7 +201,7 @@ def benchPunch(ports: dict[str, int], seconds: float, concurrency: int = 16) -> 
             id=peerId, version="1")).SerializeToString())
         while time.perf_counter() < stop:
             # Bounded: a server that stops answering ends the run with an error.
-            sock = socket.create_connection(("127.0.0.1", ports["tcp"]), timeout=10)
+            sock = socket.create_connection(("127.0.0.1", asked), timeout=10)
             decoder, pending = FrameDecoder(), []
             sock.sendall(request)
             while True:

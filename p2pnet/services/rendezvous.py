@@ -56,7 +56,7 @@ from p2pnet.protocols.rendezvous import (
 from p2pnet.ratelimit import SourceBudgets
 from p2pnet.ratelog import RateLimitedLog
 from p2pnet.services.listening import ListeningService
-from p2pnet.services.rendezvous_cluster import ClusterRoutes
+from p2pnet.services.rendezvous_cluster import ClusterRoutes, Inbox
 from p2pnet.services.rendezvous_keys import ServerKey, loadServerKey
 from p2pnet.services.rendezvous_registry import (
     MAX_SOURCES,
@@ -253,13 +253,18 @@ class RendezvousService(ListeningService):
             softwareUrl=config.software_url,
         )
         if isinstance(store, RedisPeerStore):  # shared: tell the other nodes who is here
-            service.registry.presence = store
-            service.registry.nodeName = nodeName(config)
-            router = service.router
-            router.cluster = ClusterRoutes(
-                context.reactor, RedisInbox(config.store, nodeName(config)), store,
-                service.stats, router.deliverHere, router.remoteAnswer)
+            service.joinCluster(store, RedisInbox(config.store, nodeName(config)))
         return service
+
+    def joinCluster(self, store: RedisPeerStore, inbox: Inbox) -> None:
+        """Work with the other nodes of a shared store: announce who registers here in
+        its presence table, and route requests for peers held elsewhere through
+        C{inbox} (L{p2pnet.services.rendezvous_cluster})."""
+        self.registry.presence = store
+        self.registry.nodeName = inbox.node
+        router = self.router
+        router.cluster = ClusterRoutes(self.clock, inbox, store, self.stats,
+                                       router.deliverHere, router.remoteAnswer)
 
     def listen(self) -> None:
         """UDP and TCP (C{udp}, C{tcp}) on the rendezvous port, TCP on port - 1 (C{nat},
