@@ -139,6 +139,32 @@ class Appliance(MultiService):
         return super().stopService()
 
 
+def turnAddresses(config: Config, stun: Any) -> dict[str, list[Any]]:
+    """Where clients reach this node's STUN/TURN over UDP, by address family, for the
+    cluster's node table: each family's first listen address, as announced behind 1:1
+    NAT (C{external-ip}); a wildcard listener's, this host's default route address."""
+    from p2pnet.addresses import ExternalAddresses, defaultRouteAddress, family
+    from p2pnet.listen import WILDCARDS, bindAddresses
+
+    port = dict(getattr(stun, "boundPorts", {}) or {}).get("udp")
+    if not port:
+        return {}
+    external = ExternalAddresses(config.external_ip)
+    out: dict[str, list[Any]] = {}
+    for host in bindAddresses(config.listen):
+        kind = family(host)
+        if str(kind) in out:
+            continue
+        public = external.public(host)
+        if host in WILDCARDS and public == host:
+            found = defaultRouteAddress(kind)
+            if found is None:
+                continue
+            public = found
+        out[str(kind)] = [public, port]
+    return out
+
+
 def _buildStun(context: AppContext) -> IService:
     from p2pnet.services.stun import StunService
 
@@ -271,9 +297,16 @@ def buildService(config: Config, reactor: IReactorCore | None = None,
         from p2pnet.config import nodeName
         from p2pnet.store.redis import RedisNodes
 
+        stun = context.built.get("stun")
         member = ClusterMember(reactor, RedisNodes(config.store), nodeName(config),
-                               lambda: dict(context.built))
+                               lambda: dict(context.built),
+                               lambda: turnAddresses(config, stun) if stun else {})
         member.setServiceParent(root)
+        turn = context.built.get("turn")
+        if turn is not None and config.turn_redirect_above:
+            handler = turn.allocate  # type: ignore[attr-defined]
+            handler.redirectAbove = config.turn_redirect_above
+            handler.redirect = member.leastLoaded
     if config.metrics_listen:
         from p2pnet.metrics import MetricsService
 

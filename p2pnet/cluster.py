@@ -47,6 +47,9 @@ class NodeTable(Protocol):
     def leave(self, name: str) -> Deferred[None]:
         """Forget C{name}."""
 
+    def nodes(self) -> Deferred[dict[str, dict[str, Any]]]:
+        """Every node that wrote lately, by name."""
+
     def close(self) -> None:
         """Release the connection."""
 
@@ -61,19 +64,25 @@ def nodeLoad(services: Mapping[str, Any]) -> dict[str, int]:
 
 
 class ClusterMember(Service):
-    """Writes this node's entry while it runs.
+    """Writes this node's entry while it runs, and keeps the others' from the last beat.
 
     @param siblings: the appliance's services by name, read at every beat.
+    @param turnAddresses: where clients reach this node's TURN service, by address
+        family (C{{"4": [host, port]}}); read at every beat.
+    @ivar known: the node table as read after the last beat.
     """
 
     name: str | None = "cluster"
 
     def __init__(self, reactor: Any, table: NodeTable, nodeName: str,
-                 siblings: Callable[[], Mapping[str, Any]]) -> None:
+                 siblings: Callable[[], Mapping[str, Any]],
+                 turnAddresses: Callable[[], dict[str, list[Any]]] = dict) -> None:
         self.reactor = reactor
         self.table = table
         self.nodeName = nodeName
         self.siblings = siblings
+        self.turnAddresses = turnAddresses
+        self.known: dict[str, dict[str, Any]] = {}
         self.startedAt = 0.0
         self.failures = RateLimitedLog(log, reactor)
         self._loop: LoopingCall | None = None
@@ -84,13 +93,36 @@ class ClusterMember(Service):
         services = self.siblings()
         return {"services": sorted(n for n, s in services.items() if s.running),
                 "load": nodeLoad(services), "startedAt": int(self.startedAt),
-                "updatedAt": int(now)}
+                "updatedAt": int(now), "turn": self.turnAddresses()}
 
     def beat(self) -> None:
-        """Write the entry now (a failure is logged at a bounded rate)."""
-        self.table.beat(self.nodeName, self.state(), BEAT_TTL).addErrback(
-            lambda f: self.failures.warn("cluster-beat", "cannot write this node's entry to "
-                                         "the store: {error}", error=f.getErrorMessage()))
+        """Write the entry now and read the others' (a failure is logged at a bounded
+        rate)."""
+        d: Deferred[Any] = self.table.beat(self.nodeName, self.state(), BEAT_TTL)
+        d.addCallback(lambda _: self.table.nodes())
+        d.addCallback(self._read)
+        d.addErrback(lambda f: self.failures.warn(
+            "cluster-beat", "cannot exchange node entries with the store: {error}",
+            error=f.getErrorMessage()))
+
+    def _read(self, nodes: dict[str, dict[str, Any]]) -> None:
+        self.known = nodes
+
+    def leastLoaded(self, addressFamily: int, allocations: int) -> tuple[str, int] | None:
+        """The TURN address of the family C{addressFamily} of the other node holding the
+        fewest allocations, if it holds fewer than C{allocations} (this node's count)
+        and wrote within L{BEAT_TTL} seconds."""
+        now = self.reactor.seconds()
+        best: tuple[int, tuple[str, int]] | None = None
+        for name, state in self.known.items():
+            address = (state.get("turn") or {}).get(str(addressFamily))
+            if name == self.nodeName or not address or \
+                    now - state.get("updatedAt", 0) > BEAT_TTL:
+                continue
+            load = int(state.get("load", {}).get("allocations", 0))
+            if load < allocations and (best is None or load < best[0]):
+                best = (load, (str(address[0]), int(address[1])))
+        return None if best is None else best[1]
 
     def startService(self) -> None:
         """Beat now and every L{BEAT_INTERVAL} seconds."""

@@ -579,6 +579,12 @@ class _TurnSettings:
     max_allocations: int = _setting(
         10000, "Most TURN allocations at once (508 beyond).", parsePositiveInt
     )
+    turn_redirect_above: int = _setting(
+        0,
+        "With a shared store: from this many allocations on, a new Allocate is answered 300 "
+        "Try Alternate naming the node of the cluster holding the fewest (0: never).",
+        parseCount,
+    )
     user_quota: int = _setting(
         0,
         "Most TURN allocations (and EVEN-PORT reservations) per user, 486 beyond; 0: an "

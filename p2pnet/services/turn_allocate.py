@@ -7,6 +7,7 @@ handler can be read against the RFC line by line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
@@ -51,9 +52,15 @@ class AllocateHandler:
     @param tcp: the RFC 6062 relays, which relayed TCP listeners report to.
     @ivar draining: new allocations are refused with 508 (the server is being drained);
         Refresh, permissions and channels of existing ones are served.
+    @ivar redirectAbove: with L{redirect}, from this many allocations on, a new Allocate
+        is answered 300 Try Alternate naming a less loaded node (0: never).
+    @ivar redirect: gives the TURN address (of the request's address family) of a node
+        holding fewer allocations than this one, or C{None} (L{p2pnet.cluster}).
     """
 
     draining = False
+    redirectAbove = 0
+    redirect: Callable[[int, int], tuple[str, int] | None] | None = None
 
     def __init__(self, clock: IReactorTime, table: AllocationTable, relays: RelayAllocator,
                  respond: TurnResponder, limits: AllocationLimits, budget: TableBudget,
@@ -103,6 +110,15 @@ class AllocateHandler:
             self.table.stats.add("turn.allocations.refused_draining")
             respond.error(request, 508)
             return
+        if self.redirect is not None and 0 < self.redirectAbove <= len(self.table):
+            # RFC 8656 §7.2 lets a server send the client elsewhere with 300 (Try
+            # Alternate) and an ALTERNATE-SERVER of the request's address family
+            # (RFC 8489 §14.15): the least loaded node of the cluster.
+            alternate = self.redirect(family(request.host), len(self.table))
+            if alternate is not None:
+                self.table.stats.add("turn.allocations.redirected")
+                respond.error(request, 300, [(Attr.ALTERNATE_SERVER, alternate)])
+                return
         # RFC 8656 §7.2 step 3: "The server checks if the request contains a
         # REQUESTED-TRANSPORT attribute. If the REQUESTED-TRANSPORT attribute is not
         # included or is malformed, the server rejects the request with a 400 (Bad

@@ -20,6 +20,7 @@ from twisted.trial.unittest import TestCase
 
 from p2pnet.codecs import addrmangle
 from p2pnet.codecs.proto.rendezvous_pb2 import RegisterPkResponse, RelayResponse, RendezvousMessage
+from p2pnet.codecs.stun import Attr, decodeAddress
 from p2pnet.protocols.rustdesk_client import ControlledPeer, Controller
 from p2pnet.protocols.stun_client import StunErrorResponse
 from p2pnet.protocols.turn_client import TurnClientProtocol
@@ -39,9 +40,9 @@ class ClusterTests(TestCase):
     timeout = 120
 
     @defer.inlineCallbacks
-    def node(self, host: str, store: str, name: str = "") -> Any:
+    def node(self, host: str, store: str, name: str = "", *extra: str) -> Any:
         child = TwistdChild(
-            ["--node-name", name or host, "--key", SECRET, "--services", "stun,turn,rendezvous",
+            [*extra, "--node-name", name or host, "--key", SECRET, "--services", "stun,turn,rendezvous",
              "--listen",
              host, "--stun-port", "0",
              "--tls-port", "0", "--alt-port", "0", "--rendezvous-port", "0", "--store", store,
@@ -74,8 +75,10 @@ class ClusterTests(TestCase):
     @defer.inlineCallbacks
     def test_usersAndPeersShared(self) -> Any:
         store = startRedis(self)
-        a, stunA, udpA, tcpA = yield self.node("127.0.0.2", store, "alpha")
+        # beta first, so that alpha's first beat already reads beta's entry.
         b, stunB, udpB, tcpB = yield self.node("127.0.0.3", store, "beta")
+        a, stunA, udpA, tcpA = yield self.node("127.0.0.2", store, "alpha",
+                                               "--turn-redirect-above", "1")
 
         # Both nodes are in the node table.
         table = self.cli("cluster", "--store", store, "--json")
@@ -98,6 +101,18 @@ class ClusterTests(TestCase):
             yield deferLater(reactor, 0.05, lambda: None)
         yield self.allocate("127.0.0.2", stunA, "bob", "pw-2")
         yield self.allocate("127.0.0.3", stunB, "bob", "pw-2")
+
+        # Above one allocation alpha sends new ones to beta, which holds none.
+        held = TurnClientProtocol(("127.0.0.2", stunA), "bob", "pw-2", reactor=reactor)
+        heldPort = reactor.listenUDP(0, held, interface="127.0.0.1")
+        self.addCleanup(heldPort.stopListening)
+        yield held.allocate()
+        with self.assertRaises(StunErrorResponse) as redirected:
+            yield self.allocate("127.0.0.2", stunA, "bob", "pw-2")
+        self.assertEqual(redirected.exception.code, 300)
+        self.assertEqual(decodeAddress(
+            redirected.exception.response.get(Attr.ALTERNATE_SERVER)), ("127.0.0.3", stunB))
+        yield held.close()
         deleted = self.users(store, "del", "bob")
         self.assertEqual(deleted.stdout, "deleted bob\n", deleted.stderr)
         b.process.signalProcess(signal.SIGHUP)

@@ -65,3 +65,22 @@ class MemberTests(SynchronousTestCase):
                                   "startedAt": 100, "updatedAt": 195}}, 200.0)
         self.assertEqual(text.splitlines()[1].split(),
                          ["beta", "stun,turn", "7", "0", "0", "0", "100s", "5s", "ago"])
+
+    def test_leastLoaded(self) -> None:
+        clock, table = Clock(), FakeTable()
+        clock.advance(1000)
+        member = ClusterMember(clock, table, "alpha", dict)
+        member.known = {
+            "alpha": {"turn": {"4": ["192.0.2.1", 3478]}, "load": {"allocations": 1},
+                      "updatedAt": 1000},
+            "beta": {"turn": {"4": ["192.0.2.2", 3478]}, "load": {"allocations": 4},
+                     "updatedAt": 995},
+            "gamma": {"turn": {"4": ["192.0.2.3", 3478], "6": ["2001:db8::3", 3478]},
+                      "load": {"allocations": 2}, "updatedAt": 990},
+            "stale": {"turn": {"4": ["192.0.2.4", 3478]}, "load": {"allocations": 0},
+                      "updatedAt": 900},
+        }
+        self.assertEqual(member.leastLoaded(4, 5), ("192.0.2.3", 3478))
+        self.assertEqual(member.leastLoaded(6, 5), ("2001:db8::3", 3478))
+        self.assertIsNone(member.leastLoaded(4, 2))  # nobody holds fewer than 2
+

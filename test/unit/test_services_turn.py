@@ -366,6 +366,23 @@ class AllocateTests(TurnMixin, SynchronousTestCase):
         self.request(Method.REFRESH, (Attr.LIFETIME, encodeUInt32(0)))
         self.assertEqual(self.turn.remaining(), 0)
 
+    def test_redirectAbove(self) -> None:
+        """From redirectAbove allocations on, 300 Try Alternate names the cluster's least
+        loaded node (of the request's family); with none, the allocation is made."""
+        self.startTurn()
+        asked: list[tuple[int, int]] = []
+        handler = self.turn.allocate
+        handler.redirectAbove = 1
+        handler.redirect = lambda fam, count: asked.append((fam, count)) or (
+            ("192.0.2.9", 3478) if len(asked) == 1 else None)
+        self.assertEqual(self.allocate().cls, StunClass.SUCCESS)
+        reply = self.allocate(source=("127.0.0.1", 2))
+        self.assertEqual(errorCode(reply), 300)
+        self.assertEqual(stun.decodeAddress(reply.get(Attr.ALTERNATE_SERVER)),
+                         ("192.0.2.9", 3478))
+        self.assertEqual(asked, [(4, 1)])
+        self.assertEqual(self.allocate(source=("127.0.0.1", 3)).cls, StunClass.SUCCESS)
+
     def test_capacity(self) -> None:
         """More allocations than the total: 508; freeing one makes room."""
         self.startTurn(maxAllocations=1)
