@@ -94,6 +94,8 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "rendezvous_cluster_events": ("counter", ("event",), "Routing across the nodes of a "
                                   "cluster: requests and answers forwarded, undeliverable "
                                   "requests, bad messages, store errors."),
+    "rendezvous_store_errors": ("counter", (), "Reads or writes of the peer registry "
+                                "(SQLite or the shared store) that failed."),
     "rendezvous_presence_errors": ("counter", (), "Reads or writes of the cluster's presence "
                                    "table (the shared store) that failed."),
     # relay (hbbr)

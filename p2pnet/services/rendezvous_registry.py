@@ -307,7 +307,9 @@ class PeerRegistry:
 
         def failed(f: Any) -> None:
             self._loading.pop(peerId, None)
-            log.failure("peer registry read failed", f)
+            self.stats.add("store_errors")
+            self.badInput.warn("store-read", "peer registry read failed: {error}",
+                               error=f.getErrorMessage())
             pending.callback(None)
 
         reading.addCallbacks(loaded, failed)
@@ -475,7 +477,9 @@ class PeerRegistry:
             return Result.OK
 
         def failed(f: Any) -> int:
-            log.failure("peer registry write failed for {id}", f, id=peer.id)
+            self.stats.add("store_errors")
+            self.badInput.warn("store-write", "peer registry write failed for {id}: {error}",
+                               id=peer.id, error=f.getErrorMessage())
             # Forget the unsaved change, so the client's retry is written again.
             if (peer.uuid, peer.pk, peer.ip) == (uuid, pk, ip):
                 self._restore(peer, *previous)

@@ -72,17 +72,44 @@ def checkReachable(url: str, timeout: float = 3.0, key: str = "store") -> None:
                                f"{e.strerror or e}") from None
 
 
+class _Bounded:
+    """A txredisapi connection whose every command gives up after L{TIMEOUT} seconds.
+
+    A lazy connection keeps commands waiting while Redis is away, so without a bound a
+    caller (a registration, a login) would hang until Redis returns instead of getting
+    its protocol's error answer at once.
+    """
+
+    def __init__(self, connection: Any, clock: Any) -> None:
+        self._connection = connection
+        self._clock = clock
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._connection, name)
+        if name == "disconnect":
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = method(*args, **kwargs)
+            if isinstance(result, Deferred):
+                result.addTimeout(TIMEOUT, self._clock)
+            return result
+
+        return call
+
+
 def connect(url: str) -> Any:
-    """A lazy txredisapi connection to C{url} (it connects, and reconnects, by itself)."""
+    """A lazy txredisapi connection to C{url} (it connects, and reconnects, by itself),
+    every command bounded by L{TIMEOUT}."""
     import txredisapi
-    from twisted.internet import ssl
+    from twisted.internet import reactor, ssl
 
     address: RedisUrl = redisUrl(url)
-    return txredisapi.lazyConnection(
+    return _Bounded(txredisapi.lazyConnection(
         address.host, address.port, dbid=address.db, reconnect=True,
         password=address.password, username=address.username,
         ssl_context_factory=ssl.ClientContextFactory() if address.tls else False,
-        connectTimeout=TIMEOUT, replyTimeout=TIMEOUT, convertNumbers=False)
+        connectTimeout=TIMEOUT, replyTimeout=TIMEOUT, convertNumbers=False), reactor)
 
 
 class RedisUserStore:

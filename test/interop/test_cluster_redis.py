@@ -19,12 +19,17 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from p2pnet.codecs import addrmangle
-from p2pnet.codecs.proto.rendezvous_pb2 import RegisterPkResponse, RelayResponse, RendezvousMessage
+from p2pnet.codecs.proto.rendezvous_pb2 import (
+    RegisterPeer,
+    RegisterPkResponse,
+    RelayResponse,
+    RendezvousMessage,
+)
 from p2pnet.codecs.stun import Attr, decodeAddress
 from p2pnet.protocols.rustdesk_client import ControlledPeer, Controller
 from p2pnet.protocols.stun_client import StunErrorResponse
 from p2pnet.protocols.turn_client import TurnClientProtocol
-from test.interop.redis_server import startRedis
+from test.interop.redis_server import RedisServer, startRedis
 from test.interop.twistd_child import TwistdChild, twistdArgv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -202,6 +207,63 @@ class ClusterTests(TestCase):
     def cli(self, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=60,
                               env=dict(os.environ, PYTHONPATH=ROOT))
+
+    @defer.inlineCallbacks
+    def test_failures(self) -> Any:
+        """Redis killed: what needs it is refused with the protocol's error, not a hang,
+        and what memory knows is still served; Redis back (its append-only file): nothing
+        acknowledged was lost. A node killed with SIGKILL: its peer registers again at the
+        other node and is reached there."""
+        redis = RedisServer(self)
+        store = redis.url
+        b, stunB, udpB, tcpB = yield self.node("127.0.0.3", store, "beta")
+        a, stunA, udpA, tcpA = yield self.node("127.0.0.2", store, "alpha")
+        peer = ControlledPeer(reactor, "127.0.0.2", udpA, tcpA, "123456789")
+        pkReply, _ = yield peer.registerUDP()
+        self.addCleanup(peer.udp.transport.stopListening)
+        self.assertEqual(pkReply.register_pk_response.result, Result.OK)
+        self.assertEqual(self.cli("users", "--store", store, "add", "carol", "--password",
+                                  "pw-3").stdout, "added carol\n")
+
+        redis.kill()
+        newcomer = ControlledPeer(reactor, "127.0.0.2", udpA, tcpA, "555555555")
+        newcomer.openUDP()
+        self.addCleanup(newcomer.udp.transport.stopListening)
+        newcomer.udp.send(newcomer.registerPkMessage())
+        reply = yield newcomer.udp.receive().addTimeout(20, reactor)
+        self.assertEqual(reply.register_pk_response.result, Result.SERVER_ERROR)
+        peer.udp.send(RendezvousMessage(register_peer=RegisterPeer(id="123456789")))
+        refreshed = yield peer.udp.receive().addTimeout(10, reactor)
+        self.assertFalse(refreshed.register_peer_response.request_pk)  # served from memory
+
+        redis.start()
+        listed = self.cli("users", "--store", store, "list")
+        self.assertIn("carol\tp2pnet", listed.stdout, listed.stderr)
+        shown = self.cli("peers", "--store", store, "show", "123456789")
+        self.assertIn("id:         123456789", shown.stdout, shown.stderr)
+        for _ in range(100):  # the nodes reconnect by themselves
+            newcomer.udp.send(newcomer.registerPkMessage())
+            reply = yield newcomer.udp.receive().addTimeout(20, reactor)
+            if reply.register_pk_response.result == Result.OK:
+                break
+            yield deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(reply.register_pk_response.result, Result.OK)
+
+        a.process.signalProcess("KILL")
+        yield a.ended
+        again = ControlledPeer(reactor, "127.0.0.3", udpB, tcpB, "123456789",
+                               signingKey=peer.signingKey, uuid=peer.uuid)
+        pkReply, _ = yield again.registerUDP()
+        self.addCleanup(again.udp.transport.stopListening)
+        self.assertEqual(pkReply.register_pk_response.result, Result.OK)
+        controller = Controller(reactor, "127.0.0.3", tcpB, bindAddress="127.0.0.5",
+                                licenceKey=PUBLIC)
+        served = again.serveOnce(again.udp)
+        stream, reply = yield controller.punchHole("123456789")
+        self.addCleanup(stream.transport.loseConnection)
+        kind, _ = yield served
+        self.assertEqual(kind, "punch_hole")
+        self.assertTrue(reply.punch_hole_response.socket_addr)
 
     def test_unreachableAtStart(self) -> None:
         """Redis not there at start: one line naming the setting, status 1."""
