@@ -46,6 +46,8 @@ class AppContext:
         #: Reads the settings again (from the file, environment and flags they came
         #: from); C{None} for an embedder's fixed L{Config}: a reload then re-reads files.
         self.load = load
+        #: This node's entry in a shared store's node table, if there is one.
+        self.cluster: Any = None
         #: SIGHUP and the gateway's C{config.reload} (L{p2pnet.reload}).
         self.reloader = ReloadService(reactor, lambda: self.reload(
             self.load() if self.load is not None else self.config))
@@ -105,6 +107,8 @@ class AppContext:
             reconfigure = getattr(service, "reconfigure", None)
             if callable(reconfigure):
                 reconfigure(self)
+        if self.cluster is not None:
+            self.cluster.beat()  # and exchange the node table now
         return fixed
 
 
@@ -302,11 +306,14 @@ def buildService(config: Config, reactor: IReactorCore | None = None,
                                lambda: dict(context.built),
                                lambda: turnAddresses(config, stun) if stun else {})
         member.setServiceParent(root)
-        turn = context.built.get("turn")
-        if turn is not None and config.turn_redirect_above:
-            handler = turn.allocate  # type: ignore[attr-defined]
-            handler.redirectAbove = config.turn_redirect_above
-            handler.redirect = member.leastLoaded
+        context.cluster = member
+        turn: Any = context.built.get("turn")
+        if turn is not None:
+            # user-quota counts the user's ports at every node of the cluster.
+            turn.table.elsewhere = member.heldElsewhere
+            if config.turn_redirect_above:
+                turn.allocate.redirectAbove = config.turn_redirect_above
+                turn.allocate.redirect = member.leastLoaded
     if config.metrics_listen:
         from p2pnet.metrics import MetricsService
 

@@ -91,9 +91,11 @@ class ClusterMember(Service):
         """What this node writes: its services, load, and when it started and wrote."""
         now = self.reactor.seconds()
         services = self.siblings()
+        table = getattr(services.get("turn"), "table", None)
+        users = table.perUser() if table is not None else {}
         return {"services": sorted(n for n, s in services.items() if s.running),
                 "load": nodeLoad(services), "startedAt": int(self.startedAt),
-                "updatedAt": int(now), "turn": self.turnAddresses()}
+                "updatedAt": int(now), "turn": self.turnAddresses(), "users": users}
 
     def beat(self) -> None:
         """Write the entry now and read the others' (a failure is logged at a bounded
@@ -107,6 +109,14 @@ class ClusterMember(Service):
 
     def _read(self, nodes: dict[str, dict[str, Any]]) -> None:
         self.known = nodes
+
+    def heldElsewhere(self, username: str) -> int:
+        """Ports C{username} holds at the other nodes, as they wrote at most
+        L{BEAT_TTL} seconds ago (the cluster-wide user quota counts them)."""
+        now = self.reactor.seconds()
+        return sum(int((state.get("users") or {}).get(username, 0))
+                   for name, state in self.known.items()
+                   if name != self.nodeName and now - state.get("updatedAt", 0) <= BEAT_TTL)
 
     def leastLoaded(self, addressFamily: int, allocations: int) -> tuple[str, int] | None:
         """The TURN address of the family C{addressFamily} of the other node holding the

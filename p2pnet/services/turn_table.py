@@ -184,6 +184,9 @@ class AllocationTable:
         self.observers: list[TableObserver] = []
         self._perUser: dict[str, int] = {}
         self._perIp: dict[str, int] = {}
+        #: In a cluster: how many ports a user holds at the other nodes (from the node
+        #: table, L{p2pnet.cluster}); counted against the user quota with this node's.
+        self.elsewhere: Callable[[str], int] = lambda username: 0
 
     # -- lookups ----------------------------------------------------------------------------
 
@@ -203,8 +206,12 @@ class AllocationTable:
     def withinQuota(self, username: str, host: str, needed: int = 1) -> bool:
         """Whether C{username} may hold C{needed} more ports and C{host} one more
         allocation."""
-        return (self._perUser.get(username, 0) + needed <= self.userQuota
-                and self._perIp.get(host, 0) < self.ipQuota)
+        held = self._perUser.get(username, 0) + self.elsewhere(username)
+        return held + needed <= self.userQuota and self._perIp.get(host, 0) < self.ipQuota
+
+    def perUser(self) -> dict[str, int]:
+        """Ports (allocations and reservations) each user holds here."""
+        return dict(self._perUser)
 
     def full(self) -> bool:
         """Whether the table holds C{maxAllocations} already."""

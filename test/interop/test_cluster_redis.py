@@ -81,9 +81,10 @@ class ClusterTests(TestCase):
     def test_usersAndPeersShared(self) -> Any:
         store = startRedis(self)
         # beta first, so that alpha's first beat already reads beta's entry.
-        b, stunB, udpB, tcpB = yield self.node("127.0.0.3", store, "beta")
+        b, stunB, udpB, tcpB = yield self.node("127.0.0.3", store, "beta",
+                                               "--user-quota", "1")
         a, stunA, udpA, tcpA = yield self.node("127.0.0.2", store, "alpha",
-                                               "--turn-redirect-above", "1")
+                                               "--turn-redirect-above", "1", "--user-quota", "1")
 
         # Both nodes are in the node table.
         table = self.cli("cluster", "--store", store, "--json")
@@ -118,13 +119,19 @@ class ClusterTests(TestCase):
         self.assertEqual(decodeAddress(
             redirected.exception.response.get(Attr.ALTERNATE_SERVER)), ("127.0.0.3", stunB))
         yield held.close()
+
+        # user-quota counts at every node: an allocation at beta leaves none at alpha.
+        yield self.quotaAcrossNodes(a, b, stunA, stunB, store)
+
         deleted = self.users(store, "del", "bob")
         self.assertEqual(deleted.stdout, "deleted bob\n", deleted.stderr)
+        before = b.text().count("reloaded")
         b.process.signalProcess(signal.SIGHUP)
         for _ in range(100):
-            if b.text().count("reloaded") >= 2:
+            if b.text().count("reloaded") > before:
                 break
             yield deferLater(reactor, 0.05, lambda: None)
+        yield deferLater(reactor, 0.2, lambda: None)  # the table read that follows
         with self.assertRaises(StunErrorResponse):
             yield self.allocate("127.0.0.3", stunB, "bob", "pw-2")
 
@@ -203,6 +210,36 @@ class ClusterTests(TestCase):
         self.assertEqual(imported.stdout, f"imported 1 peers from {hbbs}\n", imported.stderr)
         shown = self.cli("peers", "--store", store, "show", "555555555")
         self.assertIn("ip:         192.0.2.9", shown.stdout)
+
+    @defer.inlineCallbacks
+    def quotaAcrossNodes(self, a: TwistdChild, b: TwistdChild, stunA: int, stunB: int,
+                         store: str) -> Any:
+        self.cli("users", "--store", store, "add", "quota1", "--password", "pw-q")
+        for child in (a, b):
+            child.process.signalProcess(signal.SIGHUP)  # the user table, and a beat
+        held = TurnClientProtocol(("127.0.0.3", stunB), "quota1", "pw-q", reactor=reactor)
+        port = reactor.listenUDP(0, held, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        for _ in range(50):
+            try:
+                yield held.allocate()
+                break
+            except StunErrorResponse:  # beta has not read the new user yet
+                yield deferLater(reactor, 0.1, lambda: None)
+        b.process.signalProcess(signal.SIGHUP)  # beta writes its entry: quota1 holds 1
+        yield deferLater(reactor, 0.5, lambda: None)
+        a.process.signalProcess(signal.SIGHUP)  # alpha reads it
+        code = 0
+        for _ in range(50):
+            yield deferLater(reactor, 0.1, lambda: None)
+            try:
+                yield self.allocate("127.0.0.2", stunA, "quota1", "pw-q")
+            except StunErrorResponse as e:
+                code = e.code
+                if code == 486:
+                    break
+        self.assertEqual(code, 486)
+        yield held.close()
 
     def cli(self, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=60,

@@ -84,3 +84,12 @@ class MemberTests(SynchronousTestCase):
         self.assertEqual(member.leastLoaded(6, 5), ("2001:db8::3", 3478))
         self.assertIsNone(member.leastLoaded(4, 2))  # nobody holds fewer than 2
 
+    def test_heldElsewhere(self) -> None:
+        clock = Clock()
+        clock.advance(1000)
+        member = ClusterMember(clock, FakeTable(), "alpha", dict)
+        member.known = {"alpha": {"users": {"bob": 5}, "updatedAt": 1000},
+                        "beta": {"users": {"bob": 2, "amy": 1}, "updatedAt": 999},
+                        "old": {"users": {"bob": 9}, "updatedAt": 900}}
+        self.assertEqual((member.heldElsewhere("bob"), member.heldElsewhere("eve")), (2, 0))
+

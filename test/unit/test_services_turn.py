@@ -346,6 +346,14 @@ class AllocateTests(TurnMixin, SynchronousTestCase):
         reply = self.allocate(source=("127.0.0.1", 3), user="bob")
         self.assertEqual(reply.cls, StunClass.SUCCESS)
 
+    def test_userQuotaAcrossNodes(self) -> None:
+        """In a cluster the user's ports at the other nodes count too."""
+        self.startTurn(userQuota=2)
+        self.turn.table.elsewhere = lambda user: 1 if user == "alice" else 0
+        self.allocate()
+        self.assertEqual(errorCode(self.allocate(source=("127.0.0.1", 2))), 486)
+        self.assertEqual(self.turn.table.perUser(), {"alice": 1})
+
     def test_ipQuota(self) -> None:
         """More allocations from one address than the IP quota: 486."""
         self.startTurn(ipQuota=2)
