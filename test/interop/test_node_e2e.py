@@ -41,33 +41,38 @@ async def until(check: Any, timeout: float = 10.0) -> None:
     raise AssertionError("condition not reached")
 
 
-def startServers(case: TestCase, directory: str, alwaysUseRelay: bool = False
-                 ) -> tuple[RendezvousService, RelayService]:
-    """p2pnet's rendezvous and relay on 127.0.0.1 (ephemeral ports), the server key of
+def startServers(case: TestCase, directory: str, alwaysUseRelay: bool = False,
+                 host: str = "127.0.0.1") -> tuple[RendezvousService, RelayService]:
+    """p2pnet's rendezvous and relay on C{host} (ephemeral ports), the server key of
     rustdesk.md §9.4, the relay handed out by the server; stopped at cleanup."""
     store = PeerStore(os.path.join(directory, "peers.sqlite3"))
-    relay = RelayService(reactor, key=PUBLIC, dataDir=directory, listen=("127.0.0.1",),
-                         port=0)
+    relay = RelayService(reactor, key=PUBLIC, dataDir=directory, listen=(host,), port=0)
     relay.startService()
     case.addCleanup(relay.stopService)
-    relayAt = f"127.0.0.1:{relay.boundPorts['tcp']}"
+    relayAt = f"[{host}]:{relay.boundPorts['tcp']}" if ":" in host else \
+        f"{host}:{relay.boundPorts['tcp']}"
     rendezvous = RendezvousService(
-        reactor, store, loadServerKey(SECRET, directory), listen=("127.0.0.1",), port=0,
+        reactor, store, loadServerKey(SECRET, directory), listen=(host,), port=0,
         relayServers=(relayAt,), alwaysUseRelay=alwaysUseRelay, keepAlive=30)
     rendezvous.startService()
     case.addCleanup(rendezvous.stopService)
     return rendezvous, relay
 
 
-class NodeEndToEndTests(TestCase):
+class NodeHarness(TestCase):
+    """Servers, a node and a viewer on loopback: what the end-to-end tests share."""
+
     timeout = 60
+
+    host = "127.0.0.1"
 
     def setUp(self) -> None:
         self.dir = self.mktemp()
         os.makedirs(self.dir)
 
     def servers(self, alwaysUseRelay: bool = False) -> None:
-        self.rendezvous, self.relay = startServers(self, self.dir, alwaysUseRelay)
+        self.rendezvous, self.relay = startServers(self, self.dir, alwaysUseRelay,
+                                                   self.host)
         self.ports = self.rendezvous.boundPorts
 
     async def node(self, transport: str = "udp", directPort: int | None = None,
@@ -83,7 +88,7 @@ class NodeEndToEndTests(TestCase):
                 FileHidSink(self.keyboardPath), FileHidSink(self.mousePath),
                 lambda: (self.feed.width, self.feed.height))
         node = NodeService(reactor, self.identity, self.feed, self.inputs,
-                           server=("127.0.0.1", self.ports["udp"]), transport=transport,
+                           server=(self.host, self.ports["udp"]), transport=transport,
                            licenceKey=PUBLIC, tcpPort=self.ports["tcp"],
                            wsPort=self.ports["ws"], natPort=self.ports["nat"], directPort=directPort,
                            directListen="127.0.0.1")
@@ -98,7 +103,7 @@ class NodeEndToEndTests(TestCase):
     async def connect(self, password: str = "pa55word", bind: str = "127.0.0.2",
                       **kw: Any) -> tuple[str, Any]:
         path, session = await findAndConnect(
-            reactor, ("127.0.0.1", self.ports["tcp"]), "123456789", password,
+            reactor, (self.host, self.ports["tcp"]), "123456789", password,
             serverPk=SERVER_PK, licenceKey=PUBLIC, bindAddress=bind, **kw)
         self.addCleanup(session.close)
         return path, session
@@ -120,6 +125,10 @@ class NodeEndToEndTests(TestCase):
         session.close()
         await until(lambda: self.inputs.events[-1][1] == "release")
         await until(lambda: self.nodeService.viewers == {})
+
+
+class NodeEndToEndTests(NodeHarness):
+    """The node's paths and sessions over IPv4."""
 
     async def test_directPathUdpRegistration(self) -> None:
         """Controller on another address: PunchHole, PunchHoleSent, TCP to L (rustdesk.md §6.2)."""
@@ -274,3 +283,35 @@ class NodeEndToEndTests(TestCase):
         await until(lambda: len(self.reports(self.keyboardPath, 8)) == 6)
         self.assertEqual(self.reports(self.keyboardPath, 8)[4:],
                          [bytes([0, 0, 0x04, 0, 0, 0, 0, 0]), none])
+
+
+class NodeOverIPv6Tests(NodeHarness):
+    """The node's paths with the servers, the node and the viewer on ::1."""
+
+    host = "::1"
+
+    async def connect(self, password: str = "pa55word", bind: str = "::1",
+                      **kw: Any) -> tuple[str, Any]:
+        return await super().connect(password, bind, **kw)
+
+    async def test_directPathIPv6(self) -> None:
+        """UDP registration over IPv6; the viewer shares the node's address, so the LAN
+        path (FetchLocalAddr, LocalAddr) carries the IPv6 address."""
+        node = await self.node()
+        path, session = await self.connect()
+        self.assertIn(path, ("direct", "lan"))
+        self.assertEqual(node.registration.status, "registered")
+        await self.checkSession(session)
+
+    async def test_relayIPv6(self) -> None:
+        await self.node()
+        path, session = await self.connect(directAttempts=0)
+        self.assertEqual(path, "relay")
+        await self.checkSession(session)
+
+    async def test_tcpRegistrationIPv6(self) -> None:
+        node = await self.node(transport="tcp")
+        path, session = await self.connect()
+        await self.checkSession(session)
+        self.assertIsNotNone(node.registration.link)
+
