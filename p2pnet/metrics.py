@@ -91,6 +91,8 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], str]] = {
                                         "RFC 6062 peer connections bound to a client data "
                                         "connection."),
     "turn_internal_errors": ("counter", (), "TURN data paths that raised."),
+    "gateway_cluster_events": ("counter", ("event",), "node.invoke across the gateways of "
+                               "a cluster: invokes forwarded, bad messages, store errors."),
     "rendezvous_cluster_events": ("counter", ("event",), "Routing across the nodes of a "
                                   "cluster: requests and answers forwarded, undeliverable "
                                   "requests, bad messages, store errors."),
@@ -196,6 +198,7 @@ _RULES: list[tuple[str, re.Pattern[str], str, tuple[str, ...] | None]] = [
          r"config_update_refused|bad_datagram|udp_send_error|bad_message|bad_key_exchange|"
          r"bad_frame|decrypt_error)", "rendezvous_dropped", None),
         ("gateway", r'auth_failures\{reason="([^"]*)"\}', "gateway_auth_failures", None),
+        ("gateway", r"cluster_(\w+)", "gateway_cluster_events", None),
         ("node", r"request_(dropped|failed)", "node_events", ("request_{0}",)),
         ("node", r"request_(\w+)", "node_requests", None),
         ("node", r"(registered|register_failed|rebind|stray_datagram|bad_datagram|"

@@ -46,12 +46,14 @@ from p2pnet.codecs.gateway_frames import (
     Request,
     encodeFrame,
 )
+from p2pnet.config import nodeName
 from p2pnet.protocols.gateway_server import (
     ConnectionInfo,
     GatewayConnection,
     listenGateway,
 )
 from p2pnet.ratelog import RateLimitedLog
+from p2pnet.services.gateway_cluster import GatewayCluster, NodeDirectory
 from p2pnet.services.gateway_console import Console
 from p2pnet.services.gateway_handshake import Connect, GatewaySession, Handshake, Reject
 from p2pnet.services.gateway_methods import GatewayMethods, nodeIdOf
@@ -74,6 +76,7 @@ from p2pnet.services.gateway_policy import (
     isLocalDirect,
     resolveClientIp,
 )
+from p2pnet.services.inbox import Inbox
 from p2pnet.services.listening import ListeningService
 from p2pnet.stats import Stats
 from p2pnet.store.gateway import DeviceToken, GatewayStore, GatewayStoreInterface
@@ -206,6 +209,8 @@ class GatewayService(ListeningService):
                 event, payload, scope=PAIRING), self._retarget
         )
         self.handshaker = Handshake(self)
+        #: The other gateways of a cluster (cross-gateway node.invoke), or C{None}.
+        self.cluster: GatewayCluster | None = None
         self.methods = GatewayMethods(self)
         for method, handler in self.nodePairing.handlers().items():
             self.methods.register(method, handler)
@@ -258,7 +263,7 @@ class GatewayService(ListeningService):
         store = GatewayStore(os.path.join(context.dataDir, "gateway.sqlite"))
         auth = cls._authConfig(context, store)
         tls = context.tlsOptions if config.gateway_tls else None
-        return cls(
+        service = cls(
             clock=context.reactor,
             store=store,
             auth=auth,
@@ -270,6 +275,13 @@ class GatewayService(ListeningService):
             limitLoopback=config.gateway_limit_loopback,
             stateDir=context.dataDir,
         )
+        if config.store:
+            from p2pnet.store.redis import GATEWAY_INBOX_PREFIX, RedisGatewayNodes, RedisInbox
+
+            service.joinCluster(
+                RedisInbox(config.store, nodeName(config), GATEWAY_INBOX_PREFIX),
+                RedisGatewayNodes(config.store))
+        return service
 
     @property
     def pairings(self) -> Mapping[str, Any]:
@@ -292,9 +304,19 @@ class GatewayService(ListeningService):
         if self._listen is not None:
             self.ports += self._listen(self)
 
+    def joinCluster(self, inbox: Inbox, directory: NodeDirectory) -> None:
+        """Work with the other gateways of a shared store: record the nodes connected
+        here, and run node.invoke for nodes connected elsewhere through them."""
+        methods = self.methods
+        self.cluster = GatewayCluster(self.clock, inbox, directory, self.stats,
+                                      methods.invokeForOtherGateway,
+                                      methods.resultFromOtherGateway)
+
     def startService(self) -> None:
         """Bind if not yet bound, start the tick and maintenance timers."""
         super().startService()
+        if self.cluster is not None:
+            self.cluster.start()
         self._ticker.start(self.tickInterval, now=False)
         self._maintenance.start(60.0, now=False)
 
@@ -304,6 +326,8 @@ class GatewayService(ListeningService):
         for timer in (self._ticker, self._maintenance):
             if timer.running:
                 timer.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
         if self._presenceCall is not None and self._presenceCall.active():
             self._presenceCall.cancel()
         self._presenceCall = None
@@ -366,7 +390,11 @@ class GatewayService(ListeningService):
             self.preauth.release(session.info.clientIp)
             return
         self.clients.pop(session.connId, None)
-        self.nodes.disconnected(session, nodeIdOf(session) if session.role == "node" else None)
+        nodeId = nodeIdOf(session) if session.role == "node" else None
+        if nodeId is not None and self.cluster is not None and \
+                self.nodes.connected.get(nodeId) is session:
+            self.cluster.nodeDown(nodeId)
+        self.nodes.disconnected(session, nodeId)
         if session.presenceKey is not None:
             self.presence.pop(session.presenceKey, None)
             self.presenceVersion += 1
@@ -459,6 +487,8 @@ class GatewayService(ListeningService):
                 silent=info.localDirect and info.origin is None,
             )
             self.nodes.add(nodeId, session)
+            if self.cluster is not None:
+                self.cluster.nodeUp(nodeId)
         session.respond(connect.requestId, hello)
         self.stats.add("handshakes")
         self.log.info(

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from p2pnet.codecs.gateway_frames import CloseCode, ErrorCode, Event, Request, errorShape
 from p2pnet.ratelog import RateLimitedLog
+from p2pnet.services.gateway_cluster import GatewayCluster
 from p2pnet.services.gateway_handshake import GatewaySession
 from p2pnet.services.gateway_nodes import NodeRegistry
 from p2pnet.services.gateway_pairing import DevicePairing, MethodError
@@ -58,6 +59,8 @@ class MethodsHost(Protocol):
     pairing: DevicePairing
     nodes: NodeRegistry[GatewaySession]
     badInput: RateLimitedLog
+    #: The other gateways of a cluster (cross-gateway node.invoke), or C{None}.
+    cluster: GatewayCluster | None
 
     @property
     def clients(self) -> Mapping[str, GatewaySession]:
@@ -309,6 +312,8 @@ class GatewayMethods:
             raise MethodError(ErrorCode.INVALID_REQUEST, "timeoutMs must be a positive integer")
         nodes = self.host.nodes
         node = nodes.connected.get(nodeId)
+        if node is None and self.host.cluster is not None:
+            return self._invokeElsewhere(context, nodeId, command, timeout)
         if node is None:
             raise MethodError(
                 ErrorCode.UNAVAILABLE, "node not connected", {"code": "NOT_CONNECTED"}
@@ -332,6 +337,59 @@ class GatewayMethods:
             "idempotencyKey": idempotencyKey,
         }))
         return ANSWERED_LATER
+
+    def _invokeElsewhere(self, context: RequestContext, nodeId: str, command: str,
+                         timeout: float) -> Any:
+        """The node is not connected here: wait here, as for a local node, while the
+        gateway holding it runs the invoke (L{p2pnet.services.gateway_cluster})."""
+        cluster, nodes = self.host.cluster, self.host.nodes
+        assert cluster is not None
+        if not nodes.canInvoke(context.session):
+            raise MethodError(ErrorCode.UNAVAILABLE, "too many pending invokes")
+        invokeId = self.host.newId()
+        nodes.invoke(invokeId, nodeId, command, context.session, context.request.id, timeout)
+        params = context.params.get("params")
+
+        def route(gateway: str | None) -> None:
+            pending = nodes.invokes.get(invokeId)
+            if pending is None:
+                return  # timed out, or the operator left
+            if gateway is None:
+                nodes.finish(pending, error=errorShape(
+                    ErrorCode.UNAVAILABLE, "node not connected", {"code": "NOT_CONNECTED"}))
+                return
+            cluster.forwardInvoke(gateway, invokeId, nodeId, command, params, timeout)
+
+        cluster.holder(nodeId).addCallback(route)
+        return ANSWERED_LATER
+
+    def invokeForOtherGateway(self, nodeId: str, command: str, params: Any, timeout: float,
+                              caller: Any, requestId: str) -> dict | None:
+        """Run an invoke another gateway's operator asked for on a node connected here;
+        an error dict when it cannot (not connected, command not approved here)."""
+        nodes = self.host.nodes
+        node = nodes.connected.get(nodeId)
+        if node is None:
+            return errorShape(ErrorCode.UNAVAILABLE, "node not connected",
+                              {"code": "NOT_CONNECTED"})
+        if command not in node.commands:
+            return errorShape(ErrorCode.INVALID_REQUEST, f"command not allowed: {command}",
+                              {"code": "COMMAND_NOT_ALLOWED"})
+        invokeId = self.host.newId()
+        nodes.invoke(invokeId, nodeId, command, caller, requestId, timeout)
+        node.send(Event("node.invoke.request", {
+            "id": invokeId, "nodeId": nodeId, "command": command,
+            "paramsJSON": None if params is None else json.dumps(params),
+            "timeoutMs": int(timeout * 1000), "idempotencyKey": invokeId,
+        }))
+        return None
+
+    def resultFromOtherGateway(self, invokeId: str, payload: Any, error: dict | None) -> None:
+        """The gateway holding the node answered the invoke waiting here as C{invokeId}."""
+        nodes = self.host.nodes
+        pending = nodes.invokes.get(invokeId)
+        if pending is not None:
+            nodes.finish(pending, payload, error)
 
     def nodeInvokeResult(self, context: RequestContext) -> Any:
         """C{node.invoke.result} from a node: end the invoke it answers."""

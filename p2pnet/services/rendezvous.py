@@ -55,8 +55,9 @@ from p2pnet.protocols.rendezvous import (
 )
 from p2pnet.ratelimit import SourceBudgets
 from p2pnet.ratelog import RateLimitedLog
+from p2pnet.services.inbox import Inbox
 from p2pnet.services.listening import ListeningService
-from p2pnet.services.rendezvous_cluster import ClusterRoutes, Inbox
+from p2pnet.services.rendezvous_cluster import ClusterRoutes
 from p2pnet.services.rendezvous_keys import ServerKey, loadServerKey
 from p2pnet.services.rendezvous_registry import (
     MAX_SOURCES,

@@ -24,31 +24,15 @@ from twisted.logger import Logger
 from p2pnet.boundedmap import BoundedMap
 from p2pnet.codecs.proto.rendezvous_pb2 import RendezvousMessage
 from p2pnet.ratelog import RateLimitedLog
+from p2pnet.services.inbox import Inbox, InboxReader
 from p2pnet.stats import Stats
 
-__all__ = ["ClusterRoutes", "Inbox", "Locator", "RemoteLink"]
+__all__ = ["ClusterRoutes", "Locator", "RemoteLink"]
 
 log = Logger()
 
 #: Requests delivered for other nodes whose answers are still expected.
 MAX_REMOTE_REQUESTERS = 10000
-#: Seconds to wait before reading the inbox again after a failure.
-RETRY = 1.0
-
-
-class Inbox(Protocol):
-    """Messages to and from the other nodes (L{p2pnet.store.redis.RedisInbox})."""
-
-    node: str
-
-    def send(self, node: str, payload: dict[str, Any]) -> Deferred[None]:
-        """Queue C{payload} for C{node}."""
-
-    def receive(self, timeout: int = 1) -> Deferred[dict[str, Any] | None]:
-        """The next message for this node, or C{None} after C{timeout} seconds."""
-
-    def close(self) -> None:
-        """Release the connections."""
 
 
 class Locator(Protocol):
@@ -102,8 +86,8 @@ class ClusterRoutes:
         #: Mangled controller address -> the node waiting for the answer.
         self.remoteRequesters: BoundedMap[bytes, str] = BoundedMap(MAX_REMOTE_REQUESTERS)
         self.badInput = RateLimitedLog(log, clock)
-        self.running = False
-        self._retry: Any = None
+        self.reader = InboxReader(clock, inbox, self._received, lambda f: self._failed(
+            "cannot read this node's inbox: {error}", f))
 
     @property
     def node(self) -> str:
@@ -142,9 +126,7 @@ class ClusterRoutes:
             lambda f: self._failed("cannot reach node {node}: {error}", f, node=node))
         return True
 
-    def _received(self, payload: dict[str, Any] | None) -> None:
-        if payload is None:
-            return
+    def _received(self, payload: dict[str, Any]) -> None:
         try:
             kind = payload["kind"]
             message = _decode(payload["message"])
@@ -168,29 +150,11 @@ class ClusterRoutes:
 
     def start(self) -> None:
         """Read the inbox until L{stop}."""
-        self.running = True
-        self._next()
-
-    def _next(self) -> None:
-        self._retry = None
-        if not self.running:
-            return
-        d = self.inbox.receive()
-        d.addCallback(self._received)
-        d.addCallbacks(lambda _: self._next(), self._readFailed)
-
-    def _readFailed(self, failure: Any) -> None:
-        self._failed("cannot read this node's inbox: {error}", failure)
-        if self.running:
-            self._retry = self.clock.callLater(RETRY, self._next)
+        self.reader.start()
 
     def stop(self) -> None:
         """Stop reading and close the inbox."""
-        self.running = False
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-        self.inbox.close()
+        self.reader.stop()
 
     def _failed(self, text: str, failure: Any, **fields: Any) -> None:
         self.stats.add("cluster_errors")

@@ -47,6 +47,10 @@ PEERS_KEY = "p2pnet:rendezvous:peers"
 NODE_PREFIX = "p2pnet:node:"
 #: Prefix of the rendezvous nodes' inboxes (L{RedisInbox}).
 INBOX_PREFIX = "p2pnet:rendezvous:inbox:"
+#: Prefix of the gateways' inboxes (cross-gateway C{node.invoke}).
+GATEWAY_INBOX_PREFIX = "p2pnet:gateway:inbox:"
+#: Which gateway holds which connected node: a hash, node id -> gateway name.
+GATEWAY_NODES_KEY = "p2pnet:gateway:nodes"
 #: Seconds an inbox nobody reads is kept after its last message.
 INBOX_TTL = 60
 #: The presence table: a hash, peer id -> the node holding it, its address, and until when.
@@ -327,24 +331,59 @@ class RedisInbox:
     message waits in Redis until its node takes it; an inbox nobody reads expires
     L{INBOX_TTL} seconds after its last message (a node that died)."""
 
-    def __init__(self, url: str, node: str) -> None:
+    def __init__(self, url: str, node: str, prefix: str = INBOX_PREFIX) -> None:
         self.node = node
+        self.prefix = prefix
         self._in = connect(url)  # only blocking pops: they would hold other commands up
         self._out = connect(url)
 
     def send(self, node: str, payload: dict[str, Any]) -> Deferred[None]:
         """Push C{payload} onto C{node}'s inbox; fires once Redis has it."""
-        key = INBOX_PREFIX + node
+        key = self.prefix + node
         d: Deferred[Any] = self._out.lpush(key, json.dumps(payload))
         d.addCallback(lambda _: self._out.expire(key, INBOX_TTL))
         return d.addCallback(lambda _: None)
 
     def receive(self, timeout: int = 1) -> Deferred[dict[str, Any] | None]:
         """The next message for this node, or C{None} after C{timeout} seconds."""
-        d: Deferred[Any] = self._in.brpop(INBOX_PREFIX + self.node, timeout=timeout)
+        d: Deferred[Any] = self._in.brpop(self.prefix + self.node, timeout=timeout)
         return d.addCallback(lambda found: json.loads(found[1]) if found else None)
 
     def close(self) -> None:
         """Close both connections."""
         self._in.disconnect()
         self._out.disconnect()
+
+
+class RedisGatewayNodes:
+    """Which gateway of a cluster each connected node is connected to
+    (C{GATEWAY_NODES_KEY}), for C{node.invoke} across gateways."""
+
+    def __init__(self, url: str) -> None:
+        self._redis = connect(url)
+
+    def up(self, nodeId: str, gateway: str) -> Deferred[None]:
+        """C{nodeId} connected to C{gateway}."""
+        d: Deferred[Any] = self._redis.hset(GATEWAY_NODES_KEY, nodeId, gateway)
+        return d.addCallback(lambda _: None)
+
+    def down(self, nodeId: str, gateway: str) -> Deferred[None]:
+        """C{nodeId} left C{gateway} (forgotten unless another gateway holds it now)."""
+
+        def forget(holder: str | None) -> Any:
+            if holder == gateway:
+                return self._redis.hdel(GATEWAY_NODES_KEY, nodeId)
+            return None
+
+        d: Deferred[Any] = self._redis.hget(GATEWAY_NODES_KEY, nodeId)
+        return d.addCallback(forget).addCallback(lambda _: None)
+
+    def where(self, nodeId: str) -> Deferred[str | None]:
+        """The gateway C{nodeId} is connected to, or C{None}."""
+        d: Deferred[Any] = self._redis.hget(GATEWAY_NODES_KEY, nodeId)
+        return d
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._redis.disconnect()
+

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from nacl.signing import SigningKey
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, utils
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
@@ -301,6 +301,66 @@ class ClusterTests(TestCase):
         kind, _ = yield served
         self.assertEqual(kind, "punch_hole")
         self.assertTrue(reply.punch_hole_response.socket_addr)
+
+    @defer.inlineCallbacks
+    def gateway(self, host: str, store: str, name: str) -> Any:
+        child = TwistdChild(
+            ["--node-name", name, "--services", "gateway", "--listen", host,
+             "--gateway-port", "0", "--gateway-token", "cluster-token", "--store", store,
+             "--data-dir", os.path.abspath(self.mktemp())],
+            ready=b"gateway listening on", env={"PYTHONPATH": ROOT})
+        yield child.start(self)
+        self.addCleanup(child.stop)
+        found = re.search(r"gateway listening on tcp [0-9.]+:([0-9]+)", child.text())
+        assert found, child.text()
+        return child, f"ws://{host}:{found.group(1)}/"
+
+    @defer.inlineCallbacks
+    def test_nodeInvokeAcrossGateways(self) -> Any:
+        """A node connected to gateway A is invoked by an operator at gateway B (p2pnet
+        gateway call): the result comes back through both gateways."""
+        from p2pnet.protocols.gateway_client import ClientOptions, DeviceIdentity, GatewayClient
+
+        store = startRedis(self)
+        _, urlA = yield self.gateway("127.0.0.2", store, "gw-a")
+        _, urlB = yield self.gateway("127.0.0.3", store, "gw-b")
+        identity = DeviceIdentity.load(os.path.join(os.path.abspath(self.mktemp())))
+        calls: list[Any] = []
+
+        def echo(command: str, params: Any) -> Any:
+            calls.append(params)
+            return {"echo": params}
+
+        node = GatewayClient(reactor, urlA, ClientOptions(
+            role="node", clientId="node-host", clientMode="node", token="cluster-token",
+            identity=identity, handlers={"kvm.echo": echo}, caps=("kvm",)),
+            initialDelay=0.05, maxDelay=0.2)
+        node.start()
+        self.addCleanup(node.stop)
+        yield node.whenConnected()
+        invoke = json.dumps({"nodeId": identity.deviceId, "command": "kvm.echo",
+                             "params": {"x": 1}, "idempotencyKey": "k1"})
+        def call(params: str) -> Any:
+            # Not subprocess.run: the node answering the invoke runs on this reactor.
+            return utils.getProcessOutputAndValue(
+                sys.executable, [*CLI[1:], "gateway", "call", "node.invoke", params, "--url",
+                                 urlB, "--token", "cluster-token", "--timeout", "10"],
+                env=dict(os.environ, PYTHONPATH=ROOT), path=ROOT)
+
+        answer = None
+        for _ in range(20):  # the node directory entry is written as the node connects
+            out, err, code = yield call(invoke)
+            if code == 0:
+                answer = json.loads(out)
+                break
+            yield deferLater(reactor, 0.1, lambda: None)
+        self.assertIsNotNone(answer, err.decode())
+        self.assertEqual(answer["payload"], {"echo": {"x": 1}})
+        self.assertEqual(calls, [{"x": 1}])
+        out, err, code = yield call(json.dumps(
+            {"nodeId": "nobody", "command": "kvm.echo", "idempotencyKey": "k2"}))
+        self.assertEqual(code, 1)
+        self.assertIn("NOT_CONNECTED", err.decode())
 
     def test_unreachableAtStart(self) -> None:
         """Redis not there at start: one line naming the setting, status 1."""
