@@ -46,6 +46,7 @@ class MemoryStore:
         self.secrets: dict[str, str] = {}
         self.closed = False
         self.writes = 0
+        self.ready = True
 
     def secret(self, name: str) -> str | None:
         return self.secrets.get(name)

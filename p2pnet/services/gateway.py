@@ -56,7 +56,7 @@ from p2pnet.ratelog import RateLimitedLog
 from p2pnet.services.gateway_cluster import GatewayCluster, NodeDirectory
 from p2pnet.services.gateway_console import Console
 from p2pnet.services.gateway_handshake import Connect, GatewaySession, Handshake, Reject
-from p2pnet.services.gateway_methods import GatewayMethods, nodeIdOf
+from p2pnet.services.gateway_methods import GatewayMethods, nodeIdOf, sessionsOf
 from p2pnet.services.gateway_node_pairing import NodePairing
 from p2pnet.services.gateway_nodes import NodeRegistry
 from p2pnet.services.gateway_operator import (
@@ -260,7 +260,15 @@ class GatewayService(ListeningService):
     def fromConfig(cls, context: Any) -> GatewayService:
         """The service described by an L{p2pnet.app.AppContext}'s settings."""
         config = context.config
-        store = GatewayStore(os.path.join(context.dataDir, "gateway.sqlite"))
+        store: GatewayStoreInterface
+        if config.store:  # shared with the cluster's other gateways
+            from p2pnet.store.gateway_redis import RedisGatewayStore
+
+            shared = RedisGatewayStore(
+                config.store, seed=os.path.join(context.dataDir, "gateway.sqlite"))
+            store = shared
+        else:
+            store = GatewayStore(os.path.join(context.dataDir, "gateway.sqlite"))
         auth = cls._authConfig(context, store)
         tls = context.tlsOptions if config.gateway_tls else None
         service = cls(
@@ -281,7 +289,15 @@ class GatewayService(ListeningService):
             service.joinCluster(
                 RedisInbox(config.store, nodeName(config), GATEWAY_INBOX_PREFIX),
                 RedisGatewayNodes(config.store))
+            shared.onWithdrawn = service.closeWithdrawn
         return service
+
+    def closeWithdrawn(self, withdrawn: set[tuple[str, str | None]]) -> None:
+        """Close the sessions of devices removed, or tokens revoked or rotated, at another
+        gateway (4001, as this gateway does for its own changes)."""
+        for deviceId, role in withdrawn:
+            for session in sessionsOf(self.clients.values(), deviceId, role):
+                session.close(CloseCode.AUTH_CHANGED, "device removed")
 
     @property
     def pairings(self) -> Mapping[str, Any]:
@@ -375,6 +391,11 @@ class GatewayService(ListeningService):
 
     def handshake(self, session: GatewaySession, request: Request) -> None:
         """Run the checks of a C{connect} (gateway.md §1.7); raise L{Reject}."""
+        if not self.store.ready:
+            # A shared store not read yet: refusing the device token now would make
+            # the client forget it; 1012 makes it come back with it a moment later.
+            session.close(CloseCode.SERVICE_RESTART, "gateway starting")
+            return
         self.handshaker.run(session, request)
 
     def dispatch(self, session: GatewaySession, request: Request) -> None:

@@ -138,6 +138,11 @@ class GatewayStoreInterface(Protocol):
     """
 
     @property
+    def ready(self) -> bool:
+        """Whether the tables are in memory (a shared store reads them after start-up;
+        until then no device can be checked)."""
+
+    @property
     def devices(self) -> Mapping[str, PairedDevice]:
         """Paired devices by id."""
 
@@ -190,6 +195,9 @@ class GatewayStore:
     @ivar devices: paired devices by id.
     @ivar tokens: device tokens by C{(deviceId, role)}.
     """
+
+    #: Read at construction: always ready.
+    ready = True
 
     def __init__(self, path: str) -> None:
         self.db = Database(path, SCHEMA)

@@ -319,7 +319,14 @@ class ClusterTests(TestCase):
     def test_nodeInvokeAcrossGateways(self) -> Any:
         """A node connected to gateway A is invoked by an operator at gateway B (p2pnet
         gateway call): the result comes back through both gateways."""
-        from p2pnet.protocols.gateway_client import ClientOptions, DeviceIdentity, GatewayClient
+        from p2pnet.protocols.gateway_client import (
+            ClientOptions,
+            DeviceIdentity,
+            GatewayClient,
+            GatewayClientProtocol,
+            GatewayError,
+            connectWebSocket,
+        )
 
         store = startRedis(self)
         _, urlA = yield self.gateway("127.0.0.2", store, "gw-a")
@@ -361,6 +368,48 @@ class ClusterTests(TestCase):
             {"nodeId": "nobody", "command": "kvm.echo", "idempotencyKey": "k2"}))
         self.assertEqual(code, 1)
         self.assertIn("NOT_CONNECTED", err.decode())
+
+        # Paired at A, the node's device token alone authenticates it at B (the gateways
+        # share devices and tokens); revoked at B, its session at A is closed and it is
+        # refused there.
+        # (The node client stops: holding the gateway token, it would pair again.)
+        protocol = node.protocol
+        node.stop()
+        if protocol is not None:
+            yield protocol.disconnected
+        alone = ClientOptions(role="node", clientId="node-host", clientMode="node",
+                              identity=identity, handlers={"kvm.echo": echo})
+        # (The invokes above took longer than B's quarter-second poll.)
+        atB = yield connectWebSocket(reactor, urlB,
+                                     lambda: GatewayClientProtocol(reactor, alone))
+        yield atB.connected
+        self.assertEqual(atB.hello["auth"]["method"], "device-token")
+        atB.close()
+        yield atB.disconnected
+        heldAtA = yield connectWebSocket(reactor, urlA,
+                                         lambda: GatewayClientProtocol(reactor, alone))
+        yield heldAtA.connected
+        revoke = json.dumps({"deviceId": identity.deviceId, "role": "node"})
+        out, err, code = yield utils.getProcessOutputAndValue(
+            sys.executable, [*CLI[1:], "gateway", "call", "device.token.revoke", revoke,
+                             "--url", urlB, "--token", "cluster-token", "--timeout", "10"],
+            env=dict(os.environ, PYTHONPATH=ROOT), path=ROOT)
+        self.assertEqual(code, 0, err.decode())
+        # A closes the device's open session as B closed its own.
+        yield heldAtA.disconnected.addTimeout(5, reactor)
+        refused = False
+        for _ in range(40):  # A reads the shared tables within a quarter of a second
+            yield deferLater(reactor, 0.1, lambda: None)
+            atA = yield connectWebSocket(reactor, urlA,
+                                         lambda: GatewayClientProtocol(reactor, alone))
+            try:
+                yield atA.connected
+            except GatewayError:
+                refused = True
+                break
+            atA.close()
+            yield atA.disconnected
+        self.assertTrue(refused)
 
     def test_unreachableAtStart(self) -> None:
         """Redis not there at start: one line naming the setting, status 1."""

@@ -119,6 +119,18 @@ class HandshakeTests(Harness):
         self.clock.advance(20)
         self.assertIsNone(sink.closed)
 
+    def test_storeNotReadYetCloses1012(self) -> None:
+        """A shared store not read yet: 1012 (come back), not a refusal that would make
+        the device forget its token; once read, the same connect is admitted."""
+        self.store.ready = False
+        session, sink = self.open()
+        session.frameReceived(request("c1", "connect", connectParams(token=TOKEN)))
+        self.assertEqual(sink.closed, (1012, "gateway starting"))
+        self.assertEqual([f for f in sink.frames if isinstance(f, Response)], [])
+        self.store.ready = True
+        _, _, response = self.connect(connectParams(token=TOKEN))
+        self.assertTrue(response.ok)
+
     def test_badJsonCloses1000(self) -> None:
         session, sink = self.open()
         session.badFrame(FrameError("x", badJson=True))
@@ -542,6 +554,18 @@ class DeviceTests(Harness):
         self.assertTrue(self.connect(
             connectParams(role="node", clientId="node-host", mode="node",
                           deviceToken=rotated["token"]), device=self.device)[2].ok)
+
+    def test_withdrawnElsewhereCloses(self) -> None:
+        """A token revoked at another gateway of the cluster closes the device's
+        session here, as a revoke here would; other devices and roles stay."""
+        admin, adminSink, nodeSink, _ = self.adminAndNode("operator.admin")
+        self.service.closeWithdrawn({(self.device.id, "operator")})
+        self.assertIsNone(nodeSink.closed)
+        self.service.closeWithdrawn({("someone-else", None)})
+        self.assertIsNone(nodeSink.closed)
+        self.service.closeWithdrawn({(self.device.id, "node")})
+        self.assertEqual(nodeSink.closed, (4001, "device removed"))
+        self.assertIsNone(adminSink.closed)
 
     def test_rotateOtherDeviceNeedsAdmin(self) -> None:
         self.pairLocally()
