@@ -114,7 +114,10 @@ def parseServices(text: str) -> tuple[str, ...]:
 
 
 class RedisUrl(NamedTuple):
-    """A C{redis://} or C{rediss://} store address (L{parseStoreUrl})."""
+    """A store address (L{redisUrl}): one Redis, or the Sentinels that name the primary.
+
+    For a Sentinel address C{host} and C{port} are the first Sentinel's.
+    """
 
     host: str
     port: int
@@ -122,25 +125,70 @@ class RedisUrl(NamedTuple):
     username: str | None
     password: str | None
     tls: bool
+    #: The Sentinels to ask for the primary (empty: C{host} is Redis itself).
+    sentinels: tuple[tuple[str, int], ...] = ()
+    #: The name the Sentinels monitor the primary under.
+    service: str = ""
+
+
+#: Sentinel's own port, and the name its documentation monitors a primary under.
+SENTINEL_PORT = 26379
+SENTINEL_SERVICE = "mymaster"
 
 
 def redisUrl(text: str) -> RedisUrl:
-    """C{redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]} (port 6379, database 0).
+    """C{redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]} (port 6379, database 0), or
+    C{redis-sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...][/DB][#SERVICE]}
+    (Sentinels on port 26379, service C{mymaster}; the credentials are the primary's).
 
     @raise ValueError: another scheme, a bad port or database number, no host.
     """
+    if text.startswith("redis-sentinel://"):
+        return _sentinelUrl(text)
     parts = urlsplit(text)
     if parts.scheme not in ("redis", "rediss"):
-        raise ValueError("expected redis://HOST[:PORT][/DB] or rediss://...")
+        raise ValueError("expected redis://HOST[:PORT][/DB], rediss://... or "
+                         "redis-sentinel://HOST[:PORT][,HOST[:PORT]...][/DB][#SERVICE]")
     if not parts.hostname:
         raise ValueError("no host")
-    path = parts.path.strip("/")
-    if path and not path.isdigit():
-        raise ValueError(f"the database must be a number, not {path!r}")
-    return RedisUrl(parts.hostname, parts.port or 6379, int(path or 0),
+    return RedisUrl(parts.hostname, parts.port or 6379, _database(parts.path),
                     unquote(parts.username) if parts.username else None,
                     unquote(parts.password) if parts.password else None,
                     parts.scheme == "rediss")
+
+
+def _database(path: str) -> int:
+    """The database number of a URL's path (C{""}: 0)."""
+    path = path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"the database must be a number, not {path!r}")
+    return int(path or 0)
+
+
+def _sentinelUrl(text: str) -> RedisUrl:
+    """A C{redis-sentinel://} URL (L{redisUrl}); several hosts are not one netloc that
+    C{urlsplit} can read, so each is split on its own."""
+    rest, _, service = text[len("redis-sentinel://"):].partition("#")
+    netloc, slash, path = rest.partition("/")
+    credentials, at, hosts = netloc.rpartition("@")
+    sentinels = []
+    for item in hosts.split(","):
+        parts = urlsplit(f"//{item}")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"bad Sentinel port in {item!r}") from None
+        if not parts.hostname:
+            raise ValueError("no Sentinel host" if not item else f"bad Sentinel {item!r}")
+        sentinels.append((parts.hostname, port or SENTINEL_PORT))
+    username = password = None
+    if at:
+        user, colon, secret = credentials.partition(":")
+        username = unquote(user) if user else None
+        password = unquote(secret) if colon and secret else None
+    first = sentinels[0]
+    return RedisUrl(first[0], first[1], _database(path if slash else ""), username,
+                    password, False, tuple(sentinels), unquote(service) or SENTINEL_SERVICE)
 
 
 def parseStoreUrl(text: str) -> str:

@@ -63,6 +63,6 @@ def register(subparsers: Any) -> None:
     """Add C{cluster}."""
     parser = subparsers.add_parser("cluster", help="the nodes sharing a store and their load")
     parser.add_argument("--store", required=True, metavar="URL",
-                        help="the store the nodes name (redis://...)")
+                        help="the store the nodes name (redis://... or redis-sentinel://...)")
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
     parser.set_defaults(run=run)

@@ -132,7 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imported.add_argument("file")
     online = registerPeersOnline(sub)
     addDataDir(parser, listing, show, imported, online)  # before or after the action
-    text = ("the servers' store, redis://... (default: the data directory's SQLite "
+    text = ("the servers' store, redis://... or redis-sentinel://... (default: the data directory's SQLite "
             "registry); the same URL as the store setting")
     parser.add_argument("--store", default="", metavar="URL", help=text)
     for action in (listing, show, imported):

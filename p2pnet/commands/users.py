@@ -150,7 +150,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     remove.add_argument("name")
     listing = sub.add_parser("list", help="user names, their realm and when they were added")
     addDataDir(parser, add, remove, listing)
-    text = ("the servers' store, redis://... (default: the data directory's SQLite "
+    text = ("the servers' store, redis://... or redis-sentinel://... (default: the data directory's SQLite "
             "table); the same URL as the store setting")
     parser.add_argument("--store", default="", metavar="URL", help=text)
     for action in (add, remove, listing):

@@ -61,19 +61,34 @@ PRESENCE_FLUSH = 0.5
 TIMEOUT = 5.0
 
 
-def checkReachable(url: str, timeout: float = 3.0, key: str = "store") -> None:
-    """Connect to the Redis of C{url} once, before the services start, so an unreachable
-    store stops start-up with one line naming the setting.
+#: Seconds a Sentinel query for the primary waits for an answer naming a healthy one
+#: before the connection tries again (txredisapi's own default is 10).
+SENTINEL_DISCOVERY = 1.0
 
-    @raise ConfigError: the address does not answer TCP within C{timeout}.
+
+def checkReachable(url: str, timeout: float = 3.0, key: str = "store") -> None:
+    """Connect to the Redis of C{url} (to one of its Sentinels, for a Sentinel address)
+    once, before the services start, so an unreachable store stops start-up with one line
+    naming the setting.
+
+    @raise ConfigError: no address answers TCP within C{timeout}.
     """
     address = redisUrl(url)
-    try:
-        with socket.create_connection((address.host, address.port), timeout=timeout):
-            pass
-    except OSError as e:
-        raise ConfigError(key, f"cannot reach Redis at {address.host}:{address.port}: "
-                               f"{e.strerror or e}") from None
+    targets = address.sentinels or ((address.host, address.port),)
+    errors = []
+    for host, port in targets:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return
+        except OSError as e:
+            errors.append(f"{_hostPort(host, port)}: {e.strerror or e}")
+    what = "Redis Sentinel" if address.sentinels else "Redis"
+    raise ConfigError(key, f"cannot reach {what} at {', '.join(errors)}")
+
+
+def _hostPort(host: str, port: int) -> str:
+    """C{host:port}, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _Bounded:
@@ -104,16 +119,43 @@ class _Bounded:
 
 def connect(url: str) -> Any:
     """A lazy txredisapi connection to C{url} (it connects, and reconnects, by itself),
-    every command bounded by L{TIMEOUT}."""
+    every command bounded by L{TIMEOUT}. For a Sentinel address the connection asks the
+    Sentinels for the primary before every connection attempt, so after a failover it
+    reconnects to the new primary."""
     import txredisapi
     from twisted.internet import reactor, ssl
 
     address: RedisUrl = redisUrl(url)
+    if address.sentinels:
+        return _Bounded(_SentinelConnection(address), reactor)
     return _Bounded(txredisapi.lazyConnection(
         address.host, address.port, dbid=address.db, reconnect=True,
         password=address.password, username=address.username,
         ssl_context_factory=ssl.ClientContextFactory() if address.tls else False,
         connectTimeout=TIMEOUT, replyTimeout=TIMEOUT, convertNumbers=False), reactor)
+
+
+class _SentinelConnection:
+    """The primary's connection, found through txredisapi's Sentinel client, which also
+    holds a connection to each Sentinel; C{disconnect} closes them all."""
+
+    def __init__(self, address: RedisUrl) -> None:
+        import txredisapi
+
+        self._sentinel = txredisapi.Sentinel(
+            list(address.sentinels), connectTimeout=TIMEOUT, replyTimeout=TIMEOUT)
+        self._sentinel.discovery_timeout = SENTINEL_DISCOVERY
+        self._primary = self._sentinel.master_for(
+            address.service, dbid=address.db, password=address.password,
+            username=address.username, replyTimeout=TIMEOUT, convertNumbers=False)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._primary, name)
+
+    def disconnect(self) -> Deferred[Any]:
+        """Close the primary's connection and the Sentinels'."""
+        return gatherResults([self._primary.disconnect(), self._sentinel.disconnect()],
+                             consumeErrors=True)
 
 
 class RedisUserStore:

@@ -29,7 +29,7 @@ from p2pnet.codecs.stun import Attr, decodeAddress
 from p2pnet.protocols.rustdesk_client import ControlledPeer, Controller
 from p2pnet.protocols.stun_client import StunErrorResponse
 from p2pnet.protocols.turn_client import TurnClientProtocol
-from test.interop.redis_server import RedisServer, startRedis
+from test.interop.redis_server import RedisServer, SentinelGroup, command, startRedis
 from test.interop.twistd_child import TwistdChild, twistdArgv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -303,6 +303,73 @@ class ClusterTests(TestCase):
         self.assertTrue(reply.punch_hole_response.socket_addr)
 
     @defer.inlineCallbacks
+    def reload(self, child: TwistdChild) -> Any:
+        """SIGHUP C{child} and wait (bounded) for its next "reloaded" line."""
+        before = child.text().count("reloaded")
+        child.process.signalProcess(signal.SIGHUP)
+        for _ in range(100):
+            if child.text().count("reloaded") > before:
+                return
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.fail("no reload: " + child.text())
+
+    @defer.inlineCallbacks
+    def test_sentinelFailover(self) -> Any:
+        """A store behind Redis Sentinel (redis-sentinel://): the primary is killed, the
+        Sentinel promotes the replica, and the node and the command line carry on with
+        the new primary, where what was replicated before the failover is."""
+        group = SentinelGroup(self)
+        store = group.url
+        a, stunA, udpA, tcpA = yield self.node("127.0.0.2", store, "alpha")
+        self.assertEqual(self.users(store, "add", "bob", "--password", "pw-2").stdout,
+                         "added bob\n")
+        yield self.reload(a)
+        yield self.allocate("127.0.0.2", stunA, "bob", "pw-2")
+        peer = ControlledPeer(reactor, "127.0.0.2", udpA, tcpA, "123456789")
+        pkReply, _ = yield peer.registerUDP()
+        self.addCleanup(peer.udp.transport.stopListening)
+        self.assertEqual(pkReply.register_pk_response.result, Result.OK)
+        # Replication is asynchronous: wait until the replica has every write so far.
+        self.assertEqual(command(group.primary.port, "wait", "1", "5000").strip(), "1")
+
+        group.primary.kill()
+        for _ in range(300):
+            if group.primaryPort() == group.replica.port:
+                break
+            yield deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(group.primaryPort(), group.replica.port)
+
+        # The command line finds the new primary; what was acknowledged is there.
+        added = self.users(store, "add", "carol", "--password", "pw-3")
+        self.assertEqual(added.stdout, "added carol\n", added.stderr)
+        listed = self.users(store, "list")
+        self.assertIn("bob\tp2pnet", listed.stdout, listed.stderr)
+        shown = self.cli("peers", "--store", store, "show", "123456789")
+        self.assertIn("id:         123456789", shown.stdout, shown.stderr)
+        # The node reconnects to it by itself: a new key is stored, the new user logs in.
+        newcomer = ControlledPeer(reactor, "127.0.0.2", udpA, tcpA, "555555555")
+        newcomer.openUDP()
+        self.addCleanup(newcomer.udp.transport.stopListening)
+        for _ in range(100):
+            newcomer.udp.send(newcomer.registerPkMessage())
+            reply = yield newcomer.udp.receive().addTimeout(20, reactor)
+            if reply.register_pk_response.result == Result.OK:
+                break
+            yield deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(reply.register_pk_response.result, Result.OK)
+        yield self.reload(a)
+        for _ in range(40):  # the reload reads the table after it is logged
+            try:
+                yield self.allocate("127.0.0.2", stunA, "carol", "pw-3")
+                break
+            except StunErrorResponse:
+                yield deferLater(reactor, 0.25, lambda: None)
+        else:
+            self.fail("carol never logged in: " + a.text())
+        self.assertIn("555555555", command(group.replica.port, "hkeys",
+                                           "p2pnet:rendezvous:peers"))
+
+    @defer.inlineCallbacks
     def gateway(self, host: str, store: str, name: str) -> Any:
         child = TwistdChild(
             ["--node-name", name, "--services", "gateway", "--listen", host,
@@ -412,11 +479,17 @@ class ClusterTests(TestCase):
         self.assertTrue(refused)
 
     def test_unreachableAtStart(self) -> None:
-        """Redis not there at start: one line naming the setting, status 1."""
-        done = subprocess.run(
-            [*twistdArgv(), "-n", "--pidfile=", "--logfile=-", "p2pnet", "--services", "turn",
-             "--listen", "127.0.0.1", "--store", "redis://127.0.0.1:1/0", "--data-dir",
-             os.path.abspath(self.mktemp())],
-            capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=ROOT))
-        self.assertEqual(done.returncode, 1)
-        self.assertIn("p2pnet: store: cannot reach Redis at 127.0.0.1:1", done.stderr)
+        """Redis (or every Sentinel) not there at start: one line naming the setting,
+        status 1."""
+        for url, line in (("redis://127.0.0.1:1/0", "cannot reach Redis at 127.0.0.1:1"),
+                          ("redis-sentinel://127.0.0.1:1,127.0.0.1:2/0",
+                           "cannot reach Redis Sentinel at 127.0.0.1:1: ")):
+            done = subprocess.run(
+                [*twistdArgv(), "-n", "--pidfile=", "--logfile=-", "p2pnet", "--services",
+                 "turn", "--listen", "127.0.0.1", "--store", url, "--data-dir",
+                 os.path.abspath(self.mktemp())],
+                capture_output=True, text=True, timeout=60,
+                env=dict(os.environ, PYTHONPATH=ROOT))
+            self.assertEqual(done.returncode, 1)
+            self.assertIn(f"p2pnet: store: {line}", done.stderr)
+            self.assertEqual(len(done.stderr.strip().splitlines()), 1, done.stderr)
