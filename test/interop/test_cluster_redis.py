@@ -125,12 +125,7 @@ class ClusterTests(TestCase):
 
         deleted = self.users(store, "del", "bob")
         self.assertEqual(deleted.stdout, "deleted bob\n", deleted.stderr)
-        before = b.text().count("reloaded")
-        b.process.signalProcess(signal.SIGHUP)
-        for _ in range(100):
-            if b.text().count("reloaded") > before:
-                break
-            yield deferLater(reactor, 0.05, lambda: None)
+        yield self.reload(b)
         yield deferLater(reactor, 0.2, lambda: None)  # the table read that follows
         with self.assertRaises(StunErrorResponse):
             yield self.allocate("127.0.0.3", stunB, "bob", "pw-2")
@@ -278,13 +273,7 @@ class ClusterTests(TestCase):
         self.assertIn("carol\tp2pnet", listed.stdout, listed.stderr)
         shown = self.cli("peers", "--store", store, "show", "123456789")
         self.assertIn("id:         123456789", shown.stdout, shown.stderr)
-        for _ in range(100):  # the nodes reconnect by themselves
-            newcomer.udp.send(newcomer.registerPkMessage())
-            reply = yield newcomer.udp.receive().addTimeout(20, reactor)
-            if reply.register_pk_response.result == Result.OK:
-                break
-            yield deferLater(reactor, 0.2, lambda: None)
-        self.assertEqual(reply.register_pk_response.result, Result.OK)
+        yield self.registerWhenBack(newcomer)  # the nodes reconnect by themselves
 
         a.process.signalProcess("KILL")
         yield a.ended
@@ -301,6 +290,17 @@ class ClusterTests(TestCase):
         kind, _ = yield served
         self.assertEqual(kind, "punch_hole")
         self.assertTrue(reply.punch_hole_response.socket_addr)
+
+    @defer.inlineCallbacks
+    def registerWhenBack(self, peer: ControlledPeer) -> Any:
+        """Send C{peer}'s RegisterPk until the store takes it (bounded: 100 tries)."""
+        for _ in range(100):
+            peer.udp.send(peer.registerPkMessage())
+            reply = yield peer.udp.receive().addTimeout(20, reactor)
+            if reply.register_pk_response.result == Result.OK:
+                return
+            yield deferLater(reactor, 0.2, lambda: None)
+        self.fail(f"never registered: {reply.register_pk_response.result}")
 
     @defer.inlineCallbacks
     def reload(self, child: TwistdChild) -> Any:
@@ -350,13 +350,7 @@ class ClusterTests(TestCase):
         newcomer = ControlledPeer(reactor, "127.0.0.2", udpA, tcpA, "555555555")
         newcomer.openUDP()
         self.addCleanup(newcomer.udp.transport.stopListening)
-        for _ in range(100):
-            newcomer.udp.send(newcomer.registerPkMessage())
-            reply = yield newcomer.udp.receive().addTimeout(20, reactor)
-            if reply.register_pk_response.result == Result.OK:
-                break
-            yield deferLater(reactor, 0.2, lambda: None)
-        self.assertEqual(reply.register_pk_response.result, Result.OK)
+        yield self.registerWhenBack(newcomer)
         yield self.reload(a)
         for _ in range(40):  # the reload reads the table after it is logged
             try:
