@@ -1,5 +1,6 @@
-"""Two p2pnet nodes sharing one Redis (issue 11, the shared store): real
-C{twistd -n p2pnet} children on 127.0.0.2 and 127.0.0.3 and a private redis-server."""
+"""p2pnet nodes sharing one Redis (issue 11, the shared store): real C{twistd -n p2pnet}
+children on 127.0.0.2, .3 and .4 and a private redis-server (or a primary, a replica and
+a Sentinel)."""
 
 from __future__ import annotations
 
@@ -45,9 +46,10 @@ class ClusterTests(TestCase):
     timeout = 120
 
     @defer.inlineCallbacks
-    def node(self, host: str, store: str, name: str = "", *extra: str) -> Any:
+    def node(self, host: str, store: str, name: str = "", *extra: str,
+             services: str = "stun,turn,rendezvous") -> Any:
         child = TwistdChild(
-            [*extra, "--node-name", name or host, "--key", SECRET, "--services", "stun,turn,rendezvous",
+            [*extra, "--node-name", name or host, "--key", SECRET, "--services", services,
              "--listen",
              host, "--stun-port", "0",
              "--tls-port", "0", "--alt-port", "0", "--rendezvous-port", "0", "--store", store,
@@ -143,15 +145,7 @@ class ClusterTests(TestCase):
         self.assertEqual(reply.register_pk_response.result, Result.UUID_MISMATCH)
         # OnlineRequest at B: the peer registered at A, not at B, is online
         # (B's answer comes from the presence table A writes).
-        nat = re.search(r"rendezvous server listening on udp [0-9.]+:[0-9]+, tcp [0-9.]+:"
-                        r"[0-9]+, tcp [0-9.]+:([0-9]+)", b.text())
-        assert nat, b.text()
-        controller = Controller(reactor, "127.0.0.3", tcpB, natPort=int(nat.group(1)))
-        for _ in range(40):  # presence is written in batches, every half second
-            flags = yield controller.online(["123456789", "987654321"])
-            if flags[0]:
-                break
-            yield deferLater(reactor, 0.05, lambda: None)
+        flags = yield self.onlineAt("127.0.0.3", b, tcpB, "123456789", "987654321")
         self.assertEqual(flags, [True, False])
 
         # A controller at B reaches the peer held by A: the punch request goes through A,
@@ -205,6 +199,68 @@ class ClusterTests(TestCase):
         self.assertEqual(imported.stdout, f"imported 1 peers from {hbbs}\n", imported.stderr)
         shown = self.cli("peers", "--store", store, "show", "555555555")
         self.assertIn("ip:         192.0.2.9", shown.stdout)
+
+    @defer.inlineCallbacks
+    def test_threeNodes(self) -> Any:
+        """Three nodes, one Redis: a TURN user added through one logs in at all three; a
+        RustDesk peer registered at A is punched by a controller at B and relayed through
+        C's relay, bytes flowing both ways."""
+        store = startRedis(self)
+        c, stunC, _, _ = yield self.node("127.0.0.4", store, "gamma", "--relay-port", "0",
+                                         services="stun,turn,rendezvous,relay")
+        for _ in range(100):
+            relay = re.search(r"relay server listening on tcp [0-9.]+:([0-9]+)", c.text())
+            if relay:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        assert relay, c.text()
+        relayServer = f"127.0.0.4:{relay.group(1)}"
+        a, stunA, udpA, tcpA = yield self.node("127.0.0.2", store, "alpha",
+                                               "--relay-servers", relayServer)
+        b, stunB, udpB, tcpB = yield self.node("127.0.0.3", store, "beta",
+                                               "--relay-servers", relayServer)
+
+        added = self.users(store, "add", "dave", "--password", "pw-4")
+        self.assertEqual(added.stdout, "added dave\n", added.stderr)
+        for child, host, port in ((a, "127.0.0.2", stunA), (b, "127.0.0.3", stunB),
+                                  (c, "127.0.0.4", stunC)):
+            yield self.reload(child)
+            yield deferLater(reactor, 0.2, lambda: None)  # the table read that follows
+            yield self.allocate(host, port, "dave", "pw-4")
+
+        peer = ControlledPeer(reactor, "127.0.0.2", udpA, tcpA, "123456789",
+                              licenceKey=PUBLIC)
+        pkReply, _ = yield peer.registerUDP()
+        self.addCleanup(peer.udp.transport.stopListening)
+        self.assertEqual(pkReply.register_pk_response.result, Result.OK)
+        yield self.onlineAt("127.0.0.3", b, tcpB, "123456789")
+        controller = Controller(reactor, "127.0.0.3", tcpB, bindAddress="127.0.0.5",
+                                licenceKey=PUBLIC, serverPk=bytes(SIGNING.verify_key))
+        served = peer.serveOnce(peer.udp).addTimeout(20, reactor)
+        stream, reply = yield controller.punchHole("123456789")
+        self.addCleanup(stream.transport.loseConnection)
+        kind, _ = yield served
+        self.assertEqual(kind, "punch_hole")
+        self.assertEqual(reply.punch_hole_response.relay_server, relayServer)
+
+        served = peer.serveOnce(peer.udp).addTimeout(20, reactor)
+        # As RustDesk's client: the relay the punch response named, for both legs.
+        named = reply.punch_hole_response.relay_server
+        uuid, _ = yield controller.requestRelay("123456789", named)
+        kind, message = yield served
+        self.assertEqual((kind, message.request_relay.relay_server),
+                         ("request_relay", relayServer))
+        legController = yield controller.connectRelay(named, uuid, "123456789")
+        self.addCleanup(legController.transport.loseConnection)
+        legPeer = peer.relayLegs[0]
+        self.addCleanup(legPeer.transport.loseConnection)
+        legController.transport.write(b"from the controller at beta " * 1000)
+        legPeer.transport.write(b"from the peer at alpha")
+        atPeer = yield legPeer.waitFor(28000).addTimeout(20, reactor)
+        atController = yield legController.waitFor(22).addTimeout(20, reactor)
+        self.assertEqual(atPeer, b"from the controller at beta " * 1000)
+        self.assertEqual(atController, b"from the peer at alpha")
+        self.assertIn("relay pair", c.text())
 
     @defer.inlineCallbacks
     def quotaAcrossNodes(self, a: TwistdChild, b: TwistdChild, stunA: int, stunB: int,
@@ -301,6 +357,21 @@ class ClusterTests(TestCase):
                 return
             yield deferLater(reactor, 0.2, lambda: None)
         self.fail(f"never registered: {reply.register_pk_response.result}")
+
+    @defer.inlineCallbacks
+    def onlineAt(self, host: str, child: TwistdChild, tcpPort: int, *peerIds: str) -> Any:
+        """Ask the node C{child} whether C{peerIds} are online until the first is
+        (presence is written in batches, every half second); the last answer."""
+        nat = re.search(r"rendezvous server listening on udp [0-9.]+:[0-9]+, tcp [0-9.]+:"
+                        r"[0-9]+, tcp [0-9.]+:([0-9]+)", child.text())
+        assert nat, child.text()
+        controller = Controller(reactor, host, tcpPort, natPort=int(nat.group(1)))
+        for _ in range(40):
+            flags = yield controller.online(list(peerIds))
+            if flags[0]:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        return flags
 
     @defer.inlineCallbacks
     def reload(self, child: TwistdChild) -> Any:
