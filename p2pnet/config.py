@@ -959,11 +959,6 @@ class Config(  # fields in the order: general, STUN, TURN, RustDesk, gateway, no
         for name in self.services:
             if name not in SERVICES:
                 raise ConfigError("services", f"unknown service {name!r}")
-        mode = self.gateway_auth or ("password" if self.gateway_password else "token")
-        if self.store and "gateway" in self.services and mode == "token" and \
-                not self.gateway_token:
-            raise ConfigError("gateway-token", "gateways sharing a store need one token: "
-                                               "set the same gateway-token on each")
         ports = {"stun-port": self.stun_port, "tls-port": self.tls_port}
         if self.alt_listen:
             ports["alt-port"] = self.alt_port

@@ -193,3 +193,15 @@ async def usingStore(args: argparse.Namespace, store: Any,
     finally:
         store.close()
 
+
+def runOnStore(main: Callable[[Any, argparse.Namespace], Awaitable[int]],
+               args: argparse.Namespace, deadline: float) -> int:
+    """L{reactMain} for a command on the networked store of C{--store}; a malformed URL
+    is one line and status 2 instead."""
+    from p2pnet.config import parseStoreUrl
+
+    try:
+        parseStoreUrl(args.store)
+    except ValueError as e:
+        return fail(args, f"--store: {e}", 2)
+    reactMain(main, args, deadline=deadline)

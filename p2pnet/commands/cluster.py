@@ -11,9 +11,8 @@ import sys
 import time
 from typing import Any
 
-from p2pnet.commands import fail, reactMain, usingStore
+from p2pnet.commands import runOnStore, usingStore
 from p2pnet.commands.operate import formatTable
-from p2pnet.config import parseStoreUrl
 
 __all__ = ["nodeRows", "register"]
 
@@ -52,11 +51,7 @@ async def _main(reactor: Any, args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """List the nodes of C{--store}."""
-    try:
-        parseStoreUrl(args.store)
-    except ValueError as e:
-        return fail(args, f"--store: {e}", 2)
-    reactMain(_main, args, deadline=30.0)
+    return runOnStore(_main, args, 30.0)
 
 
 def register(subparsers: Any) -> None:

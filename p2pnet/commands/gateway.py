@@ -19,7 +19,7 @@ from typing import Any
 from OpenSSL import crypto
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 
-from p2pnet.commands import addDataDir, reactMain, step
+from p2pnet.commands import addDataDir, fail, reactMain, runOnStore, step
 from p2pnet.config import parseSeconds
 
 __all__ = ["call", "register"]
@@ -44,8 +44,13 @@ def register(subparsers: Any) -> None:
     addConnectionOptions(callParser)
     callParser.set_defaults(run=runCall)
     tokenParser = commands.add_parser(
-        "token", help="print the gateway token generated in a data directory"
+        "token", help="print the gateway token generated in a data directory, or shared "
+                      "by the gateways of a store"
     )
+    tokenParser.add_argument(
+        "--store", default="", metavar="URL",
+        help="the gateways' shared store, redis://... or redis-sentinel://... (default: the "
+             "data directory's gateway.sqlite)")
     tokenParser.set_defaults(run=runToken)
     # Before or after the action; call reads the generated token there when given none.
     addDataDir(parser, callParser, tokenParser)
@@ -158,10 +163,30 @@ def storedToken(dataDir: str) -> str | None:
 
 def runToken(args: argparse.Namespace) -> int:
     """Print the generated token; status 1 if there is none."""
+    if args.store:
+        return runOnStore(_sharedToken, args, 30.0)
     token = storedToken(args.data_dir)
     if token is None:
         sys.stderr.write(f"p2pnet: no generated gateway token in {args.data_dir}\n")
         return 1
+    sys.stdout.write(token + "\n")
+    return 0
+
+
+async def _sharedToken(reactor: Any, args: argparse.Namespace) -> int:
+    """Print the token the gateways of C{--store} share; status 1 if there is none."""
+    from p2pnet.store.gateway_redis import sharedSecret
+
+    step(args, "the store at --store")
+    try:
+        token = await sharedSecret(args.store, "gateway-token")
+    except CancelledError:
+        raise
+    except Exception as e:
+        return fail(args, f"cannot use the store: {e}")
+    if not token:
+        return fail(args, "no gateway token in the store: a gateway in token mode writes "
+                          "one when it starts")
     sys.stdout.write(token + "\n")
     return 0
 

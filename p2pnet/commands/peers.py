@@ -15,9 +15,8 @@ import sqlite3
 import sys
 from typing import Any
 
-from p2pnet.commands import addDataDir, fail, reactMain, usingStore
+from p2pnet.commands import addDataDir, fail, runOnStore, usingStore
 from p2pnet.commands.operate import registerPeersOnline
-from p2pnet.config import parseStoreUrl
 from p2pnet.store.peers import (
     FILENAME,
     PeerRecord,
@@ -86,11 +85,7 @@ async def _inRedis(reactor: Any, args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run the chosen C{peers} sub-command."""
     if args.store:
-        try:
-            parseStoreUrl(args.store)
-        except ValueError as e:
-            return fail(args, f"--store: {e}", 2)
-        reactMain(_inRedis, args, deadline=60.0)
+        return runOnStore(_inRedis, args, 60.0)
     conn = _open(args)
     if conn is None:
         return 1

@@ -146,6 +146,11 @@ METHODS = (
 )
 
 
+def newGatewayToken() -> str:
+    """A new random gateway token (256 bits, base64url)."""
+    return b64urlEncode(secrets.token_bytes(32))
+
+
 class GatewayService(ListeningService):
     """The control gateway's shared state; listeners come from C{listen}.
 
@@ -227,14 +232,16 @@ class GatewayService(ListeningService):
     @classmethod
     def _authConfig(cls, context: Any, store: GatewayStoreInterface) -> AuthConfig:
         """The auth settings of C{context.config}; a token generated into C{store} (and
-        logged) in token mode without a configured one."""
+        logged) in token mode without a configured one. A shared store not read yet
+        gives no token (handshakes wait for it: L{handshake}); it generates its own
+        (its C{required} secrets)."""
         config = context.config
         mode = config.gateway_auth or ("password" if config.gateway_password else "token")
         token = config.gateway_token
         if mode == "token" and not token:
             token = store.secret("gateway-token") or ""
-            if not token:
-                token = b64urlEncode(secrets.token_bytes(32))
+            if not token and store.ready:
+                token = newGatewayToken()
                 store.createSecret("gateway-token", token)
                 cls.log.info(
                     "Generated a gateway token (stored in {dataDir}/gateway.sqlite); print "
@@ -265,7 +272,8 @@ class GatewayService(ListeningService):
             from p2pnet.store.gateway_redis import RedisGatewayStore
 
             shared = RedisGatewayStore(
-                config.store, seed=os.path.join(context.dataDir, "gateway.sqlite"))
+                config.store, seed=os.path.join(context.dataDir, "gateway.sqlite"),
+                required={"gateway-token": newGatewayToken})
             store = shared
         else:
             store = GatewayStore(os.path.join(context.dataDir, "gateway.sqlite"))
@@ -290,7 +298,16 @@ class GatewayService(ListeningService):
                 RedisInbox(config.store, nodeName(config), GATEWAY_INBOX_PREFIX),
                 RedisGatewayNodes(config.store))
             shared.onWithdrawn = service.closeWithdrawn
+            shared.loaded.addCallback(lambda _: service.sharedStoreRead(context))
         return service
+
+    def sharedStoreRead(self, context: Any) -> None:
+        """The shared store was read the first time: take its gateway token (before any
+        handshake is let through), and say where it is."""
+        self.reconfigure(context)
+        if self.auth.mode == "token" and not context.config.gateway_token:
+            self.log.info("Gateway token shared by the gateways of this store; print it "
+                          "with 'p2pnet gateway token --store URL'")
 
     def closeWithdrawn(self, withdrawn: set[tuple[str, str | None]]) -> None:
         """Close the sessions of devices removed, or tokens revoked or rotated, at another

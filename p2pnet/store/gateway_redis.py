@@ -14,7 +14,7 @@ made in memory at once and its Deferred fires once Redis has it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from p2pnet.store.gateway import DeviceToken, PairedDevice, PairedNode
 from p2pnet.store.redis import connect
 
-__all__ = ["FULL_RELOAD", "POLL_INTERVAL", "RedisGatewayStore"]
+__all__ = ["FULL_RELOAD", "POLL_INTERVAL", "SECRETS", "RedisGatewayStore", "sharedSecret"]
 
 log = Logger()
 
@@ -51,7 +51,7 @@ class RedisGatewayStore:
     """Implements L{p2pnet.store.gateway.GatewayStoreInterface} on Redis.
 
     @ivar loaded: fires once the tables were read the first time.
-    @ivar ready: whether they were.
+    @ivar ready: whether they were (and held every C{required} secret).
     @ivar onWithdrawn: called after a read with the C{(deviceId, role)} pairs another
         gateway withdrew (C{role} C{None}: the device was removed; else its token was
         revoked, rotated or deleted), so this gateway closes their sessions as the
@@ -59,7 +59,8 @@ class RedisGatewayStore:
     """
 
     def __init__(self, url: str = "", clock: Any = None, redis: Any = None,
-                 seed: str | None = None) -> None:
+                 seed: str | None = None,
+                 required: Mapping[str, Callable[[], str]] | None = None) -> None:
         """
         @param url: the store's C{redis://} address (unused when C{redis} is given).
         @param seed: a gateway's own C{gateway.sqlite}: when the shared tables were never
@@ -67,6 +68,10 @@ class RedisGatewayStore:
             that joins a cluster keeps its paired devices.
         @param clock: the L{IReactorTime} of the polling (the global reactor if C{None}).
         @param redis: a txredisapi-like connection to use instead of connecting to C{url}.
+        @param required: secrets every gateway of the store shares, by name, each with
+            a function making a new one: a read that finds one missing writes a new one
+            unless another gateway wrote one first, and L{ready} waits until it is read
+            back. A seed's secret of that name is copied in like its pairings.
         """
         if clock is None:
             from twisted.internet import reactor as clock
@@ -86,6 +91,7 @@ class RedisGatewayStore:
         self._writes = 0  # local writes so far: a read begun before one is stale
         self._closed = False
         self._failing = False
+        self._required = dict(required or {})
         self._loop = LoopingCall(self.poll)
         self._loop.clock = clock
         self._loop.start(POLL_INTERVAL, now=True).addErrback(
@@ -123,6 +129,16 @@ class RedisGatewayStore:
                     return
             self._seed = None
             devices, tokens, labels, nodes, secrets = (t or {} for t in tables)
+            missing = [name for name in self._required if name not in secrets]
+            if missing:
+                # The first gateway to miss a secret writes one; every gateway (this one
+                # too) then reads whichever was written first.
+                self._written(gatherResults(
+                    [self._redis.hsetnx(SECRETS, name, self._required[name]())
+                     for name in missing], consumeErrors=True)).addErrback(self._failed)
+                if not self.ready:
+                    self._version = None
+                    return
             parsed = [_token(json.loads(v)) for v in tokens.values()]
             newDevices = {k: _device(json.loads(v)) for k, v in devices.items()}
             newTokens = {(t.deviceId, t.role): t for t in parsed}
@@ -157,7 +173,9 @@ class RedisGatewayStore:
             return False
         local = GatewayStore(path)
         try:
-            rows = [(DEVICES, k, json.dumps(asdict(v))) for k, v in local.devices.items()]
+            rows = [(SECRETS, name, value) for name in self._required
+                    if (value := local.secret(name))]
+            rows += [(DEVICES, k, json.dumps(asdict(v))) for k, v in local.devices.items()]
             rows += [(TOKENS, _tokenField(*k), json.dumps(asdict(v)))
                      for k, v in local.tokens.items()]
             rows += [(LABELS, k, v) for k, v in local.labels.items()]
@@ -202,9 +220,10 @@ class RedisGatewayStore:
         return self._secrets.get(name)
 
     def createSecret(self, name: str, value: str) -> None:
-        """Store a secret (written in the background)."""
+        """Store a secret unless another gateway stored one of that name first (written
+        in the background; the next read adopts whichever is stored)."""
         self._secrets[name] = value
-        self._written(self._redis.hset(SECRETS, name, value)).addErrback(
+        self._written(self._redis.hsetnx(SECRETS, name, value)).addErrback(
             lambda f: log.warn("cannot store the gateway secret {name}: {error}",
                                name=name, error=f.getErrorMessage()))
 
@@ -290,3 +309,14 @@ def _token(row: dict[str, Any]) -> DeviceToken:
 
 def _node(row: dict[str, Any]) -> PairedNode:
     return PairedNode(**{**row, "commands": tuple(row["commands"])})
+
+
+async def sharedSecret(url: str, name: str) -> str | None:
+    """The gateway secret C{name} in the store at C{url} (C{p2pnet gateway token
+    --store}), or C{None}."""
+    redis = connect(url)
+    try:
+        value: str | None = await redis.hget(SECRETS, name)
+        return value
+    finally:
+        redis.disconnect()

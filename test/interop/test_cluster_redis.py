@@ -80,6 +80,18 @@ class ClusterTests(TestCase):
             yield listening.stopListening()
 
     @defer.inlineCallbacks
+    def allocateOnceRead(self, child: TwistdChild, host: str, port: int, user: str,
+                         password: str) -> Any:
+        """Allocate as C{user} at C{child} once it has read the user table (a reload
+        reads it after logging "reloaded"); bounded to ten seconds."""
+        for _ in range(40):
+            try:
+                return (yield self.allocate(host, port, user, password))
+            except StunErrorResponse:
+                yield deferLater(reactor, 0.25, lambda: None)
+        self.fail(f"{user} never logged in: " + child.text())
+
+    @defer.inlineCallbacks
     def test_usersAndPeersShared(self) -> Any:
         store = startRedis(self)
         # beta first, so that alpha's first beat already reads beta's entry.
@@ -101,14 +113,9 @@ class ClusterTests(TestCase):
         self.assertEqual(added.stdout, "added bob\n", added.stderr)
         listed = self.users(store, "list")
         self.assertTrue(listed.stdout.startswith("1 users\nbob\tp2pnet\t"), listed.stdout)
-        for child in (a, b):  # a reload reads the table at once (else within 10 s)
-            child.process.signalProcess(signal.SIGHUP)
-        for _ in range(100):
-            if "reloaded" in a.text() and "reloaded" in b.text():
-                break
-            yield deferLater(reactor, 0.05, lambda: None)
-        yield self.allocate("127.0.0.2", stunA, "bob", "pw-2")
-        yield self.allocate("127.0.0.3", stunB, "bob", "pw-2")
+        for child, host, port in ((a, "127.0.0.2", stunA), (b, "127.0.0.3", stunB)):
+            yield self.reload(child)  # a reload reads the table at once (else within 10 s)
+            yield self.allocateOnceRead(child, host, port, "bob", "pw-2")
 
         # Above one allocation alpha sends new ones to beta, which holds none.
         held = TurnClientProtocol(("127.0.0.2", stunA), "bob", "pw-2", reactor=reactor)
@@ -220,13 +227,15 @@ class ClusterTests(TestCase):
         b, stunB, udpB, tcpB = yield self.node("127.0.0.3", store, "beta",
                                                "--relay-servers", relayServer)
 
+        missing = self.cli("gateway", "token", "--store", store)  # no gateway ran here
+        self.assertEqual((missing.returncode, missing.stdout), (1, ""))
+        self.assertIn("no gateway token in the store", missing.stderr)
         added = self.users(store, "add", "dave", "--password", "pw-4")
         self.assertEqual(added.stdout, "added dave\n", added.stderr)
         for child, host, port in ((a, "127.0.0.2", stunA), (b, "127.0.0.3", stunB),
                                   (c, "127.0.0.4", stunC)):
             yield self.reload(child)
-            yield deferLater(reactor, 0.2, lambda: None)  # the table read that follows
-            yield self.allocate(host, port, "dave", "pw-4")
+            yield self.allocateOnceRead(child, host, port, "dave", "pw-4")
 
         peer = ControlledPeer(reactor, "127.0.0.2", udpA, tcpA, "123456789",
                               licenceKey=PUBLIC)
@@ -423,14 +432,7 @@ class ClusterTests(TestCase):
         self.addCleanup(newcomer.udp.transport.stopListening)
         yield self.registerWhenBack(newcomer)
         yield self.reload(a)
-        for _ in range(40):  # the reload reads the table after it is logged
-            try:
-                yield self.allocate("127.0.0.2", stunA, "carol", "pw-3")
-                break
-            except StunErrorResponse:
-                yield deferLater(reactor, 0.25, lambda: None)
-        else:
-            self.fail("carol never logged in: " + a.text())
+        yield self.allocateOnceRead(a, "127.0.0.2", stunA, "carol", "pw-3")
         self.assertIn("555555555", command(group.replica.port, "hkeys",
                                            "p2pnet:rendezvous:peers"))
 
@@ -438,7 +440,7 @@ class ClusterTests(TestCase):
     def gateway(self, host: str, store: str, name: str) -> Any:
         child = TwistdChild(
             ["--node-name", name, "--services", "gateway", "--listen", host,
-             "--gateway-port", "0", "--gateway-token", "cluster-token", "--store", store,
+             "--gateway-port", "0", "--store", store,
              "--data-dir", os.path.abspath(self.mktemp())],
             ready=b"gateway listening on", env={"PYTHONPATH": ROOT})
         yield child.start(self)
@@ -463,6 +465,12 @@ class ClusterTests(TestCase):
         store = startRedis(self)
         _, urlA = yield self.gateway("127.0.0.2", store, "gw-a")
         _, urlB = yield self.gateway("127.0.0.3", store, "gw-b")
+        # No gateway-token given: the first gateway generated one into the store, the
+        # other took it, and the command line prints it.
+        printed = self.cli("gateway", "token", "--store", store)
+        self.assertEqual(printed.returncode, 0, printed.stderr)
+        token = printed.stdout.strip()
+        self.assertEqual(len(token), 43)
         identity = DeviceIdentity.load(os.path.join(os.path.abspath(self.mktemp())))
         calls: list[Any] = []
 
@@ -471,7 +479,7 @@ class ClusterTests(TestCase):
             return {"echo": params}
 
         node = GatewayClient(reactor, urlA, ClientOptions(
-            role="node", clientId="node-host", clientMode="node", token="cluster-token",
+            role="node", clientId="node-host", clientMode="node", token=token,
             identity=identity, handlers={"kvm.echo": echo}, caps=("kvm",)),
             initialDelay=0.05, maxDelay=0.2)
         node.start()
@@ -483,7 +491,7 @@ class ClusterTests(TestCase):
             # Not subprocess.run: the node answering the invoke runs on this reactor.
             return utils.getProcessOutputAndValue(
                 sys.executable, [*CLI[1:], "gateway", "call", "node.invoke", params, "--url",
-                                 urlB, "--token", "cluster-token", "--timeout", "10"],
+                                 urlB, "--token", token, "--timeout", "10"],
                 env=dict(os.environ, PYTHONPATH=ROOT), path=ROOT)
 
         answer = None
@@ -524,7 +532,7 @@ class ClusterTests(TestCase):
         revoke = json.dumps({"deviceId": identity.deviceId, "role": "node"})
         out, err, code = yield utils.getProcessOutputAndValue(
             sys.executable, [*CLI[1:], "gateway", "call", "device.token.revoke", revoke,
-                             "--url", urlB, "--token", "cluster-token", "--timeout", "10"],
+                             "--url", urlB, "--token", token, "--timeout", "10"],
             env=dict(os.environ, PYTHONPATH=ROOT), path=ROOT)
         self.assertEqual(code, 0, err.decode())
         # A closes the device's open session as B closed its own.

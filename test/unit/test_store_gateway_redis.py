@@ -194,6 +194,49 @@ class SharedTablesTests(SynchronousTestCase):
         self.clock.advance(POLL_INTERVAL)
         self.assertEqual(self.b.secret("gateway-token"), "t0k")
 
+    def test_requiredSecretWrittenOnceAndShared(self) -> None:
+        """Two gateways that both need a token and find none: each offers one, the first
+        written wins, both use it; neither is ready before it has read it back."""
+        made = iter(["first", "second"])
+        stores = []
+        self.redis.held = True  # both read the empty table before either writes
+        for _ in range(2):
+            stores.append(RedisGatewayStore(clock=self.clock, redis=self.redis,
+                                            required={"gateway-token": lambda: next(made)}))
+            self.addCleanup(stores[-1].close)
+        self.redis.release()  # the version keys: none
+        self.redis.release()  # the tables: no secret, so each offers one
+        self.assertEqual([s.ready for s in stores], [False, False])
+        self.redis.held = False
+        self.redis.release()  # the two HSETNX answered; the version counted
+        self.assertEqual([s.ready for s in stores], [False, False])
+        self.clock.advance(POLL_INTERVAL)
+        self.assertEqual([s.ready for s in stores], [True, True])
+        self.assertEqual([s.secret("gateway-token") for s in stores], ["first", "first"])
+        self.assertEqual(self.redis.hashes["p2pnet:gateway:secrets"],
+                         {"gateway-token": "first"})
+
+    def test_requiredSecretKept(self) -> None:
+        """A secret already in the store is used as it is, at once."""
+        self.redis.hashes["p2pnet:gateway:secrets"] = {"gateway-token": "old"}
+        store = RedisGatewayStore(clock=self.clock, redis=self.redis,
+                                  required={"gateway-token": lambda: "new"})
+        self.addCleanup(store.close)
+        self.assertTrue(store.ready)
+        self.assertEqual(store.secret("gateway-token"), "old")
+
+    def test_requiredSecretWrittenAgainWhenDeleted(self) -> None:
+        """Deleted from Redis while running: the next read writes a new one."""
+        store = RedisGatewayStore(clock=self.clock, redis=self.redis,
+                                  required={"gateway-token": lambda: "again"})
+        self.addCleanup(store.close)
+        self.clock.advance(POLL_INTERVAL)
+        self.redis.hashes["p2pnet:gateway:secrets"].clear()
+        self.redis.incr("p2pnet:gateway:version")
+        self.clock.advance(POLL_INTERVAL)
+        self.clock.advance(POLL_INTERVAL)
+        self.assertEqual(store.secret("gateway-token"), "again")
+
     def test_closeStopsPolling(self) -> None:
         self.a.close()
         self.a.close()
@@ -241,6 +284,22 @@ class SeedTests(TestCase):
         self.addCleanup(store.close)
         self.assertTrue(store.ready)
         self.assertEqual(store.devices, {})
+
+    @inlineCallbacks
+    def test_seedsTokenCopied(self) -> Any:
+        """The gateway token a lone gateway generated becomes the cluster's: its
+        operators' scripts keep working."""
+        clock, redis = Clock(), FakeRedis()
+        path = yield self.sqlite(device("old"))
+        local = GatewayStore(path)
+        local.createSecret("gateway-token", "lone")
+        local.close()
+        store = RedisGatewayStore(clock=clock, redis=redis, seed=path,
+                                  required={"gateway-token": lambda: "new"})
+        self.addCleanup(store.close)
+        clock.advance(POLL_INTERVAL)
+        self.assertTrue(store.ready)
+        self.assertEqual(store.secret("gateway-token"), "lone")
 
     def test_missingFileIsNothingToCopy(self) -> None:
         store = RedisGatewayStore(clock=Clock(), redis=FakeRedis(), seed=self.mktemp())

@@ -41,16 +41,6 @@ class UrlTests(SynchronousTestCase):
             error = self.assertRaises(ConfigError, loadConfig, {"store": text}, environ={})
             self.assertEqual(error.key, "store")
 
-    def test_sharedGatewaysNeedOneToken(self) -> None:
-        """Gateways sharing a store accept each other's clients only with one token: a
-        generated one would differ per gateway."""
-        store = {"store": "redis://10.0.0.9", "services": "gateway"}
-        error = self.assertRaises(ConfigError, loadConfig, store, environ={})
-        self.assertEqual(error.key, "gateway-token")
-        loadConfig({**store, "gateway-token": "t"}, environ={})
-        loadConfig({**store, "gateway-password": "p"}, environ={})
-        loadConfig({"store": "redis://10.0.0.9", "services": "turn"}, environ={})
-
     def test_secretNotShown(self) -> None:
         for text in ("redis://:hunter2@h/x", "redis-sentinel://:hunter2@h:x",
                      "redis-sentinel://:hunter2@h/x"):
