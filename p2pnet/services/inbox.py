@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 __all__ = ["Inbox", "InboxReader", "RETRY"]
 
@@ -24,16 +25,17 @@ class Inbox(Protocol):
     def send(self, node: str, payload: dict[str, Any]) -> Deferred[None]:
         """Queue C{payload} for C{node}."""
 
-    def receive(self, timeout: int = 1) -> Deferred[dict[str, Any] | None]:
-        """The next message for this node, or C{None} after C{timeout} seconds."""
+    def receive(self, timeout: int = 1) -> Deferred[list[dict[str, Any]]]:
+        """The messages waiting for this node, oldest first, once there is one; an
+        empty list after C{timeout} seconds without any."""
 
     def close(self) -> None:
         """Release the connections."""
 
 
 class InboxReader:
-    """Reads C{inbox} one message after another until L{stop}, handing each to
-    C{handle}; a failed read is reported to C{failed} and retried after L{RETRY}."""
+    """Reads C{inbox} until L{stop}, handing each message to C{handle} in order; a
+    failed read is reported to C{failed} and retried after L{RETRY}."""
 
     def __init__(self, clock: IReactorTime, inbox: Inbox,
                  handle: Callable[[dict[str, Any]], None],
@@ -55,8 +57,18 @@ class InboxReader:
         if not self.running:
             return
         d = self.inbox.receive()
-        d.addCallback(lambda payload: payload is not None and self.handle(payload))
+        d.addCallback(self._handleAll)
         d.addCallbacks(lambda _: self._next(), self._readFailed)
+
+    def _handleAll(self, payloads: list[dict[str, Any]]) -> None:
+        """Hand each message over; one that fails is reported and the rest still go."""
+        for payload in payloads:
+            if not self.running:
+                return
+            try:
+                self.handle(payload)
+            except Exception:
+                self.failed(Failure())
 
     def _readFailed(self, failure: Any) -> None:
         self.failed(failure)

@@ -53,6 +53,10 @@ GATEWAY_INBOX_PREFIX = "p2pnet:gateway:inbox:"
 GATEWAY_NODES_KEY = "p2pnet:gateway:nodes"
 #: Seconds an inbox nobody reads is kept after its last message.
 INBOX_TTL = 60
+#: Most messages one inbox read takes.
+INBOX_BATCH = 64
+#: Inboxes whose expiry renewal time a node remembers before it starts afresh.
+INBOX_KEYS = 1024
 #: The presence table: a hash, peer id -> the node holding it, its address, and until when.
 ONLINE_KEY = "p2pnet:rendezvous:online"
 #: Seconds presence entries are gathered before one write.
@@ -371,25 +375,75 @@ class RedisInbox:
     """Messages between the rendezvous nodes of a cluster: each node takes from its own
     list (C{p2pnet:rendezvous:inbox:NAME}, blocking pop) and pushes onto another's. A
     message waits in Redis until its node takes it; an inbox nobody reads expires
-    L{INBOX_TTL} seconds after its last message (a node that died)."""
+    L{INBOX_TTL} seconds after its last message (a node that died).
 
-    def __init__(self, url: str, node: str, prefix: str = INBOX_PREFIX) -> None:
+    Each Redis command costs this process about as much CPU as a whole RegisterPeer
+    (docs/performance.md), so an inbox spends few: a read takes every message waiting
+    (up to L{INBOX_BATCH}) in two commands, and a push renews the inbox's expiry only
+    when a sixth of L{INBOX_TTL} has passed since this node last did.
+    """
+
+    def __init__(self, url: str, node: str, prefix: str = INBOX_PREFIX,
+                 clock: Any = None, redis: tuple[Any, Any] | None = None) -> None:
+        """
+        @param clock: the L{IReactorTime} of the expiry renewals (the global reactor if
+            C{None}).
+        @param redis: the reading and the writing connection, instead of connecting to
+            C{url} twice.
+        """
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.node = node
         self.prefix = prefix
-        self._in = connect(url)  # only blocking pops: they would hold other commands up
-        self._out = connect(url)
+        self._clock = clock
+        # The reader only makes blocking pops: they would hold other commands up.
+        self._in, self._out = redis if redis is not None else (connect(url), connect(url))
+        self._expiresRenewed: dict[str, float] = {}  # inbox key -> when, by this node
+        self._countedPop = True  # False once Redis refused RPOP with a count (< 6.2)
 
     def send(self, node: str, payload: dict[str, Any]) -> Deferred[None]:
         """Push C{payload} onto C{node}'s inbox; fires once Redis has it."""
         key = self.prefix + node
         d: Deferred[Any] = self._out.lpush(key, json.dumps(payload))
-        d.addCallback(lambda _: self._out.expire(key, INBOX_TTL))
+        now = self._clock.seconds()
+        if now - self._expiresRenewed.get(key, float("-inf")) >= INBOX_TTL / 6:
+            if len(self._expiresRenewed) > INBOX_KEYS:
+                self._expiresRenewed.clear()
+            self._expiresRenewed[key] = now
+            # Sent at once, behind the push on the same connection: one round trip.
+            renewed: Deferred[Any] = self._out.expire(key, INBOX_TTL)
+            d = gatherResults([d, renewed], consumeErrors=True)
         return d.addCallback(lambda _: None)
 
-    def receive(self, timeout: int = 1) -> Deferred[dict[str, Any] | None]:
-        """The next message for this node, or C{None} after C{timeout} seconds."""
-        d: Deferred[Any] = self._in.brpop(self.prefix + self.node, timeout=timeout)
-        return d.addCallback(lambda found: json.loads(found[1]) if found else None)
+    def receive(self, timeout: int = 1) -> Deferred[list[dict[str, Any]]]:
+        """The messages for this node, oldest first, once there is one; an empty list
+        after C{timeout} seconds without any."""
+        key = self.prefix + self.node
+        d: Deferred[Any] = self._in.brpop(key, timeout=timeout)
+
+        def more(found: Any) -> Any:
+            if not found:
+                return []
+            first = json.loads(found[1])
+            if not self._countedPop:
+                return [first]
+            rest: Deferred[Any] = self._in.execute_command("RPOP", key, INBOX_BATCH - 1)
+            return rest.addCallbacks(
+                lambda items: [first, *(json.loads(item) for item in items or ())],
+                lambda failure: self._noCountedPop(failure, first))
+
+        return d.addCallback(more)
+
+    def _noCountedPop(self, failure: Any, first: dict[str, Any]) -> list[dict[str, Any]]:
+        """RPOP with a count failed: Redis before 6.2 answers an error (one message per
+        read from now on); a lost connection is the read's failure."""
+        from txredisapi import ResponseError
+
+        failure.trap(ResponseError)
+        self._countedPop = False
+        log.info("this Redis has no RPOP with a count (before 6.2): the inbox is read one "
+                 "message at a time")
+        return [first]
 
     def close(self) -> None:
         """Close both connections."""

@@ -23,7 +23,7 @@ class Inbox:
         self.sent.append((node, payload))
         return defer.succeed(None)
 
-    def receive(self, timeout: int = 1) -> defer.Deferred[dict[str, Any] | None]:
+    def receive(self, timeout: int = 1) -> defer.Deferred[list[dict[str, Any]]]:
         return defer.Deferred()
 
     def close(self) -> None:

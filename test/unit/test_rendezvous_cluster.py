@@ -53,7 +53,7 @@ class Inbox:
         self.shared.inboxes.setdefault(node, []).append(payload)
         return defer.succeed(None)
 
-    def receive(self, timeout: int = 1) -> defer.Deferred[dict[str, Any] | None]:
+    def receive(self, timeout: int = 1) -> defer.Deferred[list[dict[str, Any]]]:
         return defer.Deferred()  # the test hands messages over with deliverAll
 
     def close(self) -> None:
