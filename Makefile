@@ -13,8 +13,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # chromium (the status page and the browser TURN tester, driven by Playwright),
 # redis-server (the shared store of several nodes; the tests start their own).
 SYSTEM_PACKAGES := coturn stun-client ffmpeg chromium redis-server
+# What builds the TURN fast path's BPF program (docs/fastpath.md): Debian's clang (with
+# its BPF target) and libbpf's headers (libbpf-dev; its libbpf1 is what p2pnet loads).
+FASTPATH_PACKAGES := clang libbpf-dev
+FASTPATH_OBJECT := p2pnet/fastpath/turn_fastpath.bpf.o
 
-.PHONY: run test test-unit lint mypy bench system-deps venv clean
+.PHONY: run test test-unit lint mypy bench system-deps fastpath-deps fastpath venv clean
 
 $(STAMP): setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +38,29 @@ system-deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+fastpath-deps:
+	@missing=""; for p in $(FASTPATH_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# The fast path's program, compiled from source here (never downloaded).
+$(FASTPATH_OBJECT): p2pnet/fastpath/turn_fastpath.bpf.c
+	clang -O2 -g -Wall -target bpf -I/usr/include/$$(gcc -dumpmachine) -c $< -o $@
+
+fastpath: fastpath-deps $(FASTPATH_OBJECT)
+
+# The fast path is optional at run time (fast-path = auto): a machine that cannot build
+# it still runs, and logs why the Python path relays everything.
 run: $(STAMP)
+	-@$(MAKE) --no-print-directory fastpath
 	$(VENV)/bin/twistd -n p2pnet $(ARGS)
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps fastpath
 	# No --jobs: trial starts its workers as a script from twisted/trial/_dist/, whose own
 	# `test` package would shadow ours.
 	$(PY) -m twisted.trial $(or $(TESTS),test)

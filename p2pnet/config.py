@@ -662,6 +662,14 @@ class _TurnSettings:
     max_channels: int = _setting(
         100, "Most channel bindings per allocation (508 beyond).", parsePositiveInt
     )
+    fast_path: str = _setting(
+        "auto",
+        "TURN channel data relayed in the kernel by a BPF program (docs/fastpath.md): "
+        "auto = when this host allows it (Linux 6.6+, root or CAP_BPF+CAP_NET_ADMIN, the "
+        "program built), else one log line and the Python path; on = a start-up error "
+        "instead; off = never.",
+        parseChoice("auto", "on", "off"),
+    )
 
 
 @dataclass(frozen=True)

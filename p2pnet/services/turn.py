@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.service import Service
@@ -43,6 +43,8 @@ from p2pnet.codecs.stun import (
     Method,
     StunClass,
 )
+from p2pnet.errors import ConfigError
+from p2pnet.fastpath.maps import STATS
 from p2pnet.protocols.stun import Reply, StunLink
 from p2pnet.protocols.turn import DONT_FRAGMENT_SUPPORTED, KernelRelaySockets, RelaySockets
 from p2pnet.ratelog import RateLimitedLog
@@ -53,6 +55,7 @@ from p2pnet.services.turn_allocation import TableBudget
 from p2pnet.services.turn_context import TurnRequest, TurnResponder
 from p2pnet.services.turn_credentials import ChainedCredentials, RestCredentials, StoredUsers
 from p2pnet.services.turn_data import DataPath
+from p2pnet.services.turn_fastpath import COLLECT_INTERVAL, FastPathEntries, FastPathKernel
 from p2pnet.services.turn_permissions import PermissionHandler
 from p2pnet.services.turn_policy import PeerPolicy
 from p2pnet.services.turn_relays import RelayAllocator
@@ -68,6 +71,35 @@ _TURN_METHODS = (
     Method.CHANNEL_BIND, Method.CONNECT, Method.CONNECTION_BIND,
 )
 _log = Logger(namespace="p2pnet.services.turn.TurnService")
+
+
+def fastPathFor(mode: str) -> FastPathKernel | None:
+    """The kernel fast path for setting C{fast-path} (C{auto}, C{on}, C{off}): loaded
+    and attached, or C{None}. In C{auto} mode a reason it cannot run is one log line and
+    the Python path serves everything; in C{on} mode it stops start-up.
+
+    @raise ConfigError: C{on} and the fast path cannot run here.
+    """
+    if mode == "off":
+        return None
+    from p2pnet.fastpath.kernel import FastPathUnavailable, loadKernelFastPath
+
+    try:
+        kernel = loadKernelFastPath()
+    except FastPathUnavailable as e:
+        if mode == "on":
+            raise ConfigError("fast-path", str(e)) from None
+        _log.info("TURN fast path off ({reason}); the Python path relays everything",
+                  reason=str(e))
+        return None
+    _log.info("TURN fast path: channel data relayed in the kernel (tcx on {interfaces})",
+              interfaces=", ".join(kernel.interfaces))
+    return kernel
+
+
+def _kernelStat(kernel: FastPathKernel, name: str) -> Callable[[], int]:
+    """A gauge reading one of the program's own counters."""
+    return lambda: kernel.stats()[name]
 
 
 #: Where the generated TURN user of a server started without users is written.
@@ -223,6 +255,7 @@ class TurnService(Service):
         userTable: StoredUsers | None = None,
         relaySockets: RelaySockets | None = None,
         rng: random.Random | None = None,
+        fastPath: FastPathKernel | None = None,
     ) -> None:
         self.reactor = reactor
         self.clock = reactor
@@ -258,6 +291,15 @@ class TurnService(Service):
                              tcpRelays),
             self.budget, self.data, self.tcp)
         self.table.observers += [self.relays, self.tcp]
+        #: The kernel's channel-data fast path (docs/fastpath.md), if loaded.
+        self.fastPath: FastPathEntries | None = None
+        self._collector: task.LoopingCall | None = None
+        if fastPath is not None:
+            self.fastPath = FastPathEntries(reactor, fastPath, self.stats,
+                                            lambda host: self.policy.permitted(host))
+            self.table.observers.append(self.fastPath)
+            for name in STATS:
+                self.stats.gauge(f"turn.fastpath.{name}", _kernelStat(fastPath, name))
         self._handlers = {
             Method.REFRESH: self.allocate.refresh,
             Method.CREATE_PERMISSION: self.permissions.createPermission,
@@ -304,6 +346,7 @@ class TurnService(Service):
         return cls(
             context.reactor,
             stun,
+            fastPath=fastPathFor(config.fast_path),
             credentials=ChainedCredentials(sources),
             relayAddresses={family(a): a for a in config.relay_ip},
             external=ExternalAddresses(config.external_ip),
@@ -417,6 +460,10 @@ class TurnService(Service):
         self._sweeper = task.LoopingCall(self.table.sweep)
         self._sweeper.clock = self.clock
         self._sweeper.start(SWEEP_INTERVAL, now=False)
+        if self.fastPath is not None:
+            self._collector = task.LoopingCall(self.fastPath.collectAll)
+            self._collector.clock = self.clock
+            self._collector.start(COLLECT_INTERVAL, now=False)
         low, high = self.relayPorts
         self.log.info(
             "TURN on the STUN sockets, relayed ports {low}-{high}, loopback peers "
@@ -435,6 +482,10 @@ class TurnService(Service):
         self.table.clear()
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
+        if self._collector is not None and self._collector.running:
+            self._collector.stop()
+        if self.fastPath is not None:
+            self.fastPath.kernel.close()
         if self.userTable is not None:
             self.userTable.stop()
 

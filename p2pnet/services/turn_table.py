@@ -58,6 +58,14 @@ class TableObserver(TypingProtocol):
     def channelExpired(self, allocation: Allocation, binding: ChannelBinding) -> None:
         """A channel binding was found expired (data stops flowing on it)."""
 
+    def allocationChanged(self, allocation: Allocation) -> None:
+        """The allocation, a permission or a channel was made or refreshed: lifetimes
+        moved."""
+
+    def allocationEnding(self, allocation: Allocation) -> None:
+        """The allocation is about to be deleted: last chance to add to its totals
+        (logged next)."""
+
 
 class QuietObserver:
     """A L{TableObserver} that does nothing: subclasses override the events they need."""
@@ -78,6 +86,12 @@ class QuietObserver:
         """Nothing to do."""
 
     def channelExpired(self, allocation: Allocation, binding: ChannelBinding) -> None:
+        """Nothing to do."""
+
+    def allocationChanged(self, allocation: Allocation) -> None:
+        """Nothing to do."""
+
+    def allocationEnding(self, allocation: Allocation) -> None:
         """Nothing to do."""
 
 
@@ -243,6 +257,8 @@ class AllocationTable:
         if allocation.timer is not None:
             allocation.timer.reset(lifetime)
         self.stats.add("turn.allocations.refreshed")
+        for observer in self.observers:
+            observer.allocationChanged(allocation)
         self.log.info("TURN allocation refreshed for {user} on {fiveTuple}",
                       user=allocation.username, fiveTuple=str(allocation.fiveTuple),
                       lifetime=lifetime, event="turn.allocation.refreshed")
@@ -260,6 +276,8 @@ class AllocationTable:
         if allocation.timer is not None and allocation.timer.active():
             allocation.timer.cancel()
         allocation.timer = None
+        for observer in self.observers:
+            observer.allocationEnding(allocation)
         allocation.release()
         _uncount(self._perUser, allocation.username)
         _uncount(self._perIp, unmapped(allocation.client[0]))
@@ -289,9 +307,10 @@ class AllocationTable:
         new = peer not in allocation.permissions
         if not allocation.installPermission(peer, self.clock.seconds()):
             return False
-        if new:
-            for observer in self.observers:
+        for observer in self.observers:
+            if new:
                 observer.permissionCreated(allocation, peer)
+            observer.allocationChanged(allocation)
         return True
 
     def bindChannel(self, allocation: Allocation, number: int,
@@ -300,9 +319,11 @@ class AllocationTable:
         before = allocation.channels.get(number)
         code = allocation.bindChannel(number, peer, self.clock.seconds())
         binding = allocation.channels.get(number)
-        if code is None and binding is not None and binding is not before:
+        if code is None and binding is not None:
             for observer in self.observers:
-                observer.channelBound(allocation, binding)
+                if binding is not before:
+                    observer.channelBound(allocation, binding)
+                observer.allocationChanged(allocation)
         return code
 
     def sweep(self) -> None:

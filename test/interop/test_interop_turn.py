@@ -103,6 +103,10 @@ class TurnServerMixin:
         stun: Any = IService(root.getServiceNamed("stun"))
         self.turn: Any = root.getServiceNamed("turn")
         kinds: dict[str, int] = {}
+        #: The IPv6 loopback's UDP port, when there is one.
+        self.port6 = next((p.getHost().port for p in stun.ports
+                           if p.getHost().host == "::1" and getattr(p, "factory", None) is None),
+                          None)
         for p in stun.ports:
             if p.getHost().host == "127.0.0.1":
                 factory = getattr(p, "factory", None)
@@ -122,7 +126,8 @@ class TurnServerMixin:
     @defer.inlineCallbacks
     def runUclient(self, *flags: str, peer: str = "127.0.0.1", port: int | None = None,
                    auth: tuple[str, ...] = ("-u", USER, "-w", PASSWORD),
-                   messages: int = MESSAGES, clients: int = CLIENTS) -> Any:
+                   messages: int = MESSAGES, clients: int = CLIENTS,
+                   client: str = "127.0.0.1") -> Any:
         """Run uclient with C{flags}; assert no loss; return its output."""
         test: Any = self
         if port is None:
@@ -131,7 +136,7 @@ class TurnServerMixin:
                 "-m", str(clients), "-l", "120", *flags]
         if "-y" not in flags and "-T" not in flags:
             argv += ["-e", peer, "-r", str(self.peers[peer])]
-        argv.append("127.0.0.1")
+        argv.append(client)
         out, err, code = yield runClient(argv, timeout=60)
         text = out + err
         shown = showRun(argv, out, err, code)
