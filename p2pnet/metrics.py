@@ -91,6 +91,16 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], str]] = {
                                         "RFC 6062 peer connections bound to a client data "
                                         "connection."),
     "turn_internal_errors": ("counter", (), "TURN data paths that raised."),
+    "turn_fastpath_channels": ("gauge", (), "TURN channels the kernel fast path forwards "
+                               "(docs/fastpath.md)."),
+    "turn_fastpath_packets": ("counter", ("direction",), "Datagrams the kernel fast path "
+                              "relayed, to_peers or from_peers (read every 5 s)."),
+    "turn_fastpath_bytes": ("counter", ("direction",), "Bytes of data the kernel fast path "
+                            "relayed, to_peers or from_peers (read every 5 s)."),
+    "turn_fastpath_program": ("counter", ("event",), "The fast path program's own counts "
+                              "(forwarded_out, forwarded_in, expired, too_long, "
+                              "adjust_failed, malformed) and entries not written for want "
+                              "of a route (no_route)."),
     "gateway_cluster_events": ("counter", ("event",), "node.invoke across the gateways of "
                                "a cluster: invokes forwarded, bad messages, store errors."),
     "rendezvous_cluster_events": ("counter", ("event",), "Routing across the nodes of a "
@@ -182,6 +192,9 @@ _RULES: list[tuple[str, re.Pattern[str], str, tuple[str, ...] | None]] = [
         ("turn", r"dropped\.(\w+)", "turn_dropped", None),
         ("turn", r"tcp\.connections", "turn_tcp_peer_connections", ()),
         ("turn", r"tcp\.bound", "turn_tcp_peer_connections_bound", ()),
+        ("turn", r"fastpath\.packets_(to_peers|from_peers)", "turn_fastpath_packets", None),
+        ("turn", r"fastpath\.bytes_(to_peers|from_peers)", "turn_fastpath_bytes", None),
+        ("turn", r"fastpath\.(?!channels$)(\w+)", "turn_fastpath_program", None),
         ("relay", r"refused_(\w+)", "relay_refused", None),
         ("relay", r"(unpaired_timeout|idle_timeout|killed)", "relay_pairs_ended", None),
         ("relay", r"ended_(blocklist)", "relay_pairs_ended", None),

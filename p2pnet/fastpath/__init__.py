@@ -1,3 +1,4 @@
+# -*- test-case-name: test.unit.test_turn_fastpath,test.interop.test_fastpath -*-
 """TURN channel data in the kernel (docs/fastpath.md): a BPF program on the tcx ingress
 hook of every interface forwards ChannelData to peers and peers' datagrams to clients
 for the channels the TURN service writes into its maps; everything else goes on to the

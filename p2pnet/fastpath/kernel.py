@@ -1,3 +1,4 @@
+# -*- test-case-name: test.unit.test_turn_fastpath,test.interop.test_fastpath -*-
 """Loading the fast path's BPF program and attaching it (L{loadKernelFastPath}).
 
 The object file C{turn_fastpath.bpf.o} is built from C{turn_fastpath.bpf.c} next to this

@@ -1,3 +1,4 @@
+# -*- test-case-name: test.unit.test_turn_fastpath,test.interop.test_fastpath -*-
 """The few libbpf calls the fast path needs, through C{ctypes} on Debian's C{libbpf1}.
 
 There is no maintained Python binding of libbpf on PyPI (BCC's compiles C at run time

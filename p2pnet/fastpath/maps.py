@@ -1,3 +1,4 @@
+# -*- test-case-name: test.unit.test_turn_fastpath,test.interop.test_fastpath -*-
 """The fast path's map entries as bytes (sans-IO): the C structs of
 C{turn_fastpath.bpf.c}, packed from typed addresses.
 

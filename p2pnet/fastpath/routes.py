@@ -1,3 +1,4 @@
+# -*- test-case-name: test.unit.test_turn_fastpath,test.interop.test_fastpath -*-
 """Which interface, and which source address, the kernel uses towards an address: one
 C{RTM_GETROUTE} over rtnetlink (what C{ip route get} asks), for the fast path's entries.
 

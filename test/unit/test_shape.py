@@ -42,6 +42,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "p2pnet.certs": (2, "support"),
     "p2pnet.listen": (2, "support"),
     "p2pnet.testing": (2, "support"),
+    "p2pnet.fastpath": (2, "support"),
     # store: durable state
     "p2pnet.store": (3, "store"),
     # protocols: Twisted protocols, thin

@@ -49,6 +49,12 @@ class Recorder:
     def channelExpired(self, allocation: Allocation, binding: ChannelBinding) -> None:
         self.events.append(("channel expired", binding.number))
 
+    def allocationChanged(self, allocation: Allocation) -> None:
+        self.events.append(("changed",))
+
+    def allocationEnding(self, allocation: Allocation) -> None:
+        self.events.append(("ending", allocation.username))
+
 
 class TableTests(SynchronousTestCase):
     def setUp(self) -> None:
@@ -119,7 +125,7 @@ class TableTests(SynchronousTestCase):
 
     def test_events(self) -> None:
         """The lifecycle hook: created, permission, channel, their expiry at the sweep,
-        and the end; refreshes are not events."""
+        and the end; a refresh is only a change (lifetimes moved)."""
         allocation = self.allocation(lifetime=700)
         self.table.installPermission(allocation, "203.0.113.7")
         self.table.installPermission(allocation, "203.0.113.7")
@@ -132,9 +138,10 @@ class TableTests(SynchronousTestCase):
         self.table.sweep()
         self.clock.advance(100)
         self.assertEqual(self.recorder.events, [
-            ("created", "alice"), ("permission", "203.0.113.7"),
-            ("channel", 0x4000, PEER), ("permission expired", "203.0.113.7"),
-            ("channel expired", 0x4000), ("deleted", "alice", "expired")])
+            ("created", "alice"), ("permission", "203.0.113.7"), ("changed",), ("changed",),
+            ("channel", 0x4000, PEER), ("changed",), ("changed",),
+            ("permission expired", "203.0.113.7"), ("channel expired", 0x4000),
+            ("ending", "alice"), ("deleted", "alice", "expired")])
 
 
 class RelayAddressTests(SynchronousTestCase):
