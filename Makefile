@@ -11,8 +11,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the interop tests drive: coturn's turnutils_*, the classic stun client,
 # ffmpeg (encoder output for the Annex-B parser and the KVM node's video sources),
 # chromium (the status page and the browser TURN tester, driven by Playwright),
-# redis-server (the shared store of several nodes; the tests start their own).
-SYSTEM_PACKAGES := coturn stun-client ffmpeg chromium redis-server
+# redis-server (the shared store of several nodes; the tests start their own),
+# bpftool (the fast path tests list the kernel's BPF links).
+SYSTEM_PACKAGES := coturn stun-client ffmpeg chromium redis-server bpftool
 # What builds the TURN fast path's BPF program (docs/fastpath.md): Debian's clang (with
 # its BPF target) and libbpf's headers (libbpf-dev; its libbpf1 is what p2pnet loads).
 FASTPATH_PACKAGES := clang libbpf-dev

@@ -73,11 +73,14 @@ _TURN_METHODS = (
 _log = Logger(namespace="p2pnet.services.turn.TurnService")
 
 
-def fastPathFor(mode: str) -> FastPathKernel | None:
+def fastPathFor(mode: str, load: Callable[[], FastPathKernel] | None = None
+                ) -> FastPathKernel | None:
     """The kernel fast path for setting C{fast-path} (C{auto}, C{on}, C{off}): loaded
     and attached, or C{None}. In C{auto} mode a reason it cannot run is one log line and
     the Python path serves everything; in C{on} mode it stops start-up.
 
+    @param load: loads and attaches the program (default:
+        L{p2pnet.fastpath.kernel.loadKernelFastPath}).
     @raise ConfigError: C{on} and the fast path cannot run here.
     """
     if mode == "off":
@@ -85,7 +88,7 @@ def fastPathFor(mode: str) -> FastPathKernel | None:
     from p2pnet.fastpath.kernel import FastPathUnavailable, loadKernelFastPath
 
     try:
-        kernel = loadKernelFastPath()
+        kernel = (load or loadKernelFastPath)()
     except FastPathUnavailable as e:
         if mode == "on":
             raise ConfigError("fast-path", str(e)) from None
@@ -294,6 +297,13 @@ class TurnService(Service):
         #: The kernel's channel-data fast path (docs/fastpath.md), if loaded.
         self.fastPath: FastPathEntries | None = None
         self._collector: task.LoopingCall | None = None
+        if fastPath is not None and bpsCapacity:
+            # The kernel counts no shared bandwidth budget: with one, everything stays
+            # where the budget is enforced.
+            self.log.info("TURN fast path unused: bps-capacity is enforced on the Python "
+                          "path")
+            fastPath.close()
+            fastPath = None
         if fastPath is not None:
             self.fastPath = FastPathEntries(reactor, fastPath, self.stats,
                                             lambda host: self.policy.permitted(host))

@@ -9,9 +9,12 @@ which path each datagram took.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import socket
+import subprocess
 import time
 from typing import Any
 
@@ -23,6 +26,9 @@ from p2pnet.fastpath.kernel import OBJECT_FILE, FastPathUnavailable, loadKernelF
 from p2pnet.fastpath.maps import forwardEntry, reverseEntry
 from p2pnet.protocols.turn_client import TurnClientProtocol
 from test.interop.test_interop_turn import PASSWORD, USER, TurnServerMixin
+from test.interop.twistd_child import TwistdChild
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 #: Bytes per uclient message (C{runUclient}'s C{-l}).
 MESSAGE_SIZE = 120
@@ -69,10 +75,13 @@ class UclientThroughTheKernel(TurnServerMixin, unittest.TestCase):
         self.assertEqual(after["pythonIn"] - before["pythonIn"], 0, text)
         self.assertEqual(after["kernelOut"] - before["kernelOut"], sent, text)
         self.assertEqual(after["kernelIn"] - before["kernelIn"], sent, text)
-        # The allocations' totals, read back from the program, are what the peer got.
+        # The allocations' totals, read back from the program, are what the peer got
+        # and echoed.
         self.turn.fastPath.collectAll()
-        self.assertGreaterEqual(self.turn.stats.counters["turn.fastpath.bytes_to_peers"],
-                                sent * MESSAGE_SIZE)
+        counted = self.turn.stats.counters
+        self.assertEqual(counted["turn.fastpath.bytes_to_peers"], sent * MESSAGE_SIZE)
+        self.assertEqual(counted["turn.fastpath.bytes_from_peers"], sent * MESSAGE_SIZE)
+        self.assertEqual(counted["turn.fastpath.packets_to_peers"], sent)
         # Whatever uclient left, killed by an operator: its entries go with it.
         self.turn.table.kill(user=USER)
         self.assertEqual(self.turn.fastPath.written, {})
@@ -182,3 +191,48 @@ class KernelDeadlines(unittest.TestCase):
         self.assertEqual((counted.packetsOut, counted.bytesOut, counted.packetsIn,
                           counted.bytesIn), (1, 3, 1, 3))
         self.assertEqual(self.kernel.stats()["expired"], 2)
+
+
+class NothingOutlivesTheProcess(unittest.TestCase):
+    """A p2pnet killed with SIGKILL leaves no program attached: its tcx links were held
+    by the process's file descriptors only."""
+
+    timeout = 60
+
+    def links(self) -> list[str]:
+        bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+        if not os.path.exists(bpftool):
+            raise unittest.SkipTest("bpftool is not installed (make test installs it)")
+        shown = subprocess.run([bpftool, "-j", "link", "show"], capture_output=True,
+                               text=True, timeout=10)
+        ours = [link for link in json.loads(shown.stdout or "[]")
+                if link.get("prog_id") in self.programs(bpftool)]
+        return [str(link.get("id")) for link in ours]
+
+    def programs(self, bpftool: str) -> set[int]:
+        shown = subprocess.run([bpftool, "-j", "prog", "show"], capture_output=True,
+                               text=True, timeout=10)
+        return {p["id"] for p in json.loads(shown.stdout or "[]")
+                if p.get("name") == "turn_fastpath"}
+
+    @defer.inlineCallbacks
+    def test_sigkill(self) -> Any:
+        requireFastPath()
+        before = self.links()
+        child = TwistdChild(
+            ["--services", "stun,turn", "--listen", "127.0.0.1", "--stun-port", "0",
+             "--tls-port", "0", "--fast-path", "on", "--data-dir",
+             os.path.abspath(self.mktemp())],
+            ready=b"TURN on the STUN sockets", env={"PYTHONPATH": ROOT})
+        yield child.start(self)
+        self.addCleanup(child.stop)
+        self.assertIn("channel data relayed in the kernel", child.text())
+        running = self.links()
+        self.assertGreater(len(running), len(before))
+        child.process.signalProcess("KILL")
+        yield child.ended
+        for _ in range(50):  # the kernel frees the links as the process's files close
+            if self.links() == before:
+                break
+            yield deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(self.links(), before)

@@ -11,9 +11,12 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pnet.errors import ConfigError
 from p2pnet.fastpath import routes
+from p2pnet.fastpath.kernel import FastPathUnavailable
 from p2pnet.fastpath.maps import Counters, forwardEntry, reverseEntry, unpackCounters
 from p2pnet.fastpath.routes import Route, RouteError
+from p2pnet.services.turn import fastPathFor
 from p2pnet.services.turn_allocation import (
     CHANNEL_CONFIRM_DELAY,
     CHANNEL_LIFETIME,
@@ -51,6 +54,7 @@ class FakeKernel:
         self.reverse = FakeMap()
         self.tracked: dict[int, Counters] = {}
         self.closed = False
+        self.interfaces = ["lo"]
 
     def track(self, allocation: int) -> None:
         self.tracked[allocation] = Counters(0, 0, 0, 0)
@@ -251,3 +255,27 @@ class RouteParsingTests(SynchronousTestCase):
             RouteError, routes._parse, error, socket.AF_INET)))
         self.assertRaises(RouteError, routes._parse, b"\0" * 4, socket.AF_INET)
         self.assertRaises(RouteError, routes._parse, self.reply(1), socket.AF_INET)
+
+
+class ModeTests(SynchronousTestCase):
+    """C{fast-path}: auto degrades to the Python path, on refuses to start, off never
+    loads."""
+
+    def refused(self) -> FakeKernel:
+        raise FastPathUnavailable("no privilege to load BPF programs")
+
+    def test_off(self) -> None:
+        self.assertIsNone(fastPathFor("off", self.refused))
+
+    def test_autoWithoutIt(self) -> None:
+        self.assertIsNone(fastPathFor("auto", self.refused))
+
+    def test_onWithoutIt(self) -> None:
+        error = self.assertRaises(ConfigError, fastPathFor, "on", self.refused)
+        self.assertEqual(error.key, "fast-path")
+        self.assertIn("no privilege", str(error))
+
+    def test_loaded(self) -> None:
+        kernel = FakeKernel()
+        self.assertIs(fastPathFor("auto", lambda: kernel), kernel)
+        self.assertIs(fastPathFor("on", lambda: kernel), kernel)
