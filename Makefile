@@ -55,10 +55,11 @@ $(FASTPATH_OBJECT): p2pnet/fastpath/turn_fastpath.bpf.c
 
 fastpath: fastpath-deps $(FASTPATH_OBJECT)
 
-# The fast path is optional at run time (fast-path = auto): a machine that cannot build
-# it still runs, and logs why the Python path relays everything.
+# The fast path is optional at run time (fast-path = auto): it needs root to load, so it
+# is built when make runs as root; a machine that cannot build it still runs, and logs
+# why the Python path relays everything.
 run: $(STAMP)
-	-@$(MAKE) --no-print-directory fastpath
+	-@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory fastpath; fi
 	$(VENV)/bin/twistd -n p2pnet $(ARGS)
 
 test: $(STAMP) system-deps fastpath
