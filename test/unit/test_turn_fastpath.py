@@ -27,6 +27,7 @@ from p2pnet.services.turn_allocation import (
 from p2pnet.services.turn_fastpath import FastPathEntries
 from p2pnet.services.turn_table import AllocationTable
 from p2pnet.stats import Stats
+from test.unit.test_services_turn import TurnMixin
 
 CLIENT = ("198.51.100.7", 50000)
 SERVER = ("203.0.113.1", 3478)
@@ -279,3 +280,21 @@ class ModeTests(SynchronousTestCase):
         kernel = FakeKernel()
         self.assertIs(fastPathFor("auto", lambda: kernel), kernel)
         self.assertIs(fastPathFor("on", lambda: kernel), kernel)
+
+
+class ServiceTests(TurnMixin, SynchronousTestCase):
+    """The TURN service with a (fake) kernel: the observer in its table, the program
+    closed when it stops; with a shared bandwidth budget, not used at all."""
+
+    def test_wired(self) -> None:
+        kernel = FakeKernel()
+        turn = self.startTurn(fastPath=kernel)
+        self.assertIn(turn.fastPath, turn.table.observers)
+        turn.stopService()
+        self.assertTrue(kernel.closed)
+
+    def test_bpsCapacityKeepsEverythingInPython(self) -> None:
+        kernel = FakeKernel()
+        turn = self.startTurn(fastPath=kernel, bpsCapacity=1e6)
+        self.assertIsNone(turn.fastPath)
+        self.assertTrue(kernel.closed)
