@@ -26,7 +26,9 @@ with C{fast-path off} and C{on} (C{--fast-path}); the kernel's forwarding runs i
 softirq context and is charged to no process, so the own generator's runs also give the
 whole machine's busy CPU time (C{/proc/stat}: user, system, irq, softirq, steal) per
 relayed message, generator and sink included alike for every server; both ratios
-against coturn are printed. Resident memory per idle allocation is (RSS with C{--idle}
+against coturn are printed. The generator and the sink are also measured alone, sending
+straight to each other at the paced rate; subtracting that from a server's whole-machine
+figure gives the relay's own share (paced runs), whose ratio is printed too. Resident memory per idle allocation is (RSS with C{--idle}
 allocations - RSS before) / C{--idle}. Every loop is bounded by time and count. Figures
 to read, never pass/fail; exit status 0 unless a server could not start.
 """
@@ -236,8 +238,13 @@ def generate(sessions: list[Session], size: int, rate: float, seconds: float) ->
     """Send ChannelData round-robin at C{rate}/s (0: as fast as possible) for
     C{seconds}; return how many were sent."""
     frame = struct.pack("!HH", 0x4000, size) + bytes(size)
-    socks = [s.sock for s in sessions]
-    server = sessions[0].server
+    return send([s.sock for s in sessions], frame, sessions[0].server, rate, seconds)
+
+
+def send(socks: list[socket.socket], frame: bytes, destination: tuple[str, int],
+         rate: float, seconds: float) -> int:
+    """L{generate}'s loop: C{frame} from C{socks} round-robin to C{destination}."""
+    server = destination
     sent = 0
     start = time.monotonic()
     end = start + seconds
@@ -298,6 +305,41 @@ def ownLoad(server: tuple[str, int], pid: int, allocations: int, size: int, rate
             peer.terminate()
     return {"sent": sent, "relayed": received, "rate": received / elapsed,
             "cpu_us": (cpu1 - cpu0) * 1e6 / max(received, 1),
+            "machine_us": (busy1 - busy0) * 1e6 / max(received, 1),
+            "loss": (sent - received) / max(sent, 1)}
+
+
+def directLoad(allocations: int, size: int, rate: float, seconds: float) -> dict[str, float]:
+    """The generator and the sink alone, no relay between them: the whole machine's
+    busy time per message that every server's figure includes (subtracted to give a
+    server's own share)."""
+    peerPort = freePort(RELAY_PORTS[1])
+    ready, stopAt = multiprocessing.Event(), multiprocessing.Event()
+    counted = multiprocessing.Value("q", 0)
+    peer = multiprocessing.Process(target=sink, args=(peerPort, ready, stopAt, counted))
+    peer.start()
+    ready.wait(10)
+    socks = []
+    for _ in range(allocations):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((LOOPBACK, 0))
+        socks.append(sock)
+    try:
+        busy0, t0 = machineBusySeconds(), time.monotonic()
+        sent = send(socks, bytes(size), (LOOPBACK, peerPort), rate, seconds)
+        elapsed = time.monotonic() - t0
+        time.sleep(0.5)
+        busy1 = machineBusySeconds()
+        time.sleep(1.5)
+        stopAt.set()
+        peer.join(MAX_SECONDS)
+        received = counted.value
+    finally:
+        for sock in socks:
+            sock.close()
+        if peer.is_alive():
+            peer.terminate()
+    return {"sent": sent, "relayed": received, "rate": received / elapsed,
             "machine_us": (busy1 - busy0) * 1e6 / max(received, 1),
             "loss": (sent - received) / max(sent, 1)}
 
@@ -430,6 +472,13 @@ def report(all_results: list[dict[str, Any]], args: argparse.Namespace) -> None:
                       f"  {machine}  {r['loss'] * 100:6.2f}%")
         print(f"   idle allocation: {result['memory_kib'] * 1024:.0f} bytes of RSS each at "
               f"{args.idle} allocations (process RSS {result['rss_kib'] / 1024:.0f} MiB)\n")
+    baseline = getattr(args, "baseline", {})
+    if baseline:
+        print(f"== generator and sink alone (no relay), paced to {args.rate:.0f} msg/s")
+        print("   size  allocs   machine us/msg")
+        for (size, allocations), r in sorted(baseline.items()):
+            print(f"   {size:4d}  {allocations:6d}  {r['machine_us']:14.1f}")
+        print()
     coturn = next((r for r in all_results if r["name"] == "coturn"), None)
     for ours in all_results:
         if coturn is None or ours is coturn:
@@ -445,6 +494,12 @@ def report(all_results: list[dict[str, Any]], args: argparse.Namespace) -> None:
                     if "machine_us" in mine and "machine_us" in theirs:
                         whole = mine["machine_us"] / max(theirs["machine_us"], 1e-9)
                         line += f", whole machine {whole:5.2f}x"
+                        base = baseline.get(key) if table == "own" else None
+                        if base is not None:
+                            own = mine["machine_us"] - base["machine_us"]
+                            other = theirs["machine_us"] - base["machine_us"]
+                            line += (f", relay's share {own:5.1f} / {other:5.1f} us = "
+                                     f"{own / max(other, 1e-9):5.2f}x")
                     print(line)
         print(f"   memory per idle allocation: "
               f"{ours['memory_kib'] / max(coturn['memory_kib'], 1e-9):5.2f}x\n")
@@ -473,6 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.peer is None:
         args.uclient = None
     raiseFileLimit(FILES)
+    args.baseline = {(size, allocations): directLoad(allocations, size, args.rate,
+                                                     args.seconds)
+                     for size in (120, 1000) for allocations in (10, 50, 100)}
     modes = ("off", "on") if args.fast_path == "both" else (args.fast_path,)
     results = [benchServer(f"p2pnet-{mode}",
                            lambda tmp, port, mode=mode: startTurnP2pnet(tmp, port, mode), args)
