@@ -155,6 +155,32 @@ class EntriesFollowTheTable(TurnServerMixin, unittest.TestCase):
         self.fail("nothing arrived")
 
 
+class DeniedPeer(TurnServerMixin, unittest.TestCase):
+    """A peer the policy denies (loopback, by default) is refused a channel, and nothing
+    about it reaches the maps."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        requireFastPath()
+        self.startServer(fast_path="on", allow_loopback_peers=False)
+
+    @defer.inlineCallbacks
+    def test_neverWritten(self) -> Any:
+        from p2pnet.protocols.stun_client import StunErrorResponse
+
+        client = TurnClientProtocol(("127.0.0.1", self.port), USER, PASSWORD, reactor=reactor)
+        listening = reactor.listenUDP(0, client, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        yield client.allocate()
+        refused = yield self.assertFailure(client.channelBind(("127.0.0.1", 9)),
+                                           StunErrorResponse)
+        self.assertEqual(refused.code, 403)
+        self.assertEqual([len(w) for w in self.turn.fastPath.written.values()], [0])
+        self.assertEqual(self.turn.fastPath.kernel.stats()["forwarded_out"], 0)
+        yield client.close()
+
+
 class KernelDeadlines(unittest.TestCase):
     """The program's own deadline check: an entry past it forwards nothing, at once,
     whatever the Python side does next."""
