@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 from processes import (
@@ -266,82 +267,95 @@ def send(socks: list[socket.socket], frame: bytes, destination: tuple[str, int],
     return sent
 
 
+class Sink:
+    """The peer process (L{sink}) on one port, started afresh for each count."""
+
+    def __init__(self) -> None:
+        self.port = freePort(RELAY_PORTS[1])
+        self.ready, self.stopAt = multiprocessing.Event(), multiprocessing.Event()
+        self.counted = multiprocessing.Value("q", 0)
+        self.process: multiprocessing.Process | None = None
+
+    def start(self) -> None:
+        """Start counting (bounded wait for the socket)."""
+        self.ready.clear()
+        self.stopAt.clear()
+        self.process = multiprocessing.Process(
+            target=sink, args=(self.port, self.ready, self.stopAt, self.counted))
+        self.process.start()
+        self.ready.wait(10)
+
+    def stop(self, wait: float = MAX_SECONDS) -> int:
+        """Stop counting; what was counted."""
+        assert self.process is not None
+        self.stopAt.set()
+        self.process.join(wait)
+        return int(self.counted.value)
+
+    def kill(self) -> None:
+        """Make sure the process is gone."""
+        if self.process is not None and self.process.is_alive():
+            self.process.terminate()
+
+
+def measure(pid: int | None, run: Callable[[], int], peer: Sink) -> dict[str, float]:
+    """Run C{run} (it returns how many it sent) and give its figures: the rate C{peer}
+    counted, the CPU of process C{pid} (if any) and of the whole machine per counted
+    message, loss."""
+    cpu0, busy0, t0 = cpuSeconds(pid) if pid else 0.0, machineBusySeconds(), time.monotonic()
+    sent = run()
+    elapsed = time.monotonic() - t0
+    time.sleep(0.5)
+    cpu1, busy1 = cpuSeconds(pid) if pid else 0.0, machineBusySeconds()
+    time.sleep(1.5)  # an unpaced run leaves a backlog in the server's socket
+    received = peer.stop()
+    figures = {"sent": sent, "relayed": received, "rate": received / elapsed,
+               "machine_us": (busy1 - busy0) * 1e6 / max(received, 1),
+               "loss": (sent - received) / max(sent, 1)}
+    if pid:
+        figures["cpu_us"] = (cpu1 - cpu0) * 1e6 / max(received, 1)
+    return figures
+
+
 def ownLoad(server: tuple[str, int], pid: int, allocations: int, size: int, rate: float,
             seconds: float) -> dict[str, float]:
     """One run of the own load generator; figures."""
-    peerPort = freePort(RELAY_PORTS[1])
-    ready, stopAt = multiprocessing.Event(), multiprocessing.Event()
-    counted = multiprocessing.Value("q", 0)
-    peer = multiprocessing.Process(target=sink, args=(peerPort, ready, stopAt, counted))
+    peer = Sink()
     peer.start()
-    ready.wait(10)
     sessions = [Session(server) for _ in range(allocations)]
     try:
         for s in sessions:
             s.allocate()
-            s.bind((LOOPBACK, peerPort))
+            s.bind((LOOPBACK, peer.port))
         generate(sessions, size, rate, 0.5)  # warm-up, not counted
         time.sleep(0.5)
-        stopAt.set()
-        peer.join(10)
-        ready.clear()
-        stopAt.clear()
-        peer = multiprocessing.Process(target=sink, args=(peerPort, ready, stopAt, counted))
+        peer.stop(10)
         peer.start()
-        ready.wait(10)
-        cpu0, busy0, t0 = cpuSeconds(pid), machineBusySeconds(), time.monotonic()
-        sent = generate(sessions, size, rate, seconds)
-        elapsed = time.monotonic() - t0
-        time.sleep(0.5)
-        cpu1, busy1 = cpuSeconds(pid), machineBusySeconds()
-        time.sleep(1.5)  # an unpaced run leaves a backlog in the server's socket
-        stopAt.set()
-        peer.join(MAX_SECONDS)
-        received = counted.value
+        return measure(pid, lambda: generate(sessions, size, rate, seconds), peer)
     finally:
         for s in sessions:
             s.delete()
-        if peer.is_alive():
-            peer.terminate()
-    return {"sent": sent, "relayed": received, "rate": received / elapsed,
-            "cpu_us": (cpu1 - cpu0) * 1e6 / max(received, 1),
-            "machine_us": (busy1 - busy0) * 1e6 / max(received, 1),
-            "loss": (sent - received) / max(sent, 1)}
+        peer.kill()
 
 
 def directLoad(allocations: int, size: int, rate: float, seconds: float) -> dict[str, float]:
     """The generator and the sink alone, no relay between them: the whole machine's
     busy time per message that every server's figure includes (subtracted to give a
     server's own share)."""
-    peerPort = freePort(RELAY_PORTS[1])
-    ready, stopAt = multiprocessing.Event(), multiprocessing.Event()
-    counted = multiprocessing.Value("q", 0)
-    peer = multiprocessing.Process(target=sink, args=(peerPort, ready, stopAt, counted))
+    peer = Sink()
     peer.start()
-    ready.wait(10)
     socks = []
     for _ in range(allocations):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind((LOOPBACK, 0))
         socks.append(sock)
     try:
-        busy0, t0 = machineBusySeconds(), time.monotonic()
-        sent = send(socks, bytes(size), (LOOPBACK, peerPort), rate, seconds)
-        elapsed = time.monotonic() - t0
-        time.sleep(0.5)
-        busy1 = machineBusySeconds()
-        time.sleep(1.5)
-        stopAt.set()
-        peer.join(MAX_SECONDS)
-        received = counted.value
+        return measure(None, lambda: send(socks, bytes(size), (LOOPBACK, peer.port), rate,
+                                          seconds), peer)
     finally:
         for sock in socks:
             sock.close()
-        if peer.is_alive():
-            peer.terminate()
-    return {"sent": sent, "relayed": received, "rate": received / elapsed,
-            "machine_us": (busy1 - busy0) * 1e6 / max(received, 1),
-            "loss": (sent - received) / max(sent, 1)}
+        peer.kill()
 
 
 def machineBusySeconds() -> float:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 
 from p2pnet.commands import runOnStore, usingStore
@@ -41,7 +40,7 @@ async def _main(reactor: Any, args: argparse.Namespace) -> int:
         if args.json:
             sys.stdout.write(json.dumps(nodes, indent=2, sort_keys=True) + "\n")
         elif nodes:
-            sys.stdout.write(nodeRows(nodes, time.time()))
+            sys.stdout.write(nodeRows(nodes, reactor.seconds()))
         else:
             sys.stdout.write("no node has written to this store in the last 30 s\n")
         return 0

@@ -4,8 +4,8 @@ hook of every interface forwards ChannelData to peers and peers' datagrams to cl
 for the channels the TURN service writes into its maps; everything else goes on to the
 Python path unchanged.
 
-Layers: L{maps} (the entries as bytes) and L{routes} (where the kernel sends an address)
-are sans-IO or one syscall; L{libbpf} wraps the few libbpf calls; L{kernel} loads and
-attaches the program. The TURN service's L{p2pnet.services.turn_fastpath} decides what
+The entries' bytes (L{p2pnet.codecs.fastpath_maps}) and rtnetlink's route messages
+(L{p2pnet.codecs.rtnetlink}) are codecs; here L{routes} asks the kernel one route,
+L{libbpf} wraps the few libbpf calls, and L{kernel} loads and attaches the program. The TURN service's L{p2pnet.services.turn_fastpath} decides what
 the maps hold.
 """

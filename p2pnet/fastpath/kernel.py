@@ -15,8 +15,14 @@ import socket
 import struct
 import sys
 
+from p2pnet.codecs.fastpath_maps import (
+    COUNTERS_SIZE,
+    STATS,
+    Counters,
+    allocationKey,
+    unpackCounters,
+)
 from p2pnet.fastpath.libbpf import BpfError, BpfObject, Map
-from p2pnet.fastpath.maps import COUNTERS_SIZE, STATS, Counters, allocationKey, unpackCounters
 
 __all__ = ["OBJECT_FILE", "FastPathUnavailable", "KernelFastPath", "loadKernelFastPath"]
 

@@ -102,7 +102,7 @@ struct {
 	__type(value, struct counters);
 } alloc_counters SEC(".maps");
 
-/* Whole-program counters, by index: see STAT_* in p2pnet/fastpath/maps.py. */
+/* Whole-program counters, by index: see STAT_* in p2pnet/codecs/fastpath_maps.py. */
 enum { STAT_FORWARDED_OUT, STAT_FORWARDED_IN, STAT_EXPIRED, STAT_TOO_LONG,
        STAT_ADJUST_FAILED, STAT_MALFORMED, STAT_COUNT };
 

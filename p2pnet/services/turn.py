@@ -35,6 +35,7 @@ from twisted.internet import task
 from twisted.logger import Logger
 
 from p2pnet.addresses import ExternalAddresses, family, parseIp
+from p2pnet.codecs.fastpath_maps import STATS
 from p2pnet.codecs.stun import (
     CHANNEL_MAX,
     CHANNEL_MAX_RFC5766,
@@ -44,7 +45,6 @@ from p2pnet.codecs.stun import (
     StunClass,
 )
 from p2pnet.errors import ConfigError
-from p2pnet.fastpath.maps import STATS
 from p2pnet.protocols.stun import Reply, StunLink
 from p2pnet.protocols.turn import DONT_FRAGMENT_SUPPORTED, KernelRelaySockets, RelaySockets
 from p2pnet.ratelog import RateLimitedLog

@@ -26,8 +26,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from p2pnet.addresses import family
-from p2pnet.fastpath.maps import Counters, forwardEntry, reverseEntry
-from p2pnet.fastpath.routes import Route, RouteError, routeTo
+from p2pnet.codecs.fastpath_maps import Counters, forwardEntry, reverseEntry
+from p2pnet.codecs.rtnetlink import Route, RouteError
+from p2pnet.fastpath.routes import routeTo
+from p2pnet.listen import WILDCARDS
 from p2pnet.services.turn_allocation import Allocation, ChannelBinding
 from p2pnet.services.turn_table import QuietObserver
 from p2pnet.stats import Stats
@@ -36,8 +38,6 @@ __all__ = ["COLLECT_INTERVAL", "FastPathEntries", "FastPathKernel"]
 
 #: Seconds between reads of the per-allocation counters (logs and metrics lag this much).
 COLLECT_INTERVAL = 5.0
-
-_WILDCARDS = ("0.0.0.0", "::")
 
 #: One written channel: (forward key, forward value, reverse key, reverse value).
 Written = tuple[bytes, bytes, bytes, bytes]
@@ -181,7 +181,7 @@ class FastPathEntries(QuietObserver):
                 or family(peerHost) != family(client[0]) or not self.allowed(peerHost)):
             return None
         relayed = allocation.relayed.get(family(peerHost))
-        if relayed is None or relayed[0] in _WILDCARDS:
+        if relayed is None or relayed[0] in WILDCARDS:
             return None
         server = allocation.fiveTuple.server
         try:
@@ -190,7 +190,7 @@ class FastPathEntries(QuietObserver):
         except RouteError:
             self.stats.add("turn.fastpath.no_route")
             return None
-        if server[0] in _WILDCARDS:
+        if server[0] in WILDCARDS:
             # A wildcard listener answers from the address the route to the client
             # prefers; so does the program.
             if not towardsClient.source:

@@ -23,6 +23,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from p2pnet.addresses import ExternalAddresses, defaultRouteAddress, family, unmapped
+from p2pnet.listen import WILDCARDS
 from p2pnet.protocols.stun import StunLink
 from p2pnet.protocols.turn import RelayDatagramProtocol, RelayHandler, RelaySockets, portInUse
 from p2pnet.ratelog import RateLimitedLog
@@ -33,7 +34,6 @@ __all__ = ["PORT_ATTEMPTS", "RelayAllocator"]
 
 #: Random ports tried before an Allocate gets 508 Insufficient Capacity.
 PORT_ATTEMPTS = 40
-_WILDCARDS = ("0.0.0.0", "::")
 
 
 class RelayAllocator(QuietObserver):
@@ -87,10 +87,10 @@ class RelayAllocator(QuietObserver):
         private = self.external.privateAddresses(addressFamily)
         if private:
             return local if local in private else private[0]
-        if family(local) == addressFamily and local not in _WILDCARDS:
+        if family(local) == addressFamily and local not in WILDCARDS:
             return local
         listen = list(self.listenAddresses())
-        specific = [a for a in listen if family(a) == addressFamily and a not in _WILDCARDS]
+        specific = [a for a in listen if family(a) == addressFamily and a not in WILDCARDS]
         if specific:
             return specific[0]
         if not any(family(a) == addressFamily for a in listen):

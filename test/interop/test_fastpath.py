@@ -22,8 +22,8 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
+from p2pnet.codecs.fastpath_maps import forwardEntry, reverseEntry
 from p2pnet.fastpath.kernel import OBJECT_FILE, FastPathUnavailable, loadKernelFastPath
-from p2pnet.fastpath.maps import forwardEntry, reverseEntry
 from p2pnet.protocols.turn_client import TurnClientProtocol
 from test.interop.test_interop_turn import PASSWORD, USER, TurnServerMixin
 from test.interop.twistd_child import TwistdChild

@@ -33,3 +33,17 @@ class CommandTests(SynchronousTestCase):
             ["gateway", "token", "--data-dir", dataDir])), 0)
         self.assertEqual(out.getvalue(), "tok\n")
 
+
+    def test_badStoreUrl(self) -> None:
+        """A malformed C{--store} is one line naming the option and status 2, before
+        any connection (the same check for C{gateway token}, C{peers} and C{cluster})."""
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        for argv in (["gateway", "token", "--store", "http://x"],
+                     ["peers", "--store", "redis://h/x", "list"],
+                     ["cluster", "--store", "redis-sentinel://a,,b"]):
+            args = buildParser().parse_args(argv)
+            self.assertEqual(args.run(args), 2, argv)
+        lines = err.getvalue().splitlines()
+        self.assertEqual(len(lines), 3, lines)
+        self.assertTrue(all(": --store: " in line for line in lines), lines)

@@ -1,21 +1,22 @@
 """What the kernel fast path is told (L{p2pnet.services.turn_fastpath}): the maps follow
 the allocation table, on a L{Clock}, with a fake kernel and fake routes. Also the map
-entries' bytes (L{p2pnet.fastpath.maps}) and rtnetlink answers (L{p2pnet.fastpath.routes})."""
+entries' bytes (L{p2pnet.codecs.fastpath_maps}) and rtnetlink (L{p2pnet.codecs.rtnetlink})."""
 
 from __future__ import annotations
 
 import socket
 import struct
 
+from hypothesis import given
+from hypothesis.strategies import binary
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pnet.codecs.fastpath_maps import Counters, forwardEntry, reverseEntry, unpackCounters
+from p2pnet.codecs.rtnetlink import Route, RouteError, encodeRouteRequest, parseRouteReply
 from p2pnet.errors import ConfigError
-from p2pnet.fastpath import routes
 from p2pnet.fastpath.kernel import FastPathUnavailable
-from p2pnet.fastpath.maps import Counters, forwardEntry, reverseEntry, unpackCounters
-from p2pnet.fastpath.routes import Route, RouteError
 from p2pnet.services.turn import fastPathFor
 from p2pnet.services.turn_allocation import (
     CHANNEL_CONFIRM_DELAY,
@@ -244,18 +245,41 @@ class RouteParsingTests(SynchronousTestCase):
 
     def test_unicast(self) -> None:
         reply = self.reply(1, (4, struct.pack("=I", 3)), (7, bytes([192, 0, 2, 2])))
-        self.assertEqual(routes._parse(reply, socket.AF_INET), Route(3, "192.0.2.2", False))
+        self.assertEqual(parseRouteReply(reply), Route(3, "192.0.2.2", False))
 
     def test_local(self) -> None:
         reply = self.reply(2, (4, struct.pack("=I", 1)))
-        self.assertEqual(routes._parse(reply, socket.AF_INET), Route(1, "", True))
+        self.assertEqual(parseRouteReply(reply), Route(1, "", True))
+
+    def test_request(self) -> None:
+        """What C{ip route get 192.0.2.9 from 203.0.113.1} sends."""
+        request = encodeRouteRequest("192.0.2.9", "203.0.113.1")
+        length, kind, flags, _, _ = struct.unpack_from("=IHHII", request)
+        self.assertEqual((length, kind, flags), (len(request), 26, 1))
+        self.assertEqual(request[16:20], bytes([socket.AF_INET, 32, 32, 0]))
+        self.assertEqual(request[28:36], struct.pack("=HH", 8, 1) + bytes([192, 0, 2, 9]))
+        self.assertEqual(request[36:44], struct.pack("=HH", 8, 2) + bytes([203, 0, 113, 1]))
+        self.assertEqual(encodeRouteRequest("2001:db8::1")[16:18], bytes([socket.AF_INET6, 128]))
+
+    @given(binary(max_size=120))
+    def test_garbageIsARouteError(self, data: bytes) -> None:
+        """Whatever the socket returns, the answer is a route or L{RouteError}."""
+        try:
+            parseRouteReply(data)
+        except RouteError:
+            pass
+        try:
+            parseRouteReply(self.reply(1, (4, struct.pack("=I", 3)), (7, data[:20])))
+        except RouteError:
+            pass
 
     def test_errors(self) -> None:
         error = struct.pack("=IHHII", 36, 2, 0, 1, 0) + struct.pack("=i", -101) + bytes(16)
         self.assertIn("ENETUNREACH", str(self.assertRaises(
-            RouteError, routes._parse, error, socket.AF_INET)))
-        self.assertRaises(RouteError, routes._parse, b"\0" * 4, socket.AF_INET)
-        self.assertRaises(RouteError, routes._parse, self.reply(1), socket.AF_INET)
+            RouteError, parseRouteReply, error)))
+        self.assertRaises(RouteError, parseRouteReply, b"\0" * 4)
+        self.assertRaises(RouteError, parseRouteReply, struct.pack("=IHHII", 16, 2, 0, 1, 0))
+        self.assertRaises(RouteError, parseRouteReply, self.reply(1))
 
 
 class ModeTests(SynchronousTestCase):

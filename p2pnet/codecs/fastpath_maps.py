@@ -1,6 +1,6 @@
 # -*- test-case-name: test.unit.test_turn_fastpath,test.interop.test_fastpath -*-
-"""The fast path's map entries as bytes (sans-IO): the C structs of
-C{turn_fastpath.bpf.c}, packed from typed addresses.
+"""The TURN fast path's BPF map entries as bytes (sans-IO): the C structs of
+C{p2pnet/fastpath/turn_fastpath.bpf.c}, packed from typed addresses.
 
 Addresses and ports are in network byte order, as the program reads them from the
 packet; an IPv4 address fills the first 4 of 16 bytes. Deadlines are nanoseconds of
